@@ -1,0 +1,78 @@
+"""What the Dockerfile and docker-compose.yml promise, checked against the code."""
+
+from __future__ import annotations
+
+import re
+
+from service.settings import Settings
+
+
+def _env_fields() -> set[str]:
+    prefix = Settings.model_config.get("env_prefix", "")
+    return {(prefix + name).upper() for name in Settings.model_fields}
+
+
+def test_dockerfile_runs_as_non_root(dockerfile):
+    users = dockerfile.all("USER")
+    assert users, "the image must switch to a non-root USER"
+    assert users[-1] not in {"root", "0"}
+    assert any("useradd" in run and users[-1] in run for run in dockerfile.all("RUN"))
+
+
+def test_entrypoint_is_the_cli_serve_command(dockerfile, pyproject):
+    command = dockerfile.exec_form("ENTRYPOINT") + dockerfile.exec_form("CMD")
+    assert command == ["mmembed", "serve"]
+    assert pyproject["project"]["scripts"]["mmembed"] == "service.cli:main"
+
+
+def test_torch_pin_matches_pyproject(dockerfile, pyproject):
+    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("torch")]
+    assert pins == [f"torch=={dockerfile.args['TORCH_VERSION']}"]
+    assert dockerfile.args["TORCH_INDEX_URL"].endswith("/whl/cpu"), "CPU wheels by default"
+
+
+def test_dependencies_install_before_the_source_is_copied(dockerfile):
+    keywords = [(k, v) for k, v in dockerfile.instructions if k in {"RUN", "COPY"}]
+    first_source_copy = next(i for i, (k, v) in enumerate(keywords) if k == "COPY" and "model" in v)
+    dep_install = next(i for i, (k, v) in enumerate(keywords) if k == "RUN" and "pip install ." in v)
+    assert dep_install < first_source_copy
+
+
+def test_env_names_are_real_settings(dockerfile, compose):
+    fields = _env_fields()
+    names = {n for n in dockerfile.env if n.startswith("MMEMBED_")}
+    for service in compose["services"].values():
+        names |= {n for n in service["environment"] if n.startswith("MMEMBED_")}
+    unknown = names - fields
+    assert not unknown, f"variables that no setting reads: {sorted(unknown)}"
+
+
+def test_port_volumes_and_healthcheck_agree(dockerfile, compose):
+    port = dockerfile.env["MMEMBED_PORT"]
+    assert dockerfile.one("EXPOSE") == port
+    volumes = set(re.findall(r'"(/[^"]+)"', dockerfile.one("VOLUME")))
+    assert volumes == {dockerfile.env["MMEMBED_DATA_DIR"], dockerfile.env["HF_HOME"]}
+    health = dockerfile.exec_form("HEALTHCHECK")
+    assert "/healthz" in " ".join(health)
+
+    service = compose["services"]["mmembed"]
+    assert any(p.endswith(f":{port}") for p in service["ports"])
+    assert service["ports"][0].startswith("${MMEMBED_PUBLISH:-127.0.0.1:"), "loopback by default"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    assert mounts["/data"] in compose["volumes"], "index data lives in a named volume"
+    assert mounts["/models"] in compose["volumes"], "model cache lives in a named volume"
+    assert "/checkpoints" in mounts
+    assert service["healthcheck"]["test"] == ["CMD", *health]
+    assert service["restart"] == "unless-stopped"
+    assert service["build"]["context"] == "."
+
+
+def test_gpu_profile_reserves_a_gpu(compose):
+    gpu = compose["services"]["mmembed-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert gpu["environment"]["MMEMBED_DEVICE"] == "cuda"
+    assert "cu1" in gpu["build"]["args"]["TORCH_INDEX_URL"]
+    cpu = compose["services"]["mmembed"]
+    assert gpu["volumes"] == cpu["volumes"] and gpu["healthcheck"] == cpu["healthcheck"]
