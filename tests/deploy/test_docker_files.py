@@ -34,7 +34,9 @@ def test_torch_pin_matches_pyproject(dockerfile, pyproject):
 def test_dependencies_install_before_the_source_is_copied(dockerfile):
     keywords = [(k, v) for k, v in dockerfile.instructions if k in {"RUN", "COPY"}]
     first_source_copy = next(i for i, (k, v) in enumerate(keywords) if k == "COPY" and "model" in v)
-    dep_install = next(i for i, (k, v) in enumerate(keywords) if k == "RUN" and "pip install ." in v)
+    dep_install = next(
+        i for i, (k, v) in enumerate(keywords) if k == "RUN" and "pip install ." in v
+    )
     assert dep_install < first_source_copy
 
 
