@@ -1,0 +1,17 @@
+"""Matryoshka-aware vector store: FAISS 64-d and 512-d indexes over a durable SQLite store."""
+
+from .backend import VectorBackend
+from .config import IndexConfig
+from .items import Item, NewItem, SearchHit
+from .store import VectorStore
+from .vectors import MATRYOSHKA_DIMS
+
+__all__ = [
+    "MATRYOSHKA_DIMS",
+    "IndexConfig",
+    "Item",
+    "NewItem",
+    "SearchHit",
+    "VectorBackend",
+    "VectorStore",
+]

@@ -1,0 +1,59 @@
+"""Crash-safe file replacement: write a temp file, fsync it, rename it, fsync the folder.
+
+After a crash at any point the destination holds either the old or the new
+content in full, never a mix; a leftover `*.tmp` is ignored and later removed.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+TMP_SUFFIX = ".tmp"
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make a rename or unlink inside `directory` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
+    """Let `write(tmp_path)` produce the file, then move it into place atomically."""
+    path = Path(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        write(tmp)
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably."""
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def file_crc32(path: Path, chunk_size: int = 1 << 24) -> int:
+    """CRC32 of a whole file, read in 16 MiB chunks."""
+    crc = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            crc = zlib.crc32(chunk, crc)
+    return crc

@@ -1,0 +1,91 @@
+"""The narrow interface the service depends on.
+
+`VectorStore` (FAISS over SQLite, one process) implements it; a client of a
+distributed vector database (Milvus, Qdrant, Weaviate, ...) could implement the
+same methods later and the service would not change. Everything crossing this
+boundary is plain data: strings, JSON-safe dicts, float32 numpy arrays, and
+the dataclasses of `index.items`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from .items import Item, NewItem, SearchHit
+
+
+class VectorBackend(ABC):
+    """Items with a 512-d Matryoshka vector, searchable at 64, 128, 256 or 512 dims."""
+
+    @abstractmethod
+    def add(
+        self,
+        vector: Any,
+        *,
+        modality: str,
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
+    ) -> str:
+        """Store a new item; returns its id. Raises DuplicateId if the id exists."""
+
+    @abstractmethod
+    def add_many(self, items: list[NewItem]) -> list[str]:
+        """Store new items all-or-nothing; returns their ids in order."""
+
+    @abstractmethod
+    def upsert(
+        self, vector: Any, *, id: str, modality: str, metadata: dict[str, Any] | None = None
+    ) -> str:
+        """Store or replace the item with this id (created_at is kept on replace)."""
+
+    @abstractmethod
+    def get(self, id: str) -> Item:
+        """The item with this id; raises ItemNotFound."""
+
+    @abstractmethod
+    def delete(self, id: str) -> None:
+        """Remove the item; raises ItemNotFound."""
+
+    @abstractmethod
+    def count(self, modality: str | None = None) -> int: ...
+
+    @abstractmethod
+    def list(self, modality: str | None = None, limit: int = 100, offset: int = 0) -> list[Item]:
+        """Items in creation order, paged."""
+
+    @abstractmethod
+    def search(
+        self,
+        query: Any,
+        *,
+        k: int = 10,
+        dims: int = 512,
+        mode: str = "exact",
+        modality: str | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        """Nearest items to one (512,) query by cosine at `dims`, best first."""
+
+    @abstractmethod
+    def search_batch(
+        self,
+        queries: np.ndarray,
+        *,
+        k: int = 10,
+        dims: int = 512,
+        mode: str = "exact",
+        modality: str | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[list[SearchHit]]:
+        """`search` for each row of a (Q, 512) array."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """JSON-safe facts for readiness and metrics: counts, kind, dims, location."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Flush and release resources; idempotent."""

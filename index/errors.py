@@ -1,0 +1,56 @@
+"""Domain errors of the vector store.
+
+Every error raised by `index` derives from `StoreError`; input errors also derive
+from `ValueError` and a missing id from `KeyError`, so callers can map them to
+4xx answers without importing FAISS or SQLite.
+"""
+
+from __future__ import annotations
+
+
+class StoreError(Exception):
+    """Base class of every error raised by the vector store."""
+
+
+class ItemNotFound(StoreError, KeyError):
+    """No item has the requested id."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+    def __str__(self) -> str:
+        return f"no item with id {self.item_id!r}"
+
+
+class DuplicateId(StoreError, ValueError):
+    """`add` was given an id that already exists (use `upsert` to replace it)."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(f"an item with id {item_id!r} already exists; use upsert to replace it")
+        self.item_id = item_id
+
+
+class InvalidVector(StoreError, ValueError):
+    """A vector has the wrong shape or type, holds NaN/inf, or is all zeros."""
+
+
+class InvalidQuery(StoreError, ValueError):
+    """Bad search or listing arguments (k, dims, mode, filters, limit, offset)."""
+
+
+class InvalidItem(StoreError, ValueError):
+    """Bad item fields other than the vector: id, modality or metadata."""
+
+
+class StoreLocked(StoreError):
+    """Another process (or another open store in this process) holds the data directory."""
+
+    def __init__(self, data_dir: str, holder_pid: int | None) -> None:
+        holder = f"process {holder_pid}" if holder_pid is not None else "another process"
+        super().__init__(
+            f"data directory {data_dir} is in use by {holder}; "
+            "only one process may open a store at a time"
+        )
+        self.data_dir = data_dir
+        self.holder_pid = holder_pid

@@ -1,0 +1,413 @@
+"""The two FAISS indexes kept in step: the 64-d Matryoshka prefix and the full 512 dims.
+
+Both are `IndexIDMap2` (inner product on unit vectors) whose int64 ids are the
+SQLite labels. The 512-d index doubles as the store of full vectors that the
+adaptive re-rank and the 128/256-d searches read (`reconstruct_batch`, or a
+zero-copy view of the flat storage), so no third copy is kept in memory.
+
+Kinds:
+- "flat" (default): `IndexFlatIP`, exact. `remove_ids` compacts the arrays.
+- "hnsw": `IndexHNSWFlat`, approximate, for large collections. HNSW cannot remove
+  ids, so a delete (or the old version of an upsert) becomes a tombstone that
+  searches exclude with an id selector; when tombstones pass
+  `hnsw_max_tombstone_fraction` of the index the graphs are rebuilt from the live
+  vectors. IVF was not chosen: it supports `remove_ids` but must be trained on
+  data the store may not have yet, and its recall drifts as the collection
+  outgrows the trained centroids; HNSW needs no training and stays accurate
+  while items arrive.
+
+Not thread-safe for mutation: the caller serialises add/remove against searches.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .atomic import TMP_SUFFIX, atomic_write_bytes, atomic_write_with, file_crc32
+from .config import IndexConfig
+from .errors import StoreError
+from .vectors import EMBED_DIM, SHORTLIST_DIM, truncate
+
+MANIFEST_NAME = "faiss.json"
+FORMAT_VERSION = 1
+_ROW_CHUNK = 65_536
+
+
+class IndexFileError(StoreError):
+    """A FAISS snapshot is missing, corrupt or does not match the configuration."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What a manifest says about the saved indexes."""
+
+    generation: int
+    ntotal: int
+
+
+class MatryoshkaIndexes:
+    """64-d and 512-d FAISS indexes over the same labels."""
+
+    def __init__(self, config: IndexConfig) -> None:
+        self.config = config
+        self.index64 = self._new_index(SHORTLIST_DIM)
+        self.index512 = self._new_index(EMBED_DIM)
+        self._tombstones: set[int] = set()
+        self._version = 0
+        self._cache: dict[Any, Any] = {}
+
+    def _new_index(self, dims: int) -> faiss.IndexIDMap2:
+        if self.config.kind == "flat":
+            base = faiss.IndexFlatIP(dims)
+        else:
+            base = faiss.IndexHNSWFlat(dims, self.config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            base.hnsw.efConstruction = self.config.hnsw_ef_construction
+            base.hnsw.efSearch = self.config.hnsw_ef_search
+        return faiss.IndexIDMap2(base)
+
+    # ---- state ----
+
+    @property
+    def live_count(self) -> int:
+        return int(self.index512.ntotal) - len(self._tombstones)
+
+    @property
+    def tombstone_count(self) -> int:
+        return len(self._tombstones)
+
+    def stored_labels(self) -> np.ndarray:
+        """Every label held by the FAISS arrays, tombstoned ones included: (ntotal,) int64."""
+        return self._id_map()
+
+    def live_labels(self) -> np.ndarray:
+        labels = self._id_map()
+        if self._tombstones:
+            labels = labels[~np.isin(labels, self._tombstone_array())]
+        return labels
+
+    def _touch(self) -> None:
+        self._version += 1
+        self._cache = {}
+
+    def _cached(self, key: Any, make: Any) -> Any:
+        cache = self._cache
+        value = cache.get(key)
+        if value is None:
+            value = make()
+            cache[key] = value
+        return value
+
+    def _id_map(self) -> np.ndarray:
+        return self._cached("id_map", lambda: faiss.vector_to_array(self.index512.id_map))
+
+    def _tombstone_array(self) -> np.ndarray:
+        return self._cached(
+            "tombstones", lambda: np.fromiter(sorted(self._tombstones), dtype=np.int64)
+        )
+
+    def _storage(self) -> np.ndarray:
+        """Zero-copy (ntotal, 512) view of the 512-d vectors, rows in id_map order."""
+
+        def make() -> np.ndarray:
+            base = faiss.downcast_index(self.index512.index)
+            flat = base if self.config.kind == "flat" else faiss.downcast_index(base.storage)
+            n = int(flat.ntotal)
+            if n == 0:
+                return np.empty((0, EMBED_DIM), dtype=np.float32)
+            return faiss.rev_swig_ptr(flat.get_xb(), n * EMBED_DIM).reshape(n, EMBED_DIM)
+
+        return self._cached("storage", make)
+
+    def _prefix_norms(self, dims: int) -> np.ndarray:
+        """(ntotal,) float32 norms of the first `dims` columns of every stored vector."""
+
+        def make() -> np.ndarray:
+            xb = self._storage()
+            norms = np.empty(len(xb), dtype=np.float32)
+            for start in range(0, len(xb), _ROW_CHUNK):
+                block = xb[start : start + _ROW_CHUNK, :dims]
+                norms[start : start + len(block)] = np.sqrt(np.einsum("ij,ij->i", block, block))
+            np.maximum(norms, 1e-12, out=norms)
+            return norms
+
+        return self._cached(("norms", dims), make)
+
+    # ---- mutation ----
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        """labels (N,) int64, new; vectors (N, 512) float32 unit rows."""
+        if len(labels) == 0:
+            return
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.index64.add_with_ids(truncate(vectors, SHORTLIST_DIM), labels)
+        self.index512.add_with_ids(vectors, labels)
+        self._touch()
+
+    def remove(self, labels: np.ndarray) -> None:
+        """Drop labels (flat) or tombstone them (hnsw, compacting when too many)."""
+        if len(labels) == 0:
+            return
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        if self.config.kind == "flat":
+            self.index64.remove_ids(labels)
+            self.index512.remove_ids(labels)
+        else:
+            self._tombstones.update(int(x) for x in labels)
+            total = int(self.index512.ntotal)
+            if len(self._tombstones) > self.config.hnsw_max_tombstone_fraction * total:
+                self.compact()
+        self._touch()
+
+    def compact(self) -> None:
+        """Rebuild the HNSW graphs without the tombstoned vectors."""
+        live = self.live_labels()
+        vectors = self.vectors(live) if len(live) else np.empty((0, EMBED_DIM), np.float32)
+        self.index64 = self._new_index(SHORTLIST_DIM)
+        self.index512 = self._new_index(EMBED_DIM)
+        self._tombstones = set()
+        self._touch()
+        self.add(live, vectors)
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Full vectors (N, 512) float32 of stored labels."""
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        return self.index512.reconstruct_batch(labels)
+
+    # ---- search ----
+
+    def search(
+        self,
+        queries: np.ndarray,
+        *,
+        k: int,
+        dims: int,
+        adaptive: bool,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by cosine at `dims`.
+
+        queries: (Q, 512) float32 unit rows. allowed: sorted labels a filter admits, or None.
+        Returns (scores (Q, k) float32, labels (Q, k) int64), padded with -inf / -1.
+        """
+        if allowed is not None and len(allowed) <= self.config.filter_exact_threshold:
+            return self._score_subset(queries, allowed, k, dims)
+        if adaptive and dims > SHORTLIST_DIM:
+            scores, labels = self._adaptive(queries, k, dims, allowed)
+        elif dims in (SHORTLIST_DIM, EMBED_DIM):
+            index = self.index64 if dims == SHORTLIST_DIM else self.index512
+            scores, labels = self._faiss_search(index, truncate(queries, dims), k, allowed)
+        else:
+            scores, labels = self._scan_prefix(queries, k, dims, allowed)
+        available = self.live_count if allowed is None else len(allowed)
+        if (labels[:, : min(k, available)] < 0).any():
+            # an approximate graph can miss results under a selective filter or many
+            # tombstones: fall back to exact scoring of what the filter admits
+            pool = self.live_labels() if allowed is None else allowed
+            return self._score_subset(queries, pool, k, dims)
+        return scores, labels
+
+    def _selector(self, allowed: np.ndarray | None) -> faiss.IDSelector | None:
+        if allowed is not None:
+            return faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        if self._tombstones:
+            return faiss.IDSelectorNot(faiss.IDSelectorBatch(self._tombstone_array()))
+        return None
+
+    def _faiss_search(
+        self, index: faiss.IndexIDMap2, queries: np.ndarray, k: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # a fresh params object per call: IndexIDMap swaps its selector in place while searching
+        selector = self._selector(allowed)
+        if self.config.kind == "hnsw":
+            params = faiss.SearchParametersHNSW(efSearch=max(self.config.hnsw_ef_search, k))
+            if selector is not None:
+                params.sel = selector
+        else:
+            params = faiss.SearchParameters(sel=selector) if selector is not None else None
+        scores, labels = index.search(queries, k, params=params)
+        return scores, labels
+
+    def _adaptive(
+        self, queries: np.ndarray, k: int, dims: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """64-d shortlist of k * adaptive_factor, re-ranked by cosine at `dims`."""
+        shortlist = max(k, min(k * self.config.adaptive_factor, max(self.live_count, 1)))
+        _, candidates = self._faiss_search(
+            self.index64, truncate(queries, SHORTLIST_DIM), shortlist, allowed
+        )
+        valid = candidates >= 0
+        if not valid.any():
+            return _empty(len(queries), k)
+        # pad slots (-1) read any real vector, then score -inf
+        full = self.vectors(np.where(valid, candidates, candidates[valid][0]).reshape(-1))
+        cand = truncate(full, dims).reshape(len(queries), shortlist, dims)  # (Q, S, dims)
+        scores = np.einsum("qsd,qd->qs", cand, truncate(queries, dims))  # (Q, S)
+        scores[~valid] = -np.inf
+        return _top_k(scores, candidates, k)
+
+    def _scan_prefix(
+        self, queries: np.ndarray, k: int, dims: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosine at a prefix the indexes do not hold (128, 256): scan the storage."""
+        xb = self._storage()
+        if len(xb) == 0:
+            return _empty(len(queries), k)
+        ids = self._id_map()
+        norms = self._prefix_norms(dims)
+        keep: np.ndarray | None = None
+        if allowed is not None:
+            keep = np.isin(ids, allowed)
+        elif self._tombstones:
+            keep = ~np.isin(ids, self._tombstone_array())
+        q = truncate(queries, dims)  # (Q, dims)
+        best_scores, best_labels = _empty(len(queries), k)
+        for start in range(0, len(xb), _ROW_CHUNK):
+            stop = min(start + _ROW_CHUNK, len(xb))
+            scores = (q @ xb[start:stop, :dims].T) / norms[start:stop]  # (Q, chunk)
+            if keep is not None:
+                scores[:, ~keep[start:stop]] = -np.inf
+            labels = np.broadcast_to(ids[start:stop], scores.shape)
+            best_scores, best_labels = _top_k(
+                np.concatenate([best_scores, scores], axis=1),
+                np.concatenate([best_labels, labels], axis=1),
+                k,
+            )
+        return best_scores, best_labels
+
+    def _score_subset(
+        self, queries: np.ndarray, labels: np.ndarray, k: int, dims: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact cosine at `dims` against the given labels only."""
+        if len(labels) == 0:
+            return _empty(len(queries), k)
+        q = truncate(queries, dims)
+        best_scores, best_labels = _empty(len(queries), k)
+        for start in range(0, len(labels), _ROW_CHUNK):
+            chunk = np.ascontiguousarray(labels[start : start + _ROW_CHUNK], dtype=np.int64)
+            scores = q @ truncate(self.vectors(chunk), dims).T  # (Q, chunk)
+            best_scores, best_labels = _top_k(
+                np.concatenate([best_scores, scores], axis=1),
+                np.concatenate([best_labels, np.broadcast_to(chunk, scores.shape)], axis=1),
+                k,
+            )
+        return best_scores, best_labels
+
+    # ---- persistence ----
+
+    def save(self, directory: Path, generation: int) -> None:
+        """Write both indexes and then the manifest naming them, each atomically.
+
+        The manifest is written last, so a crash leaves the previous manifest and
+        its files intact; unreferenced index files are removed afterwards.
+        """
+        directory = Path(directory)
+        tag = f"{generation}-{uuid.uuid4().hex[:8]}"
+        files: dict[str, dict[str, Any]] = {}
+        for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512)):
+            name = f"index{dims}-{tag}.faiss"
+            path = directory / name
+            atomic_write_with(path, lambda tmp, index=index: faiss.write_index(index, str(tmp)))
+            files[str(dims)] = {
+                "name": name,
+                "size": path.stat().st_size,
+                "crc32": file_crc32(path),
+            }
+        manifest = {
+            "format": FORMAT_VERSION,
+            "kind": self.config.kind,
+            "hnsw_m": self.config.hnsw_m,
+            "generation": generation,
+            "ntotal": int(self.index512.ntotal),
+            "files": files,
+        }
+        atomic_write_bytes(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+        keep = {entry["name"] for entry in files.values()}
+        for path in directory.glob("index*.faiss*"):
+            if path.name not in keep and (
+                path.suffix == ".faiss" or path.name.endswith(TMP_SUFFIX)
+            ):
+                path.unlink(missing_ok=True)
+
+    @classmethod
+    def load(cls, directory: Path, config: IndexConfig) -> tuple[MatryoshkaIndexes, Snapshot]:
+        """Read a snapshot; raise IndexFileError if it is missing, corrupt or mismatched."""
+        directory = Path(directory)
+        try:
+            manifest = json.loads((directory / MANIFEST_NAME).read_text())
+        except FileNotFoundError:
+            raise IndexFileError("no FAISS snapshot") from None
+        except (OSError, ValueError) as exc:
+            raise IndexFileError(f"unreadable manifest: {exc}") from exc
+        try:
+            if manifest["format"] != FORMAT_VERSION:
+                raise IndexFileError(f"manifest format {manifest['format']}")
+            if manifest["kind"] != config.kind or (
+                config.kind == "hnsw" and manifest["hnsw_m"] != config.hnsw_m
+            ):
+                raise IndexFileError(
+                    f"snapshot kind {manifest['kind']} (M={manifest['hnsw_m']}) does not match "
+                    f"the configured {config.kind} (M={config.hnsw_m})"
+                )
+            self = cls(config)
+            for dims in (SHORTLIST_DIM, EMBED_DIM):
+                entry = manifest["files"][str(dims)]
+                path = directory / entry["name"]
+                if not path.is_file():
+                    raise IndexFileError(f"{path.name} is missing")
+                if path.stat().st_size != entry["size"]:
+                    raise IndexFileError(f"{path.name} has the wrong size")
+                if config.verify_checksums and file_crc32(path) != entry["crc32"]:
+                    raise IndexFileError(f"{path.name} fails its checksum")
+                try:
+                    index = faiss.read_index(str(path))
+                except RuntimeError as exc:
+                    raise IndexFileError(f"{path.name} is unreadable: {exc}") from exc
+                if index.d != dims or index.metric_type != faiss.METRIC_INNER_PRODUCT:
+                    raise IndexFileError(f"{path.name} is not a {dims}-d inner-product index")
+                # read_index returns the concrete class; a downcast wrapper would not own it
+                if not isinstance(index, faiss.IndexIDMap2):
+                    raise IndexFileError(f"{path.name} is not an IndexIDMap2")
+                setattr(self, f"index{dims}", index)
+            ids64 = faiss.vector_to_array(self.index64.id_map)
+            if self.index512.ntotal != manifest["ntotal"] or not np.array_equal(
+                ids64, self.stored_labels()
+            ):
+                raise IndexFileError("the 64-d and 512-d indexes disagree")
+            snapshot = Snapshot(generation=int(manifest["generation"]), ntotal=manifest["ntotal"])
+        except (KeyError, TypeError) as exc:
+            raise IndexFileError(f"malformed manifest: {exc}") from exc
+        return self, snapshot
+
+
+def _empty(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.full((queries, k), -np.inf, dtype=np.float32),
+        np.full((queries, k), -1, dtype=np.int64),
+    )
+
+
+def _top_k(scores: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best k columns per row, sorted by descending score: (Q, N) -> (Q, k), padded."""
+    queries, n = scores.shape
+    if n < k:
+        pad_s, pad_l = _empty(queries, k - n)
+        scores = np.concatenate([scores, pad_s], axis=1)
+        labels = np.concatenate([labels, pad_l], axis=1)
+        n = k
+    if n > k:
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(scores, part, axis=1)
+        labels = np.take_along_axis(labels, part, axis=1)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    scores = np.take_along_axis(scores, order, axis=1).astype(np.float32)
+    labels = np.take_along_axis(labels, order, axis=1)
+    labels = np.where(np.isfinite(scores), labels, -1)
+    return scores, labels

@@ -1,0 +1,44 @@
+"""The records the store takes and gives back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item to add.
+
+    vector: (512,) array-like; stored L2-normalised as float32.
+    id: None lets the store generate one (32 hex characters).
+    """
+
+    vector: Any
+    modality: str
+    metadata: dict[str, Any] | None = None
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class Item:
+    """A stored item. Timestamps are Unix seconds (UTC), `vector` is (512,) float32, unit norm."""
+
+    id: str
+    modality: str
+    metadata: dict[str, Any]
+    vector: np.ndarray = field(repr=False)
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    """One search result; `score` is the cosine similarity at the dims that ranked it."""
+
+    id: str
+    score: float
+    modality: str
+    metadata: dict[str, Any]

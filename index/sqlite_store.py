@@ -1,0 +1,370 @@
+"""The durable source of truth: items in one SQLite database in WAL mode.
+
+Each item row carries a `label`, the int64 id FAISS knows it by. Labels come
+from a counter kept in the same database and are never reused: an upsert
+deletes the old row and inserts a new one under a fresh label (keeping
+`created_at`), so a label always names one immutable vector. That makes
+"which store state does a FAISS file reflect" a plain set comparison of labels.
+
+Durability: `journal_mode=WAL` with `synchronous=FULL` (default) fsyncs the WAL
+at every COMMIT, so a write is acknowledged only once it would survive a process
+kill or a power cut. `synchronous=NORMAL` in WAL mode still survives `kill -9`
+(the WAL is in the OS page cache before COMMIT returns) but may lose the last
+transactions on power loss.
+
+Threads: one writer connection behind a lock; each reading thread gets its own
+connection (WAL readers never block the writer nor each other).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import DuplicateId, InvalidQuery, ItemNotFound, StoreError
+from .items import Item
+from .vectors import EMBED_DIM
+
+DB_NAME = "items.sqlite3"
+SCHEMA_VERSION = 1
+_CHUNK = 900  # stay well under SQLite's bound-parameter limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    label INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    modality TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_by_modality ON items (modality, label);
+CREATE INDEX IF NOT EXISTS items_by_created ON items (created_at, id);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', 1);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('next_label', 1);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    """One item as written: the vector is already validated (512,) float32 unit."""
+
+    id: str
+    modality: str
+    metadata_json: str
+    vector: np.ndarray
+
+
+@dataclass(frozen=True)
+class HitInfo:
+    id: str
+    modality: str
+    metadata: dict[str, Any]
+
+
+class SqliteStore:
+    """Items table plus a `meta` table holding the label counter and a generation counter."""
+
+    def __init__(self, directory: Path, *, synchronous: str = "FULL") -> None:
+        self.path = Path(directory) / DB_NAME
+        self._synchronous = synchronous
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+        self._writer.executescript(_SCHEMA)
+        version = self._writer.execute(
+            "SELECT value FROM meta WHERE key = 'schema_version'"
+        ).fetchone()[0]
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, this code reads {SCHEMA_VERSION}"
+            )
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()
+        with self._write_lock:
+            self._writer.close()
+
+    # ---- writes (each one transaction; COMMIT is the acknowledgement) ----
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise StoreError("the store is closed")
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def insert(self, rows: Sequence[Row], now: float) -> np.ndarray:
+        """Insert new items atomically; returns their labels (N,) int64.
+
+        Raises DuplicateId (and writes nothing) if any id exists or repeats.
+        """
+        seen: set[str] = set()
+        for row in rows:
+            if row.id in seen:
+                raise DuplicateId(row.id)
+            seen.add(row.id)
+        ids = [row.id for row in rows]
+        with self._transaction() as conn:
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                taken = conn.execute(
+                    f"SELECT id FROM items WHERE id IN ({marks}) LIMIT 1", chunk
+                ).fetchone()
+                if taken is not None:
+                    raise DuplicateId(taken[0])
+            first = self._take_labels(conn, len(rows))
+            conn.executemany(
+                "INSERT INTO items (label, id, modality, metadata, vector, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (first + i, r.id, r.modality, r.metadata_json, r.vector.tobytes(), now, now)
+                    for i, r in enumerate(rows)
+                ),
+            )
+        return np.arange(first, first + len(rows), dtype=np.int64)
+
+    def upsert(self, row: Row, now: float) -> tuple[int, int | None]:
+        """Insert or replace by id; returns (new label, old label or None)."""
+        with self._transaction() as conn:
+            old = conn.execute(
+                "SELECT label, created_at FROM items WHERE id = ?", (row.id,)
+            ).fetchone()
+            created_at = now
+            if old is not None:
+                conn.execute("DELETE FROM items WHERE label = ?", (old[0],))
+                created_at = old[1]
+            label = self._take_labels(conn, 1)
+            conn.execute(
+                "INSERT INTO items (label, id, modality, metadata, vector, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    label,
+                    row.id,
+                    row.modality,
+                    row.metadata_json,
+                    row.vector.tobytes(),
+                    created_at,
+                    now,
+                ),
+            )
+        return label, (None if old is None else int(old[0]))
+
+    def delete(self, item_id: str) -> int:
+        """Delete by id; returns the label it had. Raises ItemNotFound."""
+        with self._transaction() as conn:
+            found = conn.execute("SELECT label FROM items WHERE id = ?", (item_id,)).fetchone()
+            if found is None:
+                raise ItemNotFound(item_id)
+            conn.execute("DELETE FROM items WHERE label = ?", (found[0],))
+        return int(found[0])
+
+    @staticmethod
+    def _take_labels(conn: sqlite3.Connection, n: int) -> int:
+        first = conn.execute("SELECT value FROM meta WHERE key = 'next_label'").fetchone()[0]
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'next_label'", (first + n,))
+        return int(first)
+
+    # ---- reads ----
+
+    def generation(self) -> int:
+        """Number of committed write transactions so far."""
+        return int(
+            self._reader().execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0]
+        )
+
+    def get(self, item_id: str) -> Item:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT id, modality, metadata, vector, created_at, updated_at"
+                " FROM items WHERE id = ?",
+                (item_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise ItemNotFound(item_id)
+        return _item(row)
+
+    def count(self, modality: str | None = None) -> int:
+        conn = self._reader()
+        if modality is None:
+            return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
+        return int(
+            conn.execute("SELECT COUNT(*) FROM items WHERE modality = ?", (modality,)).fetchone()[0]
+        )
+
+    def counts_by_modality(self) -> dict[str, int]:
+        rows = self._reader().execute(
+            "SELECT modality, COUNT(*) FROM items GROUP BY modality ORDER BY modality"
+        )
+        return {modality: int(n) for modality, n in rows}
+
+    def list(self, modality: str | None, limit: int, offset: int) -> list[Item]:
+        """Items in creation order (then id), paged."""
+        sql = "SELECT id, modality, metadata, vector, created_at, updated_at FROM items"
+        params: list[Any] = []
+        if modality is not None:
+            sql += " WHERE modality = ?"
+            params.append(modality)
+        sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        params += [limit, offset]
+        return [_item(row) for row in self._reader().execute(sql, params)]
+
+    def labels(
+        self, modality: str | None = None, where: dict[str, Any] | None = None
+    ) -> np.ndarray:
+        """Sorted labels (N,) int64 of the items matching a modality and metadata equalities."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if modality is not None:
+            clauses.append("modality = ?")
+            params.append(modality)
+        for key, value in (where or {}).items():
+            clause, args = _equality_clause(key, value)
+            clauses.append(clause)
+            params += args
+        sql = "SELECT label FROM items"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY label"
+        found = self._reader().execute(sql, params).fetchall()
+        return np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found))
+
+    def hit_info(self, labels: Sequence[int]) -> dict[int, HitInfo]:
+        """id, modality and metadata of the given labels (missing labels are left out)."""
+        out: dict[int, HitInfo] = {}
+        conn = self._reader()
+        unique = list(dict.fromkeys(int(x) for x in labels))
+        for start in range(0, len(unique), _CHUNK):
+            chunk = unique[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for label, item_id, modality, metadata in conn.execute(
+                f"SELECT label, id, modality, metadata FROM items WHERE label IN ({marks})", chunk
+            ):
+                out[label] = HitInfo(item_id, modality, json.loads(metadata))
+        return out
+
+    def vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Full vectors (N, 512) float32 of existing labels, in the order given."""
+        conn = self._reader()
+        out = np.empty((len(labels), EMBED_DIM), dtype=np.float32)
+        position = {int(label): i for i, label in enumerate(labels)}
+        keys = list(position)
+        found = 0
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for label, blob in conn.execute(
+                f"SELECT label, vector FROM items WHERE label IN ({marks})", chunk
+            ):
+                out[position[label]] = np.frombuffer(blob, dtype=np.float32)
+                found += 1
+        if found != len(keys):
+            raise StoreError(f"{len(keys) - found} labels vanished from {self.path} during a read")
+        return out
+
+    def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All items in label order as (labels (B,) int64, vectors (B, 512) float32) batches."""
+        conn = self._reader()
+        last = 0
+        while True:
+            rows = conn.execute(
+                "SELECT label, vector FROM items WHERE label > ? ORDER BY label LIMIT ?",
+                (last, batch),
+            ).fetchall()
+            if not rows:
+                return
+            labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+            yield labels, vectors.reshape(len(rows), EMBED_DIM).copy()
+            last = int(labels[-1])
+
+
+def _item(row: tuple[Any, ...]) -> Item:
+    item_id, modality, metadata, blob, created_at, updated_at = row
+    return Item(
+        id=item_id,
+        modality=modality,
+        metadata=json.loads(metadata),
+        vector=np.frombuffer(blob, dtype=np.float32).copy(),
+        created_at=float(created_at),
+        updated_at=float(updated_at),
+    )
+
+
+def _equality_clause(key: Any, value: Any) -> tuple[str, list[Any]]:
+    """SQL for `metadata[key] == value`, with JSON types kept apart (1 != true != "1")."""
+    if not isinstance(key, str) or not key or '"' in key or "\\" in key:
+        raise InvalidQuery(f"where keys must be non-empty strings without quotes, got {key!r}")
+    path = f'$."{key}"'
+    if value is None:
+        return "json_type(metadata, ?) = 'null'", [path]
+    if isinstance(value, bool):
+        return "json_type(metadata, ?) = ?", [path, "true" if value else "false"]
+    if isinstance(value, int | float):
+        if isinstance(value, float) and not np.isfinite(value):
+            raise InvalidQuery(f"where[{key!r}] must be finite, got {value!r}")
+        return (
+            "json_type(metadata, ?) IN ('integer', 'real') AND json_extract(metadata, ?) = ?",
+            [path, path, value],
+        )
+    if isinstance(value, str):
+        return "json_type(metadata, ?) = 'text' AND json_extract(metadata, ?) = ?", [
+            path,
+            path,
+            value,
+        ]
+    raise InvalidQuery(
+        f"where[{key!r}] must be a string, number, boolean or null, got {type(value).__name__}"
+    )

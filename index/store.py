@@ -1,0 +1,430 @@
+"""VectorStore: FAISS indexes over a durable SQLite store, in one data directory.
+
+Layout of `data_dir`:
+    LOCK                 flock held by the process that has the store open (holds its pid)
+    items.sqlite3(-wal)  the source of truth (see sqlite_store.py)
+    faiss.json           manifest of the last FAISS snapshot: generation, sizes, CRC32s
+    index64-*.faiss      64-d prefix index     } a cache, rebuilt from SQLite whenever
+    index512-*.faiss     full 512-d index      } missing, stale or corrupt
+
+A write commits to SQLite first (that commit is the acknowledgement), then
+updates FAISS in memory. Snapshots are written every `snapshot_every` changes
+and on close, never per write. On open the snapshot is loaded and reconciled
+with SQLite by label sets (labels are never reused, so this is exact): labels
+missing from FAISS are added from SQLite, extra ones dropped. A snapshot that
+is missing, corrupt or for another configuration is rebuilt from scratch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+import unicodedata
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .backend import VectorBackend
+from .config import IndexConfig
+from .errors import InvalidItem, InvalidQuery, InvalidVector, StoreError
+from .faiss_index import IndexFileError, MatryoshkaIndexes
+from .items import Item, NewItem, SearchHit
+from .lock import DirectoryLock
+from .rwlock import ReadWriteLock
+from .sqlite_store import Row, SqliteStore
+from .vectors import EMBED_DIM, MATRYOSHKA_DIMS, as_unit_matrix, check_dims
+
+logger = logging.getLogger(__name__)
+
+SEARCH_MODES = ("exact", "adaptive")
+MAX_ID_LENGTH = 256
+MAX_MODALITY_LENGTH = 64
+MAX_METADATA_BYTES = 64 * 1024
+MAX_LIST_LIMIT = 10_000
+_RECONCILE_BATCH = 10_000
+
+
+class VectorStore(VectorBackend):
+    """Open with `VectorStore.open(data_dir, IndexConfig())`; thread-safe; one per directory."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        config: IndexConfig,
+        lock: DirectoryLock,
+        sql: SqliteStore,
+        indexes: MatryoshkaIndexes,
+        open_report: dict[str, Any],
+    ) -> None:
+        self.data_dir = data_dir
+        self.config = config
+        self._lock = lock
+        self._sql = sql
+        self._indexes = indexes
+        self._rw = ReadWriteLock()
+        self._open_report = open_report
+        self._unsaved = int(open_report["changes_applied"])
+        self._snapshot_generation: int | None = open_report["snapshot_generation"]
+        self._closed = False
+
+    # ---- life cycle ----
+
+    @classmethod
+    def open(cls, data_dir: str | Path, config: IndexConfig | None = None) -> VectorStore:
+        """Open (creating if needed) the store in `data_dir`.
+
+        Raises StoreLocked if another process, or another open store in this one,
+        holds the directory.
+        """
+        config = config or IndexConfig()
+        data_dir = Path(data_dir).resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        lock = DirectoryLock(data_dir)
+        lock.acquire()
+        sql: SqliteStore | None = None
+        try:
+            started = time.perf_counter()
+            sql = SqliteStore(data_dir, synchronous=config.synchronous)
+            try:
+                indexes, snapshot = MatryoshkaIndexes.load(data_dir, config)
+                reason = None
+            except IndexFileError as exc:
+                indexes, snapshot, reason = MatryoshkaIndexes(config), None, str(exc)
+            loaded_at = time.perf_counter()
+            added, removed = _reconcile(indexes, sql, config)
+            if reason is not None and (sql.count() or reason != "no FAISS snapshot"):
+                logger.warning("rebuilt FAISS indexes from SQLite (%s): %d items", reason, added)
+            elif added or removed:
+                logger.info("caught FAISS snapshot up with SQLite: +%d -%d", added, removed)
+            report = {
+                "rebuilt": reason is not None,
+                "rebuild_reason": reason,
+                "snapshot_generation": None if snapshot is None else snapshot.generation,
+                "changes_applied": added + removed,
+                "load_seconds": round(loaded_at - started, 3),
+                "reconcile_seconds": round(time.perf_counter() - loaded_at, 3),
+            }
+            store = cls(data_dir, config, lock, sql, indexes, report)
+            if store._unsaved >= config.snapshot_every:
+                store._save()
+            return store
+        except BaseException:
+            if sql is not None:
+                sql.close()
+            lock.release()
+            raise
+
+    def close(self) -> None:
+        """Write a FAISS snapshot if anything changed, close SQLite, release the directory."""
+        with self._rw.write():
+            if self._closed:
+                return
+            try:
+                if self._unsaved or self._snapshot_generation is None:
+                    self._save()
+            finally:
+                self._closed = True
+                self._sql.close()
+                self._lock.release()
+
+    def __enter__(self) -> VectorStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def snapshot(self) -> None:
+        """Write the FAISS files now (searches continue; writes wait)."""
+        with self._rw.read():
+            self._check_open()
+            self._save()
+
+    def _save(self) -> None:
+        generation = self._sql.generation()
+        self._indexes.save(self.data_dir, generation)
+        self._snapshot_generation = generation
+        self._unsaved = 0
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store at {self.data_dir} is closed")
+
+    # ---- writes ----
+
+    def add(
+        self,
+        vector: Any,
+        *,
+        modality: str,
+        metadata: dict[str, Any] | None = None,
+        id: str | None = None,
+    ) -> str:
+        return self.add_many([NewItem(vector, modality, metadata, id)])[0]
+
+    def add_many(self, items: list[NewItem]) -> list[str]:
+        if not isinstance(items, list | tuple):
+            raise InvalidItem(f"add_many takes a list of NewItem, got {type(items).__name__}")
+        if not items:
+            return []
+        rows, vectors = self._rows(items)
+        with self._rw.write():
+            self._check_open()
+            labels = self._sql.insert(rows, time.time())
+            self._apply(add=(labels, vectors))
+        return [row.id for row in rows]
+
+    def upsert(
+        self, vector: Any, *, id: str, modality: str, metadata: dict[str, Any] | None = None
+    ) -> str:
+        if id is None:
+            raise InvalidItem("upsert needs an id")
+        rows, vectors = self._rows([NewItem(vector, modality, metadata, id)])
+        with self._rw.write():
+            self._check_open()
+            label, old = self._sql.upsert(rows[0], time.time())
+            removed = np.array([] if old is None else [old], dtype=np.int64)
+            self._apply(add=(np.array([label], dtype=np.int64), vectors), remove=removed)
+        return rows[0].id
+
+    def delete(self, id: str) -> None:
+        item_id = _check_id(id)
+        with self._rw.write():
+            self._check_open()
+            label = self._sql.delete(item_id)
+            self._apply(remove=np.array([label], dtype=np.int64))
+
+    def _apply(
+        self,
+        add: tuple[np.ndarray, np.ndarray] | None = None,
+        remove: np.ndarray | None = None,
+    ) -> None:
+        """Mirror a committed SQLite change in FAISS (write lock held)."""
+        changes = 0
+        try:
+            if remove is not None and len(remove):
+                self._indexes.remove(remove)
+                changes += len(remove)
+            if add is not None:
+                self._indexes.add(*add)
+                changes += len(add[0])
+        except BaseException:
+            # the commit stands; bring FAISS back in step with it before failing
+            _reconcile(self._indexes, self._sql, self.config)
+            raise
+        self._unsaved += changes
+        if self._unsaved >= self.config.snapshot_every:
+            self._save()
+
+    def _rows(self, items: list[NewItem] | tuple[NewItem, ...]) -> tuple[list[Row], np.ndarray]:
+        for n, item in enumerate(items):
+            if not isinstance(item, NewItem):
+                raise InvalidItem(f"item {n} is a {type(item).__name__}, not a NewItem")
+        vectors = as_unit_matrix(
+            _stack([item.vector for item in items]),
+            what="vector" if len(items) == 1 else "vectors",
+        )
+        rows = [
+            Row(
+                id=uuid.uuid4().hex if item.id is None else _check_id(item.id),
+                modality=_check_modality(item.modality),
+                metadata_json=_metadata_json(item.metadata),
+                vector=vectors[n],
+            )
+            for n, item in enumerate(items)
+        ]
+        return rows, vectors
+
+    # ---- reads ----
+
+    def get(self, id: str) -> Item:
+        item_id = _check_id(id)
+        with self._rw.read():
+            self._check_open()
+            return self._sql.get(item_id)
+
+    def count(self, modality: str | None = None) -> int:
+        if modality is not None:
+            _check_modality(modality)
+        with self._rw.read():
+            self._check_open()
+            return self._sql.count(modality)
+
+    def list(self, modality: str | None = None, limit: int = 100, offset: int = 0) -> list[Item]:
+        if modality is not None:
+            _check_modality(modality)
+        if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
+            raise InvalidQuery(f"limit must be an int in [1, {MAX_LIST_LIMIT}], got {limit!r}")
+        if not _is_int(offset) or offset < 0:
+            raise InvalidQuery(f"offset must be an int >= 0, got {offset!r}")
+        with self._rw.read():
+            self._check_open()
+            return self._sql.list(modality, int(limit), int(offset))
+
+    def search(
+        self,
+        query: Any,
+        *,
+        k: int = 10,
+        dims: int = 512,
+        mode: str = "exact",
+        modality: str | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[SearchHit]:
+        array = np.asarray(query) if not isinstance(query, np.ndarray) else query
+        if array.ndim != 1:
+            raise InvalidQuery(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
+        return self.search_batch(
+            array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where
+        )[0]
+
+    def search_batch(
+        self,
+        queries: np.ndarray,
+        *,
+        k: int = 10,
+        dims: int = 512,
+        mode: str = "exact",
+        modality: str | None = None,
+        where: dict[str, Any] | None = None,
+    ) -> list[list[SearchHit]]:
+        queries = as_unit_matrix(queries, what="query")
+        if not _is_int(k) or not 1 <= k <= self.config.max_k:
+            raise InvalidQuery(f"k must be an int in [1, {self.config.max_k}], got {k!r}")
+        dims = check_dims(dims)
+        if mode not in SEARCH_MODES:
+            raise InvalidQuery(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+        if modality is not None:
+            _check_modality(modality)
+        if where is not None and not isinstance(where, dict):
+            raise InvalidQuery(f"where must be a dict of metadata equalities, got {where!r}")
+        if len(queries) == 0:
+            return []
+        with self._rw.read():
+            self._check_open()
+            allowed = None
+            if modality is not None or where:
+                allowed = self._sql.labels(modality, where)
+            scores, labels = self._indexes.search(
+                queries, k=int(k), dims=dims, adaptive=mode == "adaptive", allowed=allowed
+            )
+            found = self._sql.hit_info(labels[labels >= 0].tolist())
+        results: list[list[SearchHit]] = []
+        for row_scores, row_labels in zip(scores, labels, strict=True):
+            hits = []
+            for score, label in zip(row_scores.tolist(), row_labels.tolist(), strict=True):
+                info = found.get(label)
+                if label < 0 or info is None:
+                    continue
+                hits.append(SearchHit(info.id, float(score), info.modality, info.metadata))
+            results.append(hits)
+        return results
+
+    def info(self) -> dict[str, Any]:
+        with self._rw.read():
+            self._check_open()
+            counts = self._sql.counts_by_modality()
+            return {
+                "backend": "faiss+sqlite",
+                "kind": self.config.kind,
+                "count": sum(counts.values()),
+                "counts": counts,
+                "indexed": self._indexes.live_count,
+                "tombstones": self._indexes.tombstone_count,
+                "dims": list(MATRYOSHKA_DIMS),
+                "embed_dim": EMBED_DIM,
+                "max_k": self.config.max_k,
+                "data_dir": str(self.data_dir),
+                "generation": self._sql.generation(),
+                "snapshot_generation": self._snapshot_generation,
+                "unsaved_changes": self._unsaved,
+                "open": dict(self._open_report),
+            }
+
+
+def _reconcile(
+    indexes: MatryoshkaIndexes, sql: SqliteStore, config: IndexConfig
+) -> tuple[int, int]:
+    """Make the FAISS label set equal SQLite's; returns (added, removed)."""
+    in_store = sql.labels()
+    in_index = np.sort(indexes.live_labels())
+    extra = np.setdiff1d(in_index, in_store, assume_unique=True)
+    missing = np.setdiff1d(in_store, in_index, assume_unique=True)
+    indexes.remove(extra)
+    show = len(missing) >= config.rebuild_progress_min and sys.stderr.isatty()
+    with tqdm(
+        total=len(missing), desc="indexing from SQLite", unit="item", disable=not show
+    ) as bar:
+        for start in range(0, len(missing), _RECONCILE_BATCH):
+            chunk = missing[start : start + _RECONCILE_BATCH]
+            indexes.add(chunk, sql.vectors(chunk))
+            bar.update(len(chunk))
+    return len(missing), len(extra)
+
+
+def _stack(vectors: list[Any]) -> np.ndarray:
+    """Stack per-item vectors into (N, 512), naming the first item of the wrong shape."""
+    arrays = []
+    for n, vector in enumerate(vectors):
+        try:
+            array = np.asarray(vector)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVector(f"vector {n} is not a numeric array: {exc}") from exc
+        if array.ndim != 1 or array.shape[0] != EMBED_DIM:
+            raise InvalidVector(
+                f"vector {n} must have shape ({EMBED_DIM},), got {tuple(array.shape)}"
+            )
+        arrays.append(array)
+    return np.stack(arrays)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _printable(text: str) -> bool:
+    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
+
+
+def _check_id(item_id: Any) -> str:
+    if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_ID_LENGTH:
+        raise InvalidItem(
+            f"id must be a string of 1 to {MAX_ID_LENGTH} characters, got {item_id!r}"
+        )
+    if not _printable(item_id):
+        raise InvalidItem(f"id must not contain control characters, got {item_id!r}")
+    return item_id
+
+
+def _check_modality(modality: Any) -> str:
+    if (
+        not isinstance(modality, str)
+        or not modality
+        or len(modality) > MAX_MODALITY_LENGTH
+        or not _printable(modality)
+    ):
+        raise InvalidItem(
+            f"modality must be a printable string of 1 to {MAX_MODALITY_LENGTH} characters, "
+            f"got {modality!r}"
+        )
+    return modality
+
+
+def _metadata_json(metadata: Any) -> str:
+    if metadata is None:
+        return "{}"
+    if not isinstance(metadata, dict):
+        raise InvalidItem(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
+    if not all(isinstance(key, str) for key in metadata):
+        raise InvalidItem("metadata keys must be strings")
+    try:
+        text = json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidItem(f"metadata is not JSON-serialisable: {exc}") from exc
+    if len(text.encode()) > MAX_METADATA_BYTES:
+        raise InvalidItem(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+    return text
