@@ -1,0 +1,11 @@
+"""mmembed's model: frozen encoders, adapters, a shared Perceiver Resampler, Matryoshka heads.
+
+Public entry point: :class:`Embedder`. Lower level: :mod:`model.config`,
+:mod:`model.multimodal`, :mod:`model.checkpoint`, :mod:`model.losses`.
+"""
+
+from model.config import ModelConfig
+from model.embedder import Embedder
+from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS
+
+__all__ = ["EMBED_DIM", "MATRYOSHKA_DIMS", "Embedder", "ModelConfig"]

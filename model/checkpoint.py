@@ -1,0 +1,194 @@
+"""Checkpoints: the trainable part as safetensors plus a JSON config naming the encoders.
+
+A checkpoint directory holds
+
+- ``model.safetensors``: adapters, resampler, heads and temperature (no encoder weights);
+- ``config.json``: format and version, the :class:`ModelConfig` (encoder sources and every
+  shape), each encoder's identity (source, hidden size, weight fingerprint), the shape of
+  every stored tensor, whether the model is trained, and free-form metadata.
+
+:func:`load_model` rebuilds the encoders from the config (or from ``encoder_overrides``:
+the same weights in another folder or on the hub) and refuses, with
+:class:`CheckpointMismatch` naming both values, any encoder or tensor that does not match.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from model.config import ModelConfig
+from model.errors import CheckpointMismatch
+from model.multimodal import MultimodalModel
+
+FORMAT = "mmembed-checkpoint"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+# Relative tolerance when comparing encoder weight fingerprints: loose enough for the
+# same weights stored in fp16 or fp32, far too tight for different weights.
+_FINGERPRINT_RTOL = 1e-3
+
+
+def save_checkpoint(
+    model: MultimodalModel,
+    directory: str | os.PathLike[str],
+    metadata: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s trainable part and config to ``directory`` (created if needed).
+
+    ``metadata`` is stored as is (must be JSON-serialisable); ``metadata["trained"]``
+    (default True) records whether the weights were trained, for ``Embedder.info``.
+    Files are written to temporary names and renamed, so a crash never leaves a
+    half-written checkpoint under the final names.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    metadata = dict(metadata or {})
+    tensors = {
+        name: t.detach().to("cpu").contiguous() for name, t in model.trainable_state_dict().items()
+    }
+    document = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "trained": bool(metadata.get("trained", True)),
+        "config": model.config.to_dict(),
+        "encoders": {
+            m: {
+                "source": enc.config.identity,
+                "hidden_size": enc.hidden_size,
+                "fingerprint": enc.fingerprint(),
+            }
+            for m, enc in model.encoders.items()
+        },
+        "tensors": {name: list(t.shape) for name, t in tensors.items()},
+        "dtype": str(next(iter(tensors.values())).dtype).removeprefix("torch."),
+        "metadata": metadata,
+    }
+    text = json.dumps(document, indent=2, sort_keys=True)
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text + "\n"))
+    return directory
+
+
+def read_checkpoint_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed ``config.json`` of a checkpoint, format-checked."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointMismatch(f"{directory} is not a checkpoint: {CONFIG_FILE} is missing")
+    document = json.loads(path.read_text())
+    if document.get("format") != FORMAT:
+        raise CheckpointMismatch(
+            f"{path} is not an {FORMAT} file (format {document.get('format')!r})"
+        )
+    if document.get("format_version") != FORMAT_VERSION:
+        raise CheckpointMismatch(
+            f"{path} has format version {document.get('format_version')}; this code reads "
+            f"version {FORMAT_VERSION}"
+        )
+    return document
+
+
+def load_model(
+    directory: str | os.PathLike[str],
+    encoder_overrides: Mapping[str, str] | None = None,
+    device: str | torch.device = "cpu",
+) -> MultimodalModel:
+    """Rebuild the model saved in ``directory``.
+
+    Args:
+        directory: a folder written by :func:`save_checkpoint`.
+        encoder_overrides: {modality: hub ID or folder} to load an encoder from
+            somewhere else; the weights found there must be the ones the checkpoint
+            was trained with (same hidden size and weight fingerprint).
+        device: where to put the model.
+
+    Raises:
+        CheckpointMismatch: an encoder or a tensor does not match the checkpoint.
+    """
+    document = read_checkpoint_config(directory)
+    try:
+        config = ModelConfig.from_dict(document["config"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointMismatch(f"{directory}: unreadable model config: {exc}") from exc
+    try:
+        config = config.with_sources(encoder_overrides)
+    except ValueError as exc:
+        raise CheckpointMismatch(f"{directory}: {exc}") from exc
+    model = MultimodalModel(config)
+    _check_encoders(model, document["encoders"], directory)
+    weights_path = Path(directory) / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise CheckpointMismatch(f"{directory} has no {WEIGHTS_FILE}")
+    state = load_file(str(weights_path))
+    _load_trainable(model, state, directory)
+    return model.to(device).eval()
+
+
+def _check_encoders(model: MultimodalModel, saved: Mapping[str, Any], directory: Any) -> None:
+    if set(saved) != set(model.encoders):
+        raise CheckpointMismatch(
+            f"{directory} was saved with encoders {sorted(saved)}, the model has {sorted(model.encoders)}"
+        )
+    for modality, enc in model.encoders.items():
+        want = saved[modality]
+        if enc.hidden_size != want["hidden_size"]:
+            raise CheckpointMismatch(
+                f"{modality} encoder {enc.config.identity!r} has hidden size {enc.hidden_size}; "
+                f"the checkpoint was trained on {want['source']!r} with hidden size {want['hidden_size']}"
+            )
+        got = enc.fingerprint()
+        close = all(
+            math.isclose(a, b, rel_tol=_FINGERPRINT_RTOL, abs_tol=1e-6)
+            for a, b in zip(got, want["fingerprint"], strict=True)
+        )
+        if not close:
+            raise CheckpointMismatch(
+                f"{modality} encoder {enc.config.identity!r} has different weights (fingerprint "
+                f"{_fmt(got)}) from the one the checkpoint was trained on, {want['source']!r} "
+                f"(fingerprint {_fmt(want['fingerprint'])})"
+            )
+
+
+def _load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor], directory: Any) -> None:
+    expected = model.trainable_state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise CheckpointMismatch(
+            f"{directory}: tensors missing from the checkpoint {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    for name, tensor in state.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise CheckpointMismatch(
+                f"{directory}: tensor {name} has shape {tuple(tensor.shape)} in the checkpoint, "
+                f"the model expects {tuple(expected[name].shape)}"
+            )
+    model.load_state_dict(state, strict=False)
+
+
+def _fmt(values: list[float]) -> str:
+    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()

@@ -1,0 +1,309 @@
+"""Configuration of the multimodal model: one small dataclass per part, presets as data.
+
+A :class:`ModelConfig` says everything needed to rebuild a model: where each
+frozen encoder comes from (hub ID or local folder, or a random initialisation
+from an HF config for the ``tiny`` preset) and every shape of the trainable
+part. Checkpoints store it as JSON; model code never reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from model.matryoshka import EMBED_DIM
+
+MODALITIES: tuple[str, ...] = ("image", "audio", "text")
+AUDIO_WINDOWS: tuple[str, ...] = ("full", "trimmed")
+
+# Which transformers family each modality's encoder belongs to.
+ENCODER_FAMILIES: dict[str, str] = {"image": "clip_vision", "audio": "whisper", "text": "bert"}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """One frozen encoder.
+
+    Attributes:
+        modality: "image", "audio" or "text".
+        source: hub ID or local folder with the weights (and the preprocessor or
+            tokenizer files). None builds the encoder at random from ``random_init``.
+        hidden_size: width D_enc of the tokens the encoder emits.
+        random_init: keyword arguments of the transformers config (CLIPVisionConfig,
+            WhisperConfig or BertConfig) for a randomly initialised encoder.
+        seed: seed of that random initialisation, so a random encoder is the same
+            in every process (a checkpoint trained on it can be reloaded).
+        max_tokens: text only: the most tokens a text may have (special tokens
+            included); longer texts are refused. None: the tokenizer's and the
+            position table's limit.
+        audio_window: audio only. "full": every 30 s window padded to 30 s and run
+            through all 1500 Whisper positions (exact Whisper behaviour). "trimmed":
+            only the clip's valid frames are run (cost follows the clip's length;
+            Whisper self-attention masked to them).
+        max_audio_seconds: audio only: longer clips are refused; clips over 30 s
+            and up to this length are encoded as consecutive 30 s windows.
+    """
+
+    modality: str
+    source: str | None
+    hidden_size: int
+    random_init: dict[str, Any] | None = None
+    seed: int = 0
+    max_tokens: int | None = None
+    audio_window: str = "full"
+    max_audio_seconds: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
+        if self.source is None and self.random_init is None:
+            raise ValueError(f"{self.modality} encoder needs a source or random_init")
+        if self.audio_window not in AUDIO_WINDOWS:
+            raise ValueError(
+                f"audio_window must be one of {AUDIO_WINDOWS}; got {self.audio_window!r}"
+            )
+        if self.max_audio_seconds <= 0:
+            raise ValueError(f"max_audio_seconds must be positive; got {self.max_audio_seconds}")
+
+    @property
+    def family(self) -> str:
+        return ENCODER_FAMILIES[self.modality]
+
+    @property
+    def identity(self) -> str:
+        """Human-readable name of where the weights come from."""
+        return self.source if self.source is not None else f"random:{self.family}(seed={self.seed})"
+
+
+@dataclass(frozen=True)
+class AdapterConfig:
+    """Per-modality MLP adapter: LayerNorm, Linear(D_enc, hidden_mult*D_enc), GELU, Dropout, Linear(., dim)."""
+
+    hidden_mult: int = 2
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class PerceiverConfig:
+    """The shared Perceiver Resampler: ``num_latents`` learned latents of width ``dim``."""
+
+    dim: int = 512
+    num_latents: int = 64
+    depth: int = 4
+    heads: int = 8
+    ff_mult: int = 4
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"perceiver dim {self.dim} is not divisible by heads {self.heads}")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Output heads.
+
+    ``embed_dim`` is the alignment embedding (fixed at 512 by the Matryoshka dims);
+    ``llm_dim`` is the width of each projected latent fed to a language model as a
+    prefix token. 2048 by default: the hidden size of the 1-3B LLMs (Llama 3.2 1B,
+    Qwen2.5 3B, Gemma 2B) such a prefix would most likely be trained against.
+    """
+
+    embed_dim: int = EMBED_DIM
+    llm_dim: int = 2048
+
+    def __post_init__(self) -> None:
+        if self.embed_dim != EMBED_DIM:
+            raise ValueError(
+                f"embed_dim must be {EMBED_DIM} (the Matryoshka dims); got {self.embed_dim}"
+            )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model; serialised into every checkpoint."""
+
+    name: str
+    encoders: dict[str, EncoderConfig]
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    perceiver: PerceiverConfig = field(default_factory=PerceiverConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    init_temperature: float = 0.07
+    min_temperature: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not self.encoders:
+            raise ValueError("a model needs at least one encoder")
+        for key, enc in self.encoders.items():
+            if key != enc.modality:
+                raise ValueError(f"encoder under key {key!r} is for modality {enc.modality!r}")
+        if not 0 < self.min_temperature <= self.init_temperature:
+            raise ValueError(
+                f"need 0 < min_temperature <= init_temperature; got {self.min_temperature}, "
+                f"{self.init_temperature}"
+            )
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modalities this model has, in the canonical order image, audio, text."""
+        return tuple(m for m in MODALITIES if m in self.encoders)
+
+    def with_modalities(self, modalities: Iterable[str]) -> ModelConfig:
+        """A copy keeping only ``modalities`` (each must be in this config)."""
+        wanted = tuple(modalities)
+        unknown = [m for m in wanted if m not in self.encoders]
+        if unknown or not wanted:
+            raise ValueError(
+                f"modalities {list(wanted)} must be a non-empty subset of {list(self.modalities)}"
+            )
+        return dataclasses.replace(
+            self, encoders={m: e for m, e in self.encoders.items() if m in wanted}
+        )
+
+    def with_sources(self, sources: Mapping[str, str] | None) -> ModelConfig:
+        """A copy whose encoders load from ``sources`` ({modality: hub ID or folder}).
+
+        Only the location changes: the loaded encoder must still match this
+        config's shapes (the loaders check ``hidden_size``).
+        """
+        if not sources:
+            return self
+        unknown = [m for m in sources if m not in self.encoders]
+        if unknown:
+            raise ValueError(
+                f"cannot set the source of {unknown}: this model has only {list(self.modalities)}"
+            )
+        encoders = {
+            m: dataclasses.replace(e, source=str(sources[m])) if m in sources else e
+            for m, e in self.encoders.items()
+        }
+        return dataclasses.replace(self, encoders=encoders)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, not silently dropped."""
+        data = dict(data)
+        _reject_unknown(cls, data, "model config")
+        encoders = {}
+        for modality, enc in dict(data.pop("encoders")).items():
+            _reject_unknown(EncoderConfig, enc, f"{modality} encoder config")
+            encoders[modality] = EncoderConfig(**enc)
+        parts: dict[str, Any] = {}
+        for key, part_cls in (
+            ("adapter", AdapterConfig),
+            ("perceiver", PerceiverConfig),
+            ("head", HeadConfig),
+        ):
+            if key in data:
+                _reject_unknown(part_cls, data[key], f"{key} config")
+                parts[key] = part_cls(**data.pop(key))
+        return cls(encoders=encoders, **parts, **data)
+
+
+def _reject_unknown(cls: type, data: Mapping[str, Any], what: str) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown keys in {what}: {unknown}")
+
+
+# Tiny encoders: same families and token layouts as the real ones (CLIP: 50 tokens
+# from 224x224 with 32x32 patches; Whisper: 80 mel bins, 1500 positions per 30 s),
+# only narrow and shallow. Their weights are random: for tests, CI and demos only.
+_TINY = ModelConfig(
+    name="tiny",
+    encoders={
+        "image": EncoderConfig(
+            modality="image",
+            source=None,
+            hidden_size=32,
+            random_init={
+                "hidden_size": 32,
+                "intermediate_size": 64,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "image_size": 224,
+                "patch_size": 32,
+            },
+        ),
+        "audio": EncoderConfig(
+            modality="audio",
+            source=None,
+            hidden_size=64,
+            random_init={
+                "d_model": 64,
+                "encoder_layers": 2,
+                "encoder_attention_heads": 2,
+                "encoder_ffn_dim": 128,
+                "decoder_layers": 1,
+                "decoder_attention_heads": 2,
+                "decoder_ffn_dim": 128,
+                "num_mel_bins": 80,
+                "max_source_positions": 1500,
+            },
+        ),
+        "text": EncoderConfig(
+            modality="text",
+            source=None,
+            hidden_size=48,
+            max_tokens=128,
+            random_init={
+                "vocab_size": 256,
+                "hidden_size": 48,
+                "num_hidden_layers": 2,
+                "num_attention_heads": 2,
+                "intermediate_size": 96,
+                "max_position_embeddings": 128,
+            },
+        ),
+    },
+    perceiver=PerceiverConfig(depth=2, ff_mult=2),
+    head=HeadConfig(llm_dim=128),
+)
+
+_BASE = ModelConfig(
+    name="base",
+    encoders={
+        "image": EncoderConfig(
+            modality="image", source="openai/clip-vit-base-patch32", hidden_size=768
+        ),
+        "audio": EncoderConfig(modality="audio", source="openai/whisper-base", hidden_size=512),
+        # 256: the sequence length all-MiniLM-L6-v2 was trained with (its
+        # sentence_bert_config.json); its tokenizer would allow 512.
+        "text": EncoderConfig(
+            modality="text",
+            source="sentence-transformers/all-MiniLM-L6-v2",
+            hidden_size=384,
+            max_tokens=256,
+        ),
+    },
+)
+
+PRESETS: dict[str, ModelConfig] = {"tiny": _TINY, "base": _BASE}
+
+
+def preset(
+    name: str,
+    *,
+    encoders: Mapping[str, str] | None = None,
+    modalities: Iterable[str] | None = None,
+) -> ModelConfig:
+    """The preset ``name``, optionally with other encoder sources and fewer modalities."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
+    config = PRESETS[name]
+    if modalities is not None:
+        config = config.with_modalities(modalities)
+    if encoders:
+        extra = [m for m in encoders if m not in config.encoders]
+        if extra:
+            raise ValueError(
+                f"encoder sources given for {extra}, which this model does not have "
+                f"(modalities {list(config.modalities)})"
+            )
+    return config.with_sources(encoders)

@@ -1,0 +1,249 @@
+"""The public entry point shared by the service, the CLI and users.
+
+>>> from model import Embedder
+>>> e = Embedder.from_preset("tiny")
+>>> e.embed_texts(["a dog barking"], dims=64).shape
+(1, 64)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from model.checkpoint import load_model, read_checkpoint_config
+from model.config import MODALITIES, preset
+from model.encoders import TextEncoder
+from model.errors import InvalidInput, MissingModality
+from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS, check_dims, truncate
+from model.multimodal import MultimodalModel
+
+logger = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+class Embedder:
+    """Embeds texts, images and audio clips into one 512-d unit-vector space.
+
+    Inputs are batched internally (``max_batch_size`` items per forward pass);
+    outputs are float32, C-contiguous numpy arrays of unit rows, truncated to
+    ``dims`` (64, 128, 256 or 512) and renormalised. Calls for different
+    modalities may run concurrently from different threads.
+    """
+
+    def __init__(
+        self,
+        model: MultimodalModel,
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        max_batch_size: int = 32,
+        preset_name: str | None = None,
+        checkpoint: str | None = None,
+        trained: bool = False,
+    ) -> None:
+        self.device = torch.device(device)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
+        if dtype != "float32" and self.device.type != "cuda":
+            raise ValueError(f"dtype {dtype} needs a CUDA device; on {self.device} use float32")
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1; got {max_batch_size}")
+        self.dtype = dtype
+        self.max_batch_size = int(max_batch_size)
+        self.model = model.to(device=self.device, dtype=_DTYPES[dtype]).eval()
+        self._preset = preset_name
+        self._checkpoint = checkpoint
+        self._trained = bool(trained)
+        if model.config.name == "tiny" or any(
+            e.source is None for e in model.config.encoders.values()
+        ):
+            logger.warning(
+                "DEMO MODEL: the %s encoders are small random networks; embeddings carry no meaning",
+                "/".join(m for m, e in model.config.encoders.items() if e.source is None),
+            )
+        if not trained:
+            logger.warning("the adapters, resampler and heads are untrained (random)")
+
+    # ------------------------------------------------------------------ constructors
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str,
+        *,
+        encoders: Mapping[str, str] | None = None,
+        modalities: Iterable[str] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        max_batch_size: int = 32,
+    ) -> Embedder:
+        """A model from a preset ("tiny" or "base") with untrained heads.
+
+        Args:
+            encoders: {modality: hub ID or folder} overriding the preset's sources.
+            modalities: keep only these modalities (e.g. ("audio", "text")).
+        """
+        config = preset(name, encoders=encoders, modalities=modalities)
+        return cls(
+            MultimodalModel(config),
+            device=device,
+            dtype=dtype,
+            max_batch_size=max_batch_size,
+            preset_name=name,
+            trained=False,
+        )
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        encoder_overrides: Mapping[str, str] | None = None,
+        max_batch_size: int = 32,
+    ) -> Embedder:
+        """A model saved by :func:`model.checkpoint.save_checkpoint`.
+
+        ``encoder_overrides`` ({modality: hub ID or folder}) loads the same encoder
+        weights from another place; different weights are refused.
+        """
+        document = read_checkpoint_config(path)
+        model = load_model(path, encoder_overrides=encoder_overrides, device="cpu")
+        return cls(
+            model,
+            device=device,
+            dtype=dtype,
+            max_batch_size=max_batch_size,
+            checkpoint=str(path),
+            trained=bool(document.get("trained", True)),
+        )
+
+    # -------------------------------------------------------------------- properties
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.model.modalities
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """JSON-safe description for logs, /readyz and /metrics."""
+        encoders = self.model.config.encoders
+        return {
+            "preset": self._preset,
+            "checkpoint": self._checkpoint,
+            "trained": self._trained,
+            "demo": any(e.source is None for e in encoders.values()),
+            "encoders": {m: encoders[m].identity for m in self.modalities},
+            "device": str(self.device),
+            "dtype": self.dtype,
+            "embed_dim": EMBED_DIM,
+            "dims": list(MATRYOSHKA_DIMS),
+            "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,
+        }
+
+    @property
+    def max_text_tokens(self) -> int:
+        """Most tokens a text may have (special tokens included); longer texts are refused."""
+        return self._text_encoder().max_tokens
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """Tokens each text becomes (special tokens included), for usage accounting."""
+        return self._text_encoder().count_tokens(texts)
+
+    # ------------------------------------------------------------------------ embed
+
+    def embed_texts(self, texts: list[str], dims: int = EMBED_DIM) -> np.ndarray:
+        """Embed texts: (N, dims) float32 unit rows. Empty or over-long texts raise InvalidInput."""
+        dims = check_dims(dims)
+        encoder = self._text_encoder()
+        lengths = encoder.count_tokens(texts)
+        for i, n in enumerate(lengths):
+            if n > encoder.max_tokens:
+                raise InvalidInput(
+                    f"text {i} is {n} tokens long; the limit is {encoder.max_tokens}"
+                )
+        # Similar lengths together: less padding, same results (padding is masked).
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        return self._run("text", [texts[i] for i in order], order, dims)
+
+    def embed_images(self, images: list[Image.Image], dims: int = EMBED_DIM) -> np.ndarray:
+        """Embed PIL images (any mode; converted to RGB): (N, dims) float32 unit rows."""
+        dims = check_dims(dims)
+        encoder = self.model.encoder("image")
+        if not isinstance(images, Sequence):
+            raise InvalidInput(f"images must be a list of PIL images; got {type(images).__name__}")
+        for i, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
+        del encoder
+        return self._run("image", list(images), list(range(len(images))), dims)
+
+    def embed_audio(
+        self, clips: list[np.ndarray], sampling_rate: int, dims: int = EMBED_DIM
+    ) -> np.ndarray:
+        """Embed audio clips: (N, dims) float32 unit rows.
+
+        Each clip is a 1-D (samples,) or 2-D (samples, channels) array at
+        ``sampling_rate`` Hz; it is mixed to mono and resampled to 16 kHz. Clips
+        over 30 s are encoded as consecutive 30 s windows whose frames the
+        resampler reads together; clips over the model's ``max_audio_seconds``
+        (600 s by default), empty clips and clips with NaN/inf raise InvalidInput.
+        Digital silence is a valid clip and gets an embedding like any other.
+        """
+        dims = check_dims(dims)
+        encoder = self.model.encoder("audio")
+        if isinstance(clips, np.ndarray) or not isinstance(clips, Sequence):
+            raise InvalidInput(f"clips must be a list of numpy arrays; got {type(clips).__name__}")
+        from model.audio import prepare_clip
+
+        prepared = [
+            prepare_clip(c, sampling_rate, max_seconds=encoder.config.max_audio_seconds, index=i)
+            for i, c in enumerate(clips)
+        ]
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[0])
+        return self._run(
+            "audio",
+            [prepared[i] for i in order],
+            order,
+            dims,
+            preprocess=lambda items: self.model.preprocess("audio", items, sampling_rate=16_000),
+        )
+
+    # --------------------------------------------------------------------- helpers
+
+    def _text_encoder(self) -> TextEncoder:
+        encoder = self.model.encoder("text")
+        assert isinstance(encoder, TextEncoder)
+        return encoder
+
+    def _run(
+        self,
+        modality: str,
+        items: list[Any],
+        order: list[int],
+        dims: int,
+        preprocess: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
+    ) -> np.ndarray:
+        """Embed ``items`` in batches; row k of the result is for the caller's item order[k]."""
+        if modality not in MODALITIES or modality not in self.modalities:
+            raise MissingModality(f"this model has no {modality} encoder")
+        out = np.empty((len(items), EMBED_DIM), dtype=np.float32)
+        prep = preprocess or (lambda chunk: self.model.preprocess(modality, chunk))
+        with torch.inference_mode():
+            for start in range(0, len(items), self.max_batch_size):
+                chunk = items[start : start + self.max_batch_size]
+                batch = prep(chunk)
+                result = self.model(modality, batch).embedding  # (b, 512)
+                out[start : start + len(chunk)] = result.float().cpu().numpy()
+        unordered = np.empty_like(out)
+        unordered[order] = out
+        return truncate(unordered, dims)

@@ -1,0 +1,439 @@
+"""The frozen encoders: CLIP vision tower, Whisper encoder, MiniLM (BERT), with their preprocessors.
+
+Each encoder is loaded from a hub ID or a local folder (``EncoderConfig.source``)
+and checked for missing weights, or built at random from a config for the tiny
+preset. Encoders never train: their parameters have ``requires_grad=False`` and
+they stay in eval mode whatever ``train()`` is called with.
+
+Outputs (:class:`EncoderOutput`):
+- image: tokens (B, 50, 768) for CLIP ViT-B/32 (CLS + 7x7 patches), mask all True;
+- audio: tokens (B, T, 512) for Whisper-base, where T is the most valid frames of
+  any clip in the batch (150 for a 3 s clip; 1500 per 30 s window; clips over
+  30 s join their windows' valid frames), mask True on each clip's valid frames;
+- text: tokens (B, L, 384) for MiniLM, mask = the tokenizer's attention mask.
+"""
+
+from __future__ import annotations
+
+import string
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from transformers import (
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    PreTrainedTokenizerFast,
+    WhisperConfig,
+    WhisperFeatureExtractor,
+)
+from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+from model import audio as audio_lib
+from model.config import EncoderConfig
+from model.errors import CheckpointMismatch, InvalidInput, MissingWeights
+
+
+@dataclass
+class EncoderOutput:
+    """Frozen-encoder output.
+
+    Attributes:
+        tokens: (B, T, D_enc) float.
+        mask: (B, T) bool, True where a token is real (not padding).
+    """
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+
+
+class FrozenEncoder(nn.Module):
+    """Base class: a pretrained encoder that never trains, plus its preprocessor."""
+
+    modality: str = ""
+
+    def __init__(self, config: EncoderConfig, model: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model
+        self.model.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> FrozenEncoder:
+        """Frozen encoders stay in eval mode (no dropout) whatever ``mode`` is."""
+        return super().train(False)
+
+    @property
+    def hidden_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, items: Sequence[Any]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        raise NotImplementedError
+
+    def fingerprint(self) -> list[float]:
+        """Sum and sum of squares of all weights (float64): tells one set of weights from another."""
+        total = torch.zeros((), dtype=torch.float64)
+        squares = torch.zeros((), dtype=torch.float64)
+        for p in self.model.parameters():
+            w = p.detach().to("cpu", torch.float64)
+            total += w.sum()
+            squares += (w * w).sum()
+        return [float(total), float(squares)]
+
+
+def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Module:
+    """``cls.from_pretrained(source)`` in float32, refusing any missing or mis-shaped weight."""
+    try:
+        model, info = cls.from_pretrained(
+            config.source, output_loading_info=True, dtype=torch.float32, **kwargs
+        )
+    except (OSError, ValueError) as exc:
+        raise MissingWeights(
+            f"cannot load the {config.modality} encoder from {config.source!r}: {exc}"
+        ) from exc
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = [str(k) for k in info.get("mismatched_keys") or []]
+    if missing or mismatched:
+        shown = ", ".join((missing + mismatched)[:8])
+        more = len(missing) + len(mismatched) - 8
+        raise MissingWeights(
+            f"the {config.modality} encoder at {config.source!r} lacks {len(missing)} weights and "
+            f"has {len(mismatched)} of the wrong shape ({shown}{f', ... {more} more' if more > 0 else ''}); "
+            "refusing to run with randomly initialised weights"
+        )
+    return model
+
+
+def _random_model(build: Any, config: EncoderConfig) -> nn.Module:
+    """Build a randomly initialised encoder, seeded so every process builds the same one."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return build()
+
+
+def _check_hidden_size(config: EncoderConfig, actual: int) -> None:
+    if actual != config.hidden_size:
+        raise CheckpointMismatch(
+            f"the {config.modality} encoder from {config.identity!r} has hidden size {actual}, "
+            f"but the model config expects {config.hidden_size}"
+        )
+
+
+# ---------------------------------------------------------------------------- text
+
+
+def tiny_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast:
+    """A character-level WordPiece tokenizer built in code (no download), BERT-style.
+
+    Vocabulary: [PAD] [UNK] [CLS] [SEP] [MASK], every printable ASCII character and
+    its "##" continuation (193 entries), lower-cased input.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = [c for c in string.printable if not c.isspace() and not c.isupper()]
+    vocab_list = specials + chars + [f"##{c}" for c in chars]
+    vocab = {tok: i for i, tok in enumerate(vocab_list)}
+    tok = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]", max_input_chars_per_word=200))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])],
+    )
+    tok.decoder = decoders.WordPiece()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=model_max_length,
+    )
+
+
+class TextEncoder(FrozenEncoder):
+    """A BERT-family sentence encoder (all-MiniLM-L6-v2) and its tokenizer."""
+
+    modality = "text"
+
+    def __init__(self, config: EncoderConfig) -> None:
+        if config.source is not None:
+            model = _load_pretrained(AutoModel, config)
+            tokenizer = AutoTokenizer.from_pretrained(config.source)
+        else:
+            bert_config = BertConfig(**(config.random_init or {}))
+            model = _random_model(lambda: BertModel(bert_config, add_pooling_layer=False), config)
+            tokenizer = tiny_tokenizer(bert_config.max_position_embeddings)
+            if len(tokenizer) > bert_config.vocab_size:
+                raise ValueError(
+                    f"tiny tokenizer has {len(tokenizer)} tokens, more than vocab_size "
+                    f"{bert_config.vocab_size}"
+                )
+        super().__init__(config, model)
+        _check_hidden_size(config, self.hidden_size)
+        self.tokenizer = tokenizer
+        # Fast tokenizers are not safe to call from two threads at once.
+        self._tokenizer_lock = threading.Lock()
+        limits = [int(model.config.max_position_embeddings)]
+        if tokenizer.model_max_length and tokenizer.model_max_length < 1_000_000:
+            limits.append(int(tokenizer.model_max_length))
+        if config.max_tokens is not None:
+            limits.append(int(config.max_tokens))
+        self.max_tokens = min(limits)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        if isinstance(texts, str) or not isinstance(texts, Sequence):
+            raise InvalidInput(f"texts must be a list of strings; got {type(texts).__name__}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InvalidInput(f"text {i} must be a string; got {type(text).__name__}")
+            if not text.strip():
+                raise InvalidInput(f"text {i} is empty")
+        if not texts:
+            return []
+        with self._tokenizer_lock:
+            return self.tokenizer(list(texts), truncation=False, verbose=False)["input_ids"]
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Tokens each text becomes, special tokens included (no limit applied)."""
+        return [len(ids) for ids in self._token_ids(texts)]
+
+    def preprocess(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Tokenize; texts over :attr:`max_tokens` are refused, never truncated.
+
+        Returns: input_ids, attention_mask (and token_type_ids), each (B, L) int64.
+        """
+        ids = self._token_ids(texts)
+        for i, row in enumerate(ids):
+            if len(row) > self.max_tokens:
+                raise InvalidInput(
+                    f"text {i} is {len(row)} tokens long; the limit is {self.max_tokens}"
+                )
+        with self._tokenizer_lock:
+            return dict(self.tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        device = self.device
+        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+        out = self.model(**inputs)
+        return EncoderOutput(
+            tokens=out.last_hidden_state,  # (B, L, D)
+            mask=inputs["attention_mask"].bool(),  # (B, L)
+        )
+
+
+# --------------------------------------------------------------------------- image
+
+
+class ImageEncoder(FrozenEncoder):
+    """The CLIP vision tower; tokens are its last hidden state (CLS + patches)."""
+
+    modality = "image"
+
+    def __init__(self, config: EncoderConfig) -> None:
+        if config.source is not None:
+            model = _load_pretrained(CLIPVisionModel, config)
+            processor = CLIPImageProcessorPil.from_pretrained(config.source)
+        else:
+            clip_config = CLIPVisionConfig(**(config.random_init or {}))
+            model = _random_model(lambda: CLIPVisionModel(clip_config), config)
+            size = clip_config.image_size
+            processor = CLIPImageProcessorPil(
+                size={"shortest_edge": size}, crop_size={"height": size, "width": size}
+            )
+        super().__init__(config, model)
+        _check_hidden_size(config, self.hidden_size)
+        self.processor = processor
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """Resize, centre-crop and normalise. Returns pixel_values (B, 3, 224, 224) float32."""
+        if not isinstance(images, Sequence):
+            raise InvalidInput(f"images must be a list of PIL images; got {type(images).__name__}")
+        rgb = []
+        for i, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
+            if image.width < 1 or image.height < 1:
+                raise InvalidInput(f"image {i} has no pixels ({image.width}x{image.height})")
+            rgb.append(image.convert("RGB"))
+        if not rgb:
+            return {"pixel_values": torch.zeros(0, 3, 224, 224)}
+        return {"pixel_values": self.processor(images=rgb, return_tensors="pt")["pixel_values"]}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        pixels = batch["pixel_values"].to(self.device, self.dtype)  # (B, 3, H, W)
+        tokens = self.model(pixel_values=pixels).last_hidden_state  # (B, 1 + patches, D)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return EncoderOutput(tokens=tokens, mask=mask)
+
+
+# --------------------------------------------------------------------------- audio
+
+
+class AudioEncoder(FrozenEncoder):
+    """The Whisper encoder with its log-mel feature extractor.
+
+    ``config.audio_window`` picks how a window is run: "full" pads it to 30 s and
+    runs all 1500 positions (Whisper's own behaviour, cost independent of length);
+    "trimmed" runs only the frames the batch needs, with Whisper's self-attention
+    masked to each window's valid frames (cost follows the clip's length).
+    Either way only valid frames are returned.
+    """
+
+    modality = "audio"
+
+    def __init__(self, config: EncoderConfig) -> None:
+        if config.source is not None:
+            # A full Whisper checkpoint stores the encoder under "encoder."; without this
+            # mapping every weight would silently stay random.
+            model = _load_pretrained(WhisperEncoder, config, key_mapping={r"^encoder\.": ""})
+            extractor = WhisperFeatureExtractor.from_pretrained(config.source)
+        else:
+            whisper_config = WhisperConfig(**(config.random_init or {}))
+            model = _random_model(lambda: WhisperEncoder(whisper_config), config)
+            extractor = WhisperFeatureExtractor(feature_size=whisper_config.num_mel_bins)
+        super().__init__(config, model)
+        _check_hidden_size(config, self.hidden_size)
+        if int(model.config.max_source_positions) != audio_lib.FRAMES_PER_WINDOW:
+            raise ValueError(
+                f"Whisper encoder has {model.config.max_source_positions} positions; "
+                f"expected {audio_lib.FRAMES_PER_WINDOW} (30 s)"
+            )
+        self.feature_extractor = extractor
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.d_model)
+
+    def preprocess(
+        self, clips: Sequence[np.ndarray], sampling_rate: int = audio_lib.SAMPLE_RATE
+    ) -> dict[str, torch.Tensor]:
+        """Validate, mix to mono, resample to 16 kHz, cut into 30 s windows, log-mel.
+
+        Returns:
+            input_features: (W, 80, 3000) float32 log-mel, one row per 30 s window;
+            num_frames: (W,) int64 valid encoder frames of each window (1..1500);
+            window_clip: (W,) int64 index of the clip each window belongs to.
+        """
+        if isinstance(clips, np.ndarray) or not isinstance(clips, Sequence):
+            raise InvalidInput(f"clips must be a list of numpy arrays; got {type(clips).__name__}")
+        windows: list[np.ndarray] = []
+        owner: list[int] = []
+        for i, clip in enumerate(clips):
+            samples = audio_lib.prepare_clip(
+                clip, sampling_rate, max_seconds=self.config.max_audio_seconds, index=i
+            )
+            for window in audio_lib.split_windows(samples):
+                windows.append(window)
+                owner.append(i)
+        if not windows:
+            return {
+                "input_features": torch.zeros(0, self.model.config.num_mel_bins, 3000),
+                "num_frames": torch.zeros(0, dtype=torch.long),
+                "window_clip": torch.zeros(0, dtype=torch.long),
+            }
+        features = self.feature_extractor(
+            windows, sampling_rate=audio_lib.SAMPLE_RATE, return_tensors="pt"
+        )["input_features"]
+        return {
+            "input_features": features,
+            "num_frames": torch.tensor([audio_lib.valid_frames(len(w)) for w in windows]),
+            "window_clip": torch.tensor(owner, dtype=torch.long),
+        }
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        features = batch["input_features"].to(self.device, self.dtype)  # (W, 80, 3000)
+        num_frames = batch["num_frames"].to(self.device)  # (W,)
+        window_clip = batch["window_clip"].tolist()
+        if self.config.audio_window == "full":
+            hidden = self.model(input_features=features).last_hidden_state  # (W, 1500, D)
+        else:
+            hidden = self._forward_trimmed(features, num_frames)  # (W, max frames, D)
+        return _join_windows(hidden, num_frames.tolist(), window_clip)
+
+    def _forward_trimmed(self, features: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+        """Run Whisper on the first ``max(num_frames)`` frames only, masking padding frames.
+
+        Whisper's own forward insists on 3000 mel frames; this repeats its steps
+        (conv1, conv2, positions, layers, layer_norm) on a shorter input. Two extra
+        mel frames make the conv outputs identical to those of the full window.
+        """
+        enc = self.model
+        frames = int(num_frames.max())
+        mel = features[..., : min(2 * frames + 2, features.shape[-1])]  # (W, 80, ~2F)
+        x = nn.functional.gelu(enc.conv1(mel))  # (W, D, ~2F)
+        x = nn.functional.gelu(enc.conv2(x))  # (W, D, ~F)
+        x = x.permute(0, 2, 1)[:, :frames]  # (W, F, D)
+        x = x + enc.embed_positions.weight[:frames]
+        valid = torch.arange(frames, device=x.device)[None, :] < num_frames[:, None]  # (W, F)
+        bias = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
+        bias = bias.masked_fill(~valid, torch.finfo(x.dtype).min)
+        attn_mask = bias[:, None, None, :]  # (W, 1, 1, F): keys of padding frames are ignored
+        for layer in enc.layers:
+            x = layer(x, attn_mask)
+        return enc.layer_norm(x)
+
+
+def _join_windows(
+    hidden: torch.Tensor, num_frames: list[int], window_clip: list[int]
+) -> EncoderOutput:
+    """Keep each window's valid frames and join the windows of each clip along time.
+
+    hidden: (W, T_w, D) -> tokens (B, T, D) with T = most valid frames of any clip.
+    """
+    num_clips = max(window_clip) + 1 if window_clip else 0
+    per_clip: list[list[torch.Tensor]] = [[] for _ in range(num_clips)]
+    for w, clip in enumerate(window_clip):
+        per_clip[clip].append(hidden[w, : num_frames[w]])
+    lengths = [sum(t.shape[0] for t in parts) for parts in per_clip]
+    longest = max(lengths, default=0)
+    tokens = hidden.new_zeros(num_clips, longest, hidden.shape[-1])
+    mask = torch.zeros(num_clips, longest, dtype=torch.bool, device=hidden.device)
+    for c, parts in enumerate(per_clip):
+        tokens[c, : lengths[c]] = torch.cat(parts, dim=0)
+        mask[c, : lengths[c]] = True
+    return EncoderOutput(tokens=tokens, mask=mask)
+
+
+_ENCODERS: dict[str, type[FrozenEncoder]] = {
+    "image": ImageEncoder,
+    "audio": AudioEncoder,
+    "text": TextEncoder,
+}
+
+
+def build_encoder(config: EncoderConfig) -> FrozenEncoder:
+    """Load (or, for a random config, build) the frozen encoder ``config`` describes."""
+    return _ENCODERS[config.modality](config)

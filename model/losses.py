@@ -1,0 +1,135 @@
+"""Contrastive losses and embedding-space metrics.
+
+- :class:`Temperature`: CLIP's learnable temperature, stored as a log logit scale.
+- :func:`clip_loss`: symmetric InfoNCE over a batch of matched pairs.
+- :class:`MatryoshkaLoss`: a base loss summed over truncated, renormalised prefixes
+  (Kusupati et al. 2022; sentence-transformers' MatryoshkaLoss).
+- :func:`alignment_uniformity`: Wang & Isola (2020) metrics of a paired embedding set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.matryoshka import MATRYOSHKA_DIMS, check_dims, truncate
+
+
+class Temperature(nn.Module):
+    """Learnable softmax temperature (init 0.07), clamped from below at ``min_temperature``.
+
+    The parameter is ``log(1 / temperature)`` as in CLIP; calling the module returns
+    the logit scale ``1 / temperature`` clamped to at most ``1 / min_temperature``
+    (100 for the default 0.01), where its gradient stops.
+    """
+
+    def __init__(self, *, init: float = 0.07, min_temperature: float = 0.01) -> None:
+        super().__init__()
+        self.max_scale = 1.0 / min_temperature
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init)))
+
+    def forward(self) -> torch.Tensor:
+        """The logit scale, a 0-d tensor."""
+        return self.log_scale.exp().clamp(max=self.max_scale)
+
+    @property
+    def value(self) -> float:
+        """The current temperature."""
+        return float(1.0 / self.forward().detach())
+
+
+def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of ``a`` should match row i of ``b`` and no other.
+
+    Args:
+        a, b: (B, D) embeddings (normalised here, so any scale works).
+        logit_scale: 1 / temperature.
+
+    Returns:
+        0-d loss, the mean of the a->b and b->a cross-entropies (log B at chance).
+    """
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(
+            f"clip_loss needs two (B, D) tensors of one shape; got {a.shape}, {b.shape}"
+        )
+    a = F.normalize(a, dim=-1)
+    b = F.normalize(b, dim=-1)
+    logits = logit_scale * a @ b.T  # (B, B)
+    target = torch.arange(a.shape[0], device=a.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+class MatryoshkaLoss(nn.Module):
+    """Sum of ``base_loss`` over the first d dims (renormalised) for each d in ``dims``.
+
+    With the default dims the full 512-d loss is one of the terms. Weights default
+    to 1 for every d.
+    """
+
+    def __init__(
+        self,
+        dims: Sequence[int] = MATRYOSHKA_DIMS,
+        weights: Sequence[float] | None = None,
+        base_loss: Callable[
+            [torch.Tensor, torch.Tensor, torch.Tensor | float], torch.Tensor
+        ] = clip_loss,
+    ) -> None:
+        super().__init__()
+        dims = [check_dims(d) for d in dims]
+        if not dims or len(set(dims)) != len(dims):
+            raise ValueError(f"dims must be distinct and non-empty; got {dims}")
+        weights = [1.0] * len(dims) if weights is None else [float(w) for w in weights]
+        if len(weights) != len(dims):
+            raise ValueError(f"{len(weights)} weights for {len(dims)} dims")
+        order = sorted(range(len(dims)), key=lambda i: dims[i])
+        self.dims = [dims[i] for i in order]
+        self.weights = [weights[i] for i in order]
+        self.base_loss = base_loss
+
+    def components(
+        self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float
+    ) -> dict[int, torch.Tensor]:
+        """{d: base loss at d dims}, unweighted."""
+        return {d: self.base_loss(truncate(a, d), truncate(b, d), logit_scale) for d in self.dims}
+
+    def forward(
+        self, a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float
+    ) -> torch.Tensor:
+        parts = self.components(a, b, logit_scale)
+        return sum(w * parts[d] for d, w in zip(self.dims, self.weights, strict=True))
+
+
+@torch.no_grad()
+def alignment_uniformity(a: torch.Tensor, b: torch.Tensor, t: float = 2.0) -> dict[str, float]:
+    """Alignment and uniformity of paired unit embeddings (Wang & Isola 2020).
+
+    alignment: mean squared distance of matched pairs (0 is perfect, 4 is opposite).
+    uniformity: log of the mean Gaussian potential exp(-t |x - y|^2) over distinct
+    pairs within each side, averaged over the two sides (lower is more uniform;
+    -t*2 = -4 is the limit for points spread over a high-dimensional sphere).
+
+    Args:
+        a, b: (B, D), B >= 2.
+    """
+    if a.shape != b.shape or a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError(
+            f"need two (B, D) tensors of one shape with B >= 2; got {a.shape}, {b.shape}"
+        )
+    a = F.normalize(a.float(), dim=-1)
+    b = F.normalize(b.float(), dim=-1)
+    alignment = (a - b).pow(2).sum(dim=-1).mean()
+
+    def uniformity(x: torch.Tensor) -> torch.Tensor:
+        return torch.pdist(x).pow(2).mul(-t).exp().mean().log()
+
+    ua, ub = uniformity(a), uniformity(b)
+    return {
+        "alignment": float(alignment),
+        "uniformity": float((ua + ub) / 2),
+        "uniformity_a": float(ua),
+        "uniformity_b": float(ub),
+    }

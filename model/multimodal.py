@@ -1,0 +1,187 @@
+"""The multimodal model: frozen encoders, per-modality adapters, a shared resampler, heads.
+
+The trainable part (adapters, resampler, heads, temperature) never sees raw
+inputs: :meth:`MultimodalModel.encode` runs a frozen encoder under
+``torch.inference_mode()`` and :meth:`MultimodalModel.forward_features` takes its
+tokens, so encoder outputs can be cached once and reused by every epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from model.adapters import Adapter
+from model.config import MODALITIES, ModelConfig
+from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
+from model.errors import InvalidInput, MissingModality
+from model.heads import AlignmentHead, LLMProjector
+from model.losses import Temperature
+from model.perceiver import PerceiverResampler
+
+logger = logging.getLogger(__name__)
+
+ENCODER_PREFIX = "encoders."
+
+
+@dataclass
+class ModelOutput:
+    """Output of the trainable path.
+
+    Attributes:
+        embedding: (B, 512) unit rows, the alignment embedding (Matryoshka-truncatable).
+        latents: (B, num_latents, dim) the resampler's output.
+        llm_tokens: (B, num_latents, llm_dim) latents projected for an LLM.
+    """
+
+    embedding: torch.Tensor
+    latents: torch.Tensor
+    llm_tokens: torch.Tensor
+
+
+class MultimodalModel(nn.Module):
+    """Frozen encoders + trainable adapters, Perceiver Resampler and heads, from a :class:`ModelConfig`."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.perceiver.dim
+        self.encoders = nn.ModuleDict(
+            {m: build_encoder(config.encoders[m]) for m in config.modalities}
+        )
+        self.adapters = nn.ModuleDict(
+            {
+                m: Adapter(
+                    in_dim=config.encoders[m].hidden_size, out_dim=dim, config=config.adapter
+                )
+                for m in config.modalities
+            }
+        )
+        self.resampler = PerceiverResampler(config=config.perceiver)
+        self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
+        self.llm_projector = LLMProjector(dim=dim, llm_dim=config.head.llm_dim)
+        self.temperature = Temperature(
+            init=config.init_temperature, min_temperature=config.min_temperature
+        )
+        self._check_frozen()
+        logger.info(
+            "MultimodalModel %s (%s): %d trainable parameters, %d frozen",
+            config.name,
+            "/".join(config.modalities),
+            sum(p.numel() for p in self.trainable_parameters()),
+            sum(p.numel() for p in self.encoders.parameters()),
+        )
+
+    def _check_frozen(self) -> None:
+        for name, p in self.named_parameters():
+            frozen = name.startswith(ENCODER_PREFIX)
+            if frozen == p.requires_grad:
+                state = "trainable" if p.requires_grad else "frozen"
+                raise AssertionError(f"parameter {name} is {state}; only encoders may be frozen")
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return self.config.modalities
+
+    def train(self, mode: bool = True) -> MultimodalModel:
+        """Train mode for the trainable part; the encoders stay in eval mode."""
+        super().train(mode)
+        for encoder in self.encoders.values():
+            encoder.train(False)
+        return self
+
+    def encoder(self, modality: str) -> FrozenEncoder:
+        """The frozen encoder for ``modality``; MissingModality if the model has none."""
+        if modality not in MODALITIES:
+            raise InvalidInput(f"unknown modality {modality!r}; expected one of {list(MODALITIES)}")
+        if modality not in self.encoders:
+            raise MissingModality(
+                f"this model has no {modality} encoder (it has {', '.join(self.modalities)})"
+            )
+        return self.encoders[modality]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Adapters, resampler, heads and temperature: everything the optimizer should see."""
+        return [p for _, p in self.trainable_named_parameters()]
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(ENCODER_PREFIX)]
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trainable tensors by name (what a checkpoint stores)."""
+        return {n: t for n, t in self.state_dict().items() if not n.startswith(ENCODER_PREFIX)}
+
+    def preprocess(
+        self, modality: str, raw_items: Sequence[Any], **kwargs: Any
+    ) -> dict[str, torch.Tensor]:
+        """Turn raw inputs into encoder inputs (CPU tensors).
+
+        - text: list[str] -> input_ids, attention_mask (B, L);
+        - image: list[PIL.Image] -> pixel_values (B, 3, 224, 224);
+        - audio: list[np.ndarray] (1-D or (samples, channels)); pass ``sampling_rate=``
+          (default 16000) -> input_features (W, 80, 3000), num_frames (W,), window_clip (W,).
+
+        Bad inputs raise InvalidInput naming the item.
+        """
+        return self.encoder(modality).preprocess(raw_items, **kwargs)
+
+    def encode(self, modality: str, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        """Run the frozen encoder under ``torch.inference_mode()``.
+
+        Returns tokens (B, T, D_enc) and mask (B, T) (True = valid). The tensors are
+        ordinary (non-inference) tensors, so they may enter an autograd graph.
+        """
+        encoder = self.encoder(modality)
+        with torch.inference_mode():
+            out = encoder(batch)
+        if torch.is_inference_mode_enabled():
+            return out
+        return EncoderOutput(tokens=out.tokens.clone(), mask=out.mask.clone())
+
+    def forward_features(
+        self, modality: str, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> ModelOutput:
+        """The trainable path on encoder tokens.
+
+        Args:
+            modality: which adapter to use.
+            tokens: (B, T, D_enc) encoder tokens (any float dtype; cast to the model's).
+            mask: (B, T) bool, True = real token.
+
+        Returns:
+            ModelOutput with embedding (B, 512), latents (B, N, dim), llm_tokens (B, N, llm_dim).
+        """
+        self.encoder(modality)
+        adapter = self.adapters[modality]
+        expected = self.config.encoders[modality].hidden_size
+        if tokens.ndim != 3 or tokens.shape[-1] != expected:
+            raise InvalidInput(
+                f"{modality} tokens must be (B, T, {expected}); got {tuple(tokens.shape)}"
+            )
+        if mask.shape != tokens.shape[:2]:
+            raise InvalidInput(
+                f"mask shape {tuple(mask.shape)} does not match tokens {tuple(tokens.shape[:2])}"
+            )
+        param = self.resampler.latents
+        tokens = tokens.to(param.device, param.dtype)
+        mask = mask.to(param.device, torch.bool)
+        x = adapter(tokens)  # (B, T, dim)
+        latents = self.resampler(x, mask)  # (B, N, dim)
+        return ModelOutput(
+            embedding=self.alignment_head(latents),  # (B, 512)
+            latents=latents,
+            llm_tokens=self.llm_projector(latents),  # (B, N, llm_dim)
+        )
+
+    def forward(self, modality: str, batch: dict[str, torch.Tensor]) -> ModelOutput:
+        """encode + forward_features."""
+        out = self.encode(modality, batch)
+        return self.forward_features(modality, out.tokens, out.mask)
+
+    def encoder_fingerprints(self) -> dict[str, list[float]]:
+        return {m: enc.fingerprint() for m, enc in self.encoders.items()}
