@@ -1,0 +1,171 @@
+"""The FastAPI application factory.
+
+`create_app(settings)` builds the app; its lifespan loads the `Embedder` and
+opens the `VectorStore` once (never at import time), starts one batcher per
+modality, and undoes all of it on shutdown. Run it with `mmembed serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from index import IndexConfig
+from model import Embedder
+from service.auth import check_bind
+from service.engine import EmbeddingEngine
+from service.errors import install_error_handlers
+from service.metrics import Metrics, MetricsMiddleware
+from service.routers import embed, health, items, openai, search
+from service.settings import Settings
+from service.state import ServiceState
+from service.store import AsyncStore
+
+logger = logging.getLogger("mmembed.service")
+
+WARNING_HEADER = "X-Mmembed-Warning"
+
+DEMO_WARNING = (
+    "DEMO MODEL: the 'tiny' preset runs small randomly initialised encoders and heads, so its "
+    "embeddings carry no meaning. For real use: --preset base --checkpoint DIR (a checkpoint "
+    "trained with `mmembed train`)."
+)
+UNTRAINED_WARNING = (
+    "UNTRAINED MODEL: real encoders but random adapters, resampler and heads (no checkpoint), so "
+    "similarities between modalities are meaningless. Train one with `mmembed train` and serve "
+    "it with --checkpoint DIR (MMEMBED_CHECKPOINT)."
+)
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    """The embedder the settings ask for: a checkpoint if given, else a preset."""
+    if settings.checkpoint is not None:
+        return Embedder.from_checkpoint(
+            settings.checkpoint,
+            device=settings.device,
+            dtype=settings.dtype,
+            encoder_overrides=settings.encoder_overrides or None,
+        )
+    return Embedder.from_preset(
+        settings.preset,
+        encoders=settings.encoder_overrides or None,
+        modalities=settings.modalities,
+        device=settings.device,
+        dtype=settings.dtype,
+    )
+
+
+def model_warning(info: dict) -> str | None:
+    """Why this model's embeddings are not meaningful, or None for a trained real model."""
+    if info.get("demo"):
+        return DEMO_WARNING
+    if not info.get("trained"):
+        return UNTRAINED_WARNING
+    return None
+
+
+class WarningHeaderMiddleware:
+    """Adds `X-Mmembed-Warning` to every response while a demo or untrained model is served."""
+
+    def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
+        self.app = app
+        self.fastapi_app = fastapi_app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state: ServiceState | None = getattr(self.fastapi_app.state, "service", None)
+        if scope["type"] != "http" or state is None or state.warning is None:
+            await self.app(scope, receive, send)
+            return
+        header = (WARNING_HEADER.lower().encode(), state.warning.encode("ascii", "replace"))
+
+        async def send_with_warning(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_warning)
+
+
+def _log_loaded(settings: Settings, info: dict, counts: dict[str, int], warning: str | None):
+    logger.info(
+        "model: preset=%s checkpoint=%s trained=%s device=%s dtype=%s",
+        info.get("preset"),
+        info.get("checkpoint"),
+        info.get("trained"),
+        info.get("device"),
+        info.get("dtype"),
+    )
+    for modality, source in info.get("encoders", {}).items():
+        logger.info("encoder %s: %s", modality, source)
+    logger.info(
+        "index: %s (%s items: %s)",
+        settings.data_dir,
+        sum(counts.values()),
+        ", ".join(f"{m}={n}" for m, n in counts.items()),
+    )
+    if warning:
+        banner = "!" * 78
+        logger.warning("%s\n%s\n%s", banner, warning, banner)
+
+
+def create_app(settings: Settings | None = None, *, embedder: Embedder | None = None) -> FastAPI:
+    """The app for `settings` (default: from the environment).
+
+    `embedder` lets a caller share an already loaded model (tests, benchmarks);
+    by default the lifespan loads the one the settings name.
+    """
+    settings = settings or Settings()
+    check_bind(settings)
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logger.info(
+            "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
+        )
+        model = embedder or await asyncio.to_thread(load_embedder, settings)
+        store = await AsyncStore.open(settings.data_dir, IndexConfig(kind=settings.index_kind))
+        engine = EmbeddingEngine(model, settings, observer=metrics)
+        info = model.info
+        state = ServiceState(
+            settings=settings,
+            engine=engine,
+            store=store,
+            metrics=metrics,
+            model_info=info,
+            warning=model_warning(info),
+        )
+        try:
+            await engine.start()
+            counts = await state.refresh_index_gauge()
+            _log_loaded(settings, info, counts, state.warning)
+            app.state.service = state
+            logger.info("ready on http://%s:%s (docs at /docs)", settings.host, settings.port)
+            yield
+        finally:
+            app.state.service = None
+            await engine.stop()
+            await store.close()
+            logger.info("stopped: model unloaded, index closed")
+
+    app = FastAPI(
+        title="mmembed",
+        summary="Images, audio and text in one Matryoshka embedding space, with vector search.",
+        version="0.1.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_request_bytes,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.service = None
+    install_error_handlers(app)
+    for router in (health.router, embed.router, search.router, items.router, openai.router):
+        app.include_router(router)
+    app.add_middleware(WarningHeaderMiddleware, fastapi_app=app)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

@@ -1,0 +1,235 @@
+"""Dynamic batching: concurrent requests for one modality share one forward pass.
+
+Each `Batcher` owns a bounded asyncio queue and one worker thread. Its
+collector task takes the first waiting item, gathers more until the batch is
+full or `max_wait_ms` has passed since the first, runs the batch function on
+the worker thread (never on the event loop), and hands every caller its own
+row. A full queue is refused at once (`Overloaded`, HTTP 429 with Retry-After)
+rather than letting latency grow without bound; a caller that waits longer than
+its timeout gets `RequestTimedOut` (504) and its row, if computed, is dropped.
+
+When a batch function raises one of `per_item_errors` (bad user input, such as
+a text over the token limit), the batch is re-run item by item so one bad
+input fails only its own request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from service.errors import NotReady, Overloaded, RequestTimedOut
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+logger = logging.getLogger("mmembed.service.batching")
+
+BatchFn = Callable[[list[T]], np.ndarray]
+
+
+@dataclass
+class _Pending(Generic[T]):
+    item: T
+    future: asyncio.Future[np.ndarray]
+
+
+class BatchObserver:
+    """Hooks for metrics; the default does nothing."""
+
+    def batch_done(self, name: str, size: int, seconds: float) -> None:
+        """Called after each forward pass with its size and duration."""
+
+    def queue_depth(self, name: str, depth: int) -> None:
+        """Called whenever the number of waiting items changes."""
+
+
+class Batcher(Generic[T]):
+    """Gathers items from concurrent callers into batches for `fn`.
+
+    `fn(items) -> (len(items), D)` array; row i belongs to items[i].
+    """
+
+    def __init__(
+        self,
+        name: str,
+        fn: BatchFn[T],
+        *,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        queue_size: int = 1024,
+        timeout_s: float = 30.0,
+        per_item_errors: tuple[type[BaseException], ...] = (),
+        observer: BatchObserver | None = None,
+    ) -> None:
+        if max_batch_size < 1 or queue_size < 1:
+            raise ValueError(
+                f"max_batch_size ({max_batch_size}) and queue_size ({queue_size}) must be >= 1"
+            )
+        self.name = name
+        self._fn = fn
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.queue_size = queue_size
+        self.timeout_s = timeout_s
+        self._per_item_errors = per_item_errors
+        self._observer = observer or BatchObserver()
+        self._queue: asyncio.Queue[_Pending[T]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._recent_batch_s = 0.0
+        self._inflight: list[_Pending[T]] = []
+
+    # Life cycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._task is not None:
+            return
+        self._queue = asyncio.Queue(maxsize=self.queue_size)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"batch-{self.name}")
+        self._task = asyncio.create_task(self._collect(), name=f"batcher-{self.name}")
+
+    async def stop(self) -> None:
+        """Stop collecting; callers still waiting get `NotReady`; the worker thread is joined."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        waiting, self._inflight = list(self._inflight), []
+        if self._queue is not None:
+            while not self._queue.empty():
+                waiting.append(self._queue.get_nowait())
+        for pending in waiting:
+            _settle(pending.future, exc=NotReady("the service is shutting down"))
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.get_running_loop().run_in_executor(None, executor.shutdown)
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    # Submitting -------------------------------------------------------------------
+
+    async def submit(self, item: T) -> np.ndarray:
+        """The row for one item, shape (D,)."""
+        return (await self.submit_many([item]))[0]
+
+    async def submit_many(self, items: Sequence[T]) -> list[np.ndarray]:
+        """Rows for several items, in order; all are queued or none (429)."""
+        if self._queue is None or self._task is None:
+            raise NotReady(f"the {self.name} batcher is not running")
+        if self._queue.qsize() + len(items) > self.queue_size:
+            raise Overloaded(
+                f"too many pending {self.name} requests ({self._queue.qsize()} queued, "
+                f"limit {self.queue_size}); retry shortly",
+                retry_after_s=self._retry_after_s(),
+            )
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in items]
+        for item, future in zip(items, futures, strict=True):
+            self._queue.put_nowait(_Pending(item, future))
+        self._observer.queue_depth(self.name, self._queue.qsize())
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return list(await asyncio.gather(*futures))
+        except TimeoutError as exc:
+            raise RequestTimedOut(
+                f"no {self.name} embedding within {self.timeout_s:g} s; the service is busy"
+            ) from exc
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # mark as retrieved: the caller already has the error
+
+    async def run_on_worker(self, fn: Callable[..., R], *args: Any) -> R:
+        """Run `fn(*args)` on this batcher's worker thread, serialised with its batches."""
+        if self._executor is None:
+            raise NotReady(f"the {self.name} batcher is not running")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _retry_after_s(self) -> int:
+        batches_ahead = math.ceil(self.depth / self.max_batch_size)
+        return max(1, math.ceil(batches_ahead * max(self._recent_batch_s, 0.01)))
+
+    # Collecting -------------------------------------------------------------------
+
+    async def _collect(self) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = loop.time() + self.max_wait_s
+            while len(batch) < self.max_batch_size:
+                if not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                except TimeoutError:
+                    break
+            self._observer.queue_depth(self.name, self._queue.qsize())
+            self._inflight = [p for p in batch if not p.future.done()]
+            if self._inflight:
+                await self._run(self._inflight)
+            self._inflight = []
+
+    async def _run(self, batch: list[_Pending[T]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            rows = await loop.run_in_executor(self._executor, self._call, [p.item for p in batch])
+        except self._per_item_errors as exc:
+            if len(batch) == 1:
+                _settle(batch[0].future, exc=exc)
+            else:
+                for pending in batch:
+                    await self._run([pending])
+            return
+        except Exception as exc:
+            logger.exception("%s batch of %d failed", self.name, len(batch))
+            for pending in batch:
+                _settle(pending.future, exc=exc)
+            return
+        finally:
+            self._recent_batch_s = loop.time() - started
+        self._observer.batch_done(self.name, len(batch), loop.time() - started)
+        for pending, row in zip(batch, rows, strict=True):
+            _settle(pending.future, result=row)
+
+    def _call(self, items: list[T]) -> np.ndarray:
+        rows = self._fn(items)
+        if len(rows) != len(items):
+            raise RuntimeError(
+                f"{self.name} batch function returned {len(rows)} rows for {len(items)} items"
+            )
+        return rows
+
+
+def _settle(
+    future: asyncio.Future[np.ndarray],
+    *,
+    result: np.ndarray | None = None,
+    exc: BaseException | None = None,
+) -> None:
+    if future.done():
+        return
+    if exc is not None:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)

@@ -1,0 +1,184 @@
+"""Errors the service raises, and the one place that turns every error into JSON.
+
+Every error response has the body `{"error": {"type": str, "message": str}}`
+(validation errors add `details`). Domain errors from `model` and `index` map
+to 4xx; anything unexpected becomes a 500 with a generic message and is logged,
+never echoed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from index.errors import (
+    DuplicateId,
+    InvalidItem,
+    InvalidQuery,
+    InvalidVector,
+    ItemNotFound,
+    StoreError,
+)
+from model.errors import InvalidInput, MissingModality, ModelError
+
+logger = logging.getLogger("mmembed.service")
+
+
+class ServiceError(Exception):
+    """An error with an HTTP status, a short machine-readable type and a message for people."""
+
+    status_code = 400
+    error_type = "bad_request"
+
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class InvalidRequest(ServiceError):
+    status_code = 400
+    error_type = "invalid_request"
+
+
+class CorruptMedia(ServiceError):
+    status_code = 400
+    error_type = "corrupt_media"
+
+
+class UnsupportedMedia(ServiceError):
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    error_type = "payload_too_large"
+
+
+class ModalityUnavailable(ServiceError):
+    status_code = 400
+    error_type = "modality_unavailable"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    error_type = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
+
+
+class Overloaded(ServiceError):
+    status_code = 429
+    error_type = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class NotReady(ServiceError):
+    status_code = 503
+    error_type = "not_ready"
+
+
+class RequestTimedOut(ServiceError):
+    status_code = 504
+    error_type = "timeout"
+
+
+def error_body(error_type: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"type": error_type, "message": message, **extra}}
+
+
+def error_response(
+    status_code: int, error_type: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(error_body(error_type, message), status_code=status_code, headers=headers)
+
+
+def _domain_error(exc: Exception) -> tuple[int, str] | None:
+    """Status and type for errors raised by `model` and `index`, None for unknown ones."""
+    if isinstance(exc, ItemNotFound):
+        return 404, "not_found"
+    if isinstance(exc, DuplicateId):
+        return 409, "duplicate_id"
+    if isinstance(exc, InvalidQuery):
+        return 400, "invalid_query"
+    if isinstance(exc, InvalidItem):
+        return 400, "invalid_item"
+    if isinstance(exc, MissingModality):
+        return 400, "modality_unavailable"
+    if isinstance(exc, InvalidInput):
+        return 400, "invalid_input"
+    return None
+
+
+def _message(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    parts = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else err.get("msg", "invalid"))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the same JSON shape."""
+
+    @app.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return error_response(exc.status_code, exc.error_type, exc.message, exc.headers)
+
+    @app.exception_handler(ModelError)
+    async def _model_error(request: Request, exc: ModelError) -> JSONResponse:
+        return _mapped(request, exc)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return _mapped(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {k: v for k, v in err.items() if k in ("loc", "msg", "type")} for err in exc.errors()
+        ]
+        body = error_body(
+            "validation_error", _validation_message(errors), details=jsonable_encoder(errors)
+        )
+        return JSONResponse(body, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        types = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+        message = str(exc.detail)
+        if exc.status_code == 413:
+            limit = request.app.state.settings.max_request_bytes
+            message = f"request body is over the {limit}-byte limit (MMEMBED_MAX_REQUEST_BYTES)"
+        error_type = types.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, error_type, message, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error; see the server log")
+
+
+def _mapped(request: Request, exc: Exception) -> JSONResponse:
+    mapped = _domain_error(exc)
+    if mapped is None:
+        if isinstance(exc, InvalidVector):
+            logger.error("the service built an invalid vector: %s", exc)
+        logger.exception("unexpected domain error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error; see the server log")
+    status, error_type = mapped
+    return error_response(status, error_type, _message(exc))

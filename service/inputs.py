@@ -1,0 +1,220 @@
+"""Request bodies that carry inputs: multipart/form-data (files, text fields) or JSON.
+
+Every endpoint that takes text takes it both as a form field and as JSON; files
+come as multipart parts. Files are size-checked before they are read, decoded
+off the event loop, and their modality comes from their bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, TypeVar
+
+from fastapi import Query, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
+from starlette._utils import AwaitableOrContextManager
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+
+from model.matryoshka import MATRYOSHKA_DIMS
+from service.engine import EmbeddingEngine, Input
+from service.errors import (
+    CorruptMedia,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnsupportedMedia,
+)
+from service.media import decode_media
+from service.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _check_dims(value: int) -> int:
+    if value not in MATRYOSHKA_DIMS:
+        raise ValueError(f"dims must be one of {', '.join(map(str, MATRYOSHKA_DIMS))}")
+    return value
+
+
+DimsQuery = Annotated[
+    int,
+    AfterValidator(_check_dims),
+    Query(
+        description="Matryoshka size: the first `dims` components, renormalised.",
+        json_schema_extra={"enum": list(MATRYOSHKA_DIMS)},
+    ),
+]
+
+
+@dataclass(frozen=True)
+class RawInput:
+    """One input before decoding: a text or a file's bytes; `label` names it in errors."""
+
+    label: str
+    text: str | None = None
+    data: bytes | None = None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def is_form(request: Request) -> bool:
+    return _content_type(request) in ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+def is_json(request: Request) -> bool:
+    kind = _content_type(request)
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def require_form_or_json(request: Request) -> None:
+    if not (is_form(request) or is_json(request)):
+        got = _content_type(request) or "none"
+        raise UnsupportedMedia(
+            f"request body must be multipart/form-data (files, text fields) or "
+            f"application/json; got Content-Type {got}"
+        )
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """The JSON body validated against `model` (400 malformed, 422 invalid)."""
+    body = await request.body()
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"malformed JSON body: {exc}") from exc
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**e, "loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        ) from exc
+
+
+def read_form(request: Request, settings: Settings) -> AwaitableOrContextManager[FormData]:
+    """The form, as `async with read_form(...) as form` (closes its temp files).
+
+    The parser refuses more parts than the input limit allows, and text fields larger
+    than the text limit (in bytes, generously).
+    """
+    return request.form(
+        max_files=settings.max_inputs_per_request,
+        max_fields=settings.max_inputs_per_request + 8,
+        max_part_size=max(settings.max_text_chars * 4, 64 * 1024),
+    )
+
+
+async def file_bytes(upload: UploadFile, label: str, settings: Settings) -> bytes:
+    """The upload's bytes, refusing files over `max_upload_bytes` before reading them."""
+    limit = settings.max_upload_bytes
+    if upload.size is not None and upload.size > limit:
+        raise PayloadTooLarge(
+            f"{label} is {upload.size} bytes; the limit is {limit} (MMEMBED_MAX_UPLOAD_BYTES)"
+        )
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"{label} is over the {limit}-byte limit (MMEMBED_MAX_UPLOAD_BYTES)")
+    return data
+
+
+async def form_inputs(form: FormData, settings: Settings) -> list[RawInput]:
+    """Files (`file` parts) and texts (`text` fields), in the order they were sent."""
+    inputs: list[RawInput] = []
+    for key, value in form.multi_items():
+        if key not in ("file", "text"):
+            continue
+        label = f"input {len(inputs)} ({key})"
+        if isinstance(value, UploadFile):
+            if key != "file":
+                raise InvalidRequest(f"{label}: files go in 'file' parts, text in 'text' fields")
+            inputs.append(RawInput(label, data=await file_bytes(value, label, settings)))
+        else:
+            if key == "file":
+                raise InvalidRequest(f"{label}: the 'file' part must be a file upload")
+            inputs.append(RawInput(label, text=value))
+    return inputs
+
+
+def form_text(form: FormData, key: str) -> str | None:
+    """A plain (non-file) form field, or None; refuses a repeated or file-valued field."""
+    values = form.getlist(key)
+    if not values:
+        return None
+    if len(values) > 1 or isinstance(values[0], UploadFile):
+        raise InvalidRequest(f"form field '{key}' must be given once, as text")
+    return values[0]
+
+
+def base64_input(label: str, content: str, settings: Settings) -> RawInput:
+    if len(content) > settings.max_upload_bytes * 4 // 3 + 4:
+        raise PayloadTooLarge(f"{label} is over the {settings.max_upload_bytes}-byte upload limit")
+    try:
+        data = base64.b64decode(content, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(f"{label}: content_base64 is not valid base64: {exc}") from exc
+    return RawInput(label, data=data)
+
+
+def parse_metadata(value: Any) -> dict[str, Any] | None:
+    """Metadata from a form field (JSON text) or JSON body (object); 400 if not an object."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not value.strip():
+            return None
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"metadata is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"metadata must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_count(inputs: list[RawInput], settings: Settings, *, single: bool) -> None:
+    if not inputs:
+        raise InvalidRequest("no input: send a 'file' part or a 'text' field (or JSON text)")
+    if single and len(inputs) > 1:
+        raise InvalidRequest(
+            f"this endpoint takes one input (a file or a text), got {len(inputs)}; "
+            "use the batch endpoint for several"
+        )
+    if len(inputs) > settings.max_inputs_per_request:
+        raise InvalidRequest(
+            f"{len(inputs)} inputs; the limit is {settings.max_inputs_per_request} per request"
+        )
+
+
+async def _decode(raw: RawInput, engine: EmbeddingEngine, settings: Settings) -> Input:
+    try:
+        if raw.text is not None:
+            return Input("text", engine.check_text(raw.text))
+        assert raw.data is not None
+        media = await run_in_threadpool(
+            decode_media, raw.data, max_pixels=settings.max_image_pixels
+        )
+        engine.require(media.modality)
+        return Input(media.modality, media.value)
+    except (CorruptMedia, UnsupportedMedia, PayloadTooLarge, InvalidRequest) as exc:
+        raise type(exc)(f"{raw.label}: {exc.message}") from exc
+
+
+async def decode_inputs(
+    inputs: list[RawInput], engine: EmbeddingEngine, settings: Settings
+) -> list[Input]:
+    """Decoded inputs in order; the first bad one fails the request (nothing is embedded)."""
+    results = await asyncio.gather(
+        *(_decode(raw, engine, settings) for raw in inputs), return_exceptions=True
+    )
+    decoded: list[Input] = []
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+        decoded.append(result)
+    return decoded

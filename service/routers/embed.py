@@ -1,0 +1,97 @@
+"""`POST /embed` (one input) and `POST /embed/batch` (several, mixed modalities)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from service.auth import require_api_key
+from service.deps import EngineDep, SettingsDep
+from service.inputs import (
+    DimsQuery,
+    RawInput,
+    check_count,
+    decode_inputs,
+    form_inputs,
+    is_json,
+    read_form,
+    read_json,
+    require_form_or_json,
+)
+from service.schemas import (
+    ERROR_RESPONSES,
+    FILE_FIELD,
+    FILES_FIELD,
+    TEXT_FIELD,
+    TEXTS_FIELD,
+    EmbedBatchOut,
+    EmbedOut,
+    EmbedRow,
+    TextIn,
+    TextsIn,
+    request_body,
+)
+
+router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
+
+
+@router.post(
+    "/embed",
+    response_model=EmbedOut,
+    responses=ERROR_RESPONSES,
+    summary="Embed one image, audio clip or text",
+    openapi_extra=request_body(
+        json_model=TextIn,
+        form_fields={"file": FILE_FIELD, "text": TEXT_FIELD},
+        description=(
+            "Multipart with one `file` part (image or audio, detected from its bytes) or one "
+            '`text` field; or JSON `{"text": "..."}`.'
+        ),
+    ),
+)
+async def embed(request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512):
+    require_form_or_json(request)
+    if is_json(request):
+        inputs = [RawInput("text", text=(await read_json(request, TextIn)).text)]
+    else:
+        async with read_form(request, settings) as form:
+            inputs = await form_inputs(form, settings)
+    check_count(inputs, settings, single=True)
+    (item,) = await decode_inputs(inputs, engine, settings)
+    vector = await engine.embed_one(item)
+    return EmbedOut(
+        modality=item.modality, dims=dims, embedding=engine.at_dims(vector, dims).tolist()
+    )
+
+
+@router.post(
+    "/embed/batch",
+    response_model=EmbedBatchOut,
+    responses=ERROR_RESPONSES,
+    summary="Embed several inputs of any modalities in one call",
+    openapi_extra=request_body(
+        json_model=TextsIn,
+        form_fields={"file": FILES_FIELD, "text": TEXTS_FIELD},
+        description=(
+            "Multipart with any number of `file` parts and `text` fields (answered in the order "
+            'sent); or JSON `{"texts": ["...", ...]}`. Any bad input fails the whole call.'
+        ),
+    ),
+)
+async def embed_batch(
+    request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512
+):
+    require_form_or_json(request)
+    if is_json(request):
+        body = await read_json(request, TextsIn)
+        inputs = [RawInput(f"texts[{i}]", text=t) for i, t in enumerate(body.texts)]
+    else:
+        async with read_form(request, settings) as form:
+            inputs = await form_inputs(form, settings)
+    check_count(inputs, settings, single=False)
+    items = await decode_inputs(inputs, engine, settings)
+    vectors = engine.at_dims(await engine.embed(items), dims)
+    rows = [
+        EmbedRow(index=i, modality=item.modality, dims=dims, embedding=vector.tolist())
+        for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
+    ]
+    return EmbedBatchOut(dims=dims, data=rows)

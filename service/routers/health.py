@@ -1,0 +1,63 @@
+"""Liveness, readiness and Prometheus metrics; open even when API keys are configured."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from model.matryoshka import MATRYOSHKA_DIMS
+from service.deps import MetricsDep
+from service.errors import error_body
+from service.schemas import ErrorOut, HealthOut, ReadyOut
+from service.state import ServiceState
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=HealthOut, summary="The process is alive")
+async def healthz():
+    return HealthOut()
+
+
+@router.get(
+    "/readyz",
+    response_model=ReadyOut,
+    responses={503: {"model": ErrorOut, "description": "Still loading or shutting down"}},
+    summary="Model and index loaded: what is served",
+)
+async def readyz(request: Request):
+    state: ServiceState | None = getattr(request.app.state, "service", None)
+    if state is None:
+        body = error_body("not_ready", "the model and index are loading or shutting down")
+        return JSONResponse(body, status_code=503)
+    info = state.model_info
+    index = await state.store.info()
+    index["counts"] = await state.refresh_index_gauge()
+    return ReadyOut(
+        preset=info.get("preset"),
+        checkpoint=info.get("checkpoint"),
+        trained=bool(info.get("trained")),
+        demo=bool(info.get("demo")),
+        warning=state.warning,
+        modalities=list(state.engine.modalities),
+        encoders={k: str(v) for k, v in info.get("encoders", {}).items()},
+        device=str(info.get("device", state.settings.device)),
+        dtype=str(info.get("dtype", state.settings.dtype)),
+        dims=list(MATRYOSHKA_DIMS),
+        index=index,
+    )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def metrics(request: Request, registry: MetricsDep):
+    state: ServiceState | None = getattr(request.app.state, "service", None)
+    if state is not None:
+        for modality, depth in state.engine.queue_depths().items():
+            registry.queue.labels(modality).set(depth)
+    body, content_type = registry.render()
+    return Response(body, media_type=content_type)

@@ -1,0 +1,193 @@
+"""Stored items: add (one or a batch), list, get, delete. The index persists across restarts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from index import Item, NewItem
+from service.auth import require_api_key
+from service.deps import EngineDep, SettingsDep, StateDep, StoreDep
+from service.engine import EmbeddingEngine
+from service.errors import InvalidRequest
+from service.inputs import (
+    DimsQuery,
+    RawInput,
+    base64_input,
+    check_count,
+    decode_inputs,
+    form_inputs,
+    form_text,
+    is_json,
+    parse_metadata,
+    read_form,
+    read_json,
+    require_form_or_json,
+)
+from service.schemas import (
+    ERROR_RESPONSES,
+    FILE_FIELD,
+    FILES_FIELD,
+    ID_FIELD,
+    METADATA_FIELD,
+    TEXT_FIELD,
+    TEXTS_FIELD,
+    DeletedOut,
+    ItemCreated,
+    ItemIn,
+    ItemListOut,
+    ItemOut,
+    ItemsCreated,
+    ItemsIn,
+    Modality,
+    request_body,
+)
+from service.settings import Settings
+
+router = APIRouter(tags=["items"], dependencies=[Depends(require_api_key)])
+
+ItemId = Annotated[str, Path(min_length=1, max_length=256, description="The item's id.")]
+
+
+def _item_out(item: Item, engine: EmbeddingEngine, dims: int | None) -> ItemOut:
+    embedding = None if dims is None else engine.at_dims(item.vector, dims).tolist()
+    return ItemOut(
+        id=item.id,
+        modality=item.modality,
+        metadata=item.metadata,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        embedding=embedding,
+    )
+
+
+@router.post(
+    "/items",
+    status_code=201,
+    response_model=ItemCreated,
+    responses=ERROR_RESPONSES | {409: {"description": "An item with this id exists"}},
+    summary="Embed and store one item",
+    openapi_extra=request_body(
+        json_model=ItemIn,
+        form_fields={
+            "file": FILE_FIELD,
+            "text": TEXT_FIELD,
+            "id": ID_FIELD,
+            "metadata": METADATA_FIELD,
+        },
+        description=(
+            "Multipart with one `file` part or one `text` field, optional `id` and `metadata` "
+            '(a JSON object as text); or JSON `{"text": "...", "id": ..., "metadata": {...}}` '
+            "(a file as `content_base64` instead of `text`)."
+        ),
+    ),
+)
+async def add_item(
+    request: Request, state: StateDep, engine: EngineDep, store: StoreDep, settings: SettingsDep
+):
+    require_form_or_json(request)
+    if is_json(request):
+        body = await read_json(request, ItemIn)
+        inputs = [_json_input("item", body, settings)]
+        item_id, metadata = body.id, body.metadata
+    else:
+        async with read_form(request, settings) as form:
+            inputs = await form_inputs(form, settings)
+            item_id = form_text(form, "id")
+            metadata = parse_metadata(form_text(form, "metadata"))
+        if item_id is not None and not 1 <= len(item_id) <= 256:
+            raise InvalidRequest(f"id must be 1 to 256 characters, got {len(item_id)}")
+    check_count(inputs, settings, single=True)
+    (item,) = await decode_inputs(inputs, engine, settings)
+    vector = await engine.embed_one(item)
+    new_id = await store.add(vector, modality=item.modality, metadata=metadata, id=item_id)
+    await state.refresh_index_gauge()
+    return ItemCreated(id=new_id, modality=item.modality)
+
+
+def _json_input(label: str, body: ItemIn, settings: Settings) -> RawInput:
+    if body.text is not None:
+        return RawInput(label, text=body.text)
+    return base64_input(label, body.content_base64 or "", settings)
+
+
+@router.post(
+    "/items/batch",
+    status_code=201,
+    response_model=ItemsCreated,
+    responses=ERROR_RESPONSES | {409: {"description": "An id exists already"}},
+    summary="Embed and store several items; all or none",
+    openapi_extra=request_body(
+        json_model=ItemsIn,
+        form_fields={"file": FILES_FIELD, "text": TEXTS_FIELD},
+        description=(
+            'JSON `{"items": [{"text" | "content_base64", "id"?, "metadata"?}, ...]}`; or '
+            "multipart with any number of `file` parts and `text` fields (no ids or metadata). "
+            "Every input is checked and embedded before anything is stored."
+        ),
+    ),
+)
+async def add_items(
+    request: Request, state: StateDep, engine: EngineDep, store: StoreDep, settings: SettingsDep
+):
+    require_form_or_json(request)
+    if is_json(request):
+        body = await read_json(request, ItemsIn)
+        inputs = [_json_input(f"items[{i}]", it, settings) for i, it in enumerate(body.items)]
+        fields = [(it.id, it.metadata) for it in body.items]
+    else:
+        async with read_form(request, settings) as form:
+            inputs = await form_inputs(form, settings)
+        fields = [(None, None)] * len(inputs)
+    check_count(inputs, settings, single=False)
+    items = await decode_inputs(inputs, engine, settings)
+    vectors = await engine.embed(items)
+    new = [
+        NewItem(vector=vector, modality=item.modality, metadata=metadata, id=item_id)
+        for item, vector, (item_id, metadata) in zip(items, vectors, fields, strict=True)
+    ]
+    ids = await store.add_many(new)
+    await state.refresh_index_gauge()
+    return ItemsCreated(
+        items=[ItemCreated(id=i, modality=it.modality) for i, it in zip(ids, items, strict=True)]
+    )
+
+
+@router.get("/items", response_model=ItemListOut, responses=ERROR_RESPONSES, summary="List items")
+async def list_items(
+    engine: EngineDep,
+    store: StoreDep,
+    modality: Annotated[Modality | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+):
+    items = await store.list(modality, limit, offset)
+    total = await store.count(modality)
+    return ItemListOut(total=total, items=[_item_out(it, engine, None) for it in items])
+
+
+@router.get(
+    "/items/{item_id}", response_model=ItemOut, responses=ERROR_RESPONSES, summary="Get one item"
+)
+async def get_item(
+    item_id: ItemId,
+    engine: EngineDep,
+    store: StoreDep,
+    include_embedding: Annotated[bool, Query(description="Return the stored vector.")] = False,
+    dims: DimsQuery = 512,
+):
+    item = await store.get(item_id)
+    return _item_out(item, engine, dims if include_embedding else None)
+
+
+@router.delete(
+    "/items/{item_id}",
+    response_model=DeletedOut,
+    responses=ERROR_RESPONSES,
+    summary="Delete one item",
+)
+async def delete_item(item_id: ItemId, state: StateDep, store: StoreDep):
+    await store.delete(item_id)
+    await state.refresh_index_gauge()
+    return DeletedOut(id=item_id)

@@ -1,0 +1,164 @@
+"""`GET /search` (text query) and `POST /search` (file or text query)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from service.auth import require_api_key
+from service.deps import EngineDep, SettingsDep, StoreDep
+from service.engine import Input
+from service.errors import InvalidRequest
+from service.inputs import (
+    DimsQuery,
+    RawInput,
+    check_count,
+    decode_inputs,
+    form_inputs,
+    is_json,
+    read_form,
+    read_json,
+    require_form_or_json,
+)
+from service.schemas import (
+    ERROR_RESPONSES,
+    FILE_FIELD,
+    TEXT_FIELD,
+    Modality,
+    SearchHitOut,
+    SearchMode,
+    SearchOut,
+    TextIn,
+    request_body,
+)
+from service.settings import Settings
+
+router = APIRouter(tags=["search"], dependencies=[Depends(require_api_key)])
+
+KQuery = Annotated[int, Query(ge=1, description="Number of results (at most MMEMBED_MAX_K).")]
+ModalityQuery = Annotated[Modality | None, Query(description="Only results of this modality.")]
+ModeQuery = Annotated[
+    SearchMode,
+    Query(description="'exact' at `dims`, or 'adaptive': a 64-d shortlist re-ranked at `dims`."),
+]
+WhereQuery = Annotated[
+    str | None,
+    Query(description='Metadata filter, a JSON object of exact matches: {"lang": "en"}.'),
+]
+
+
+def _where(value: str | None) -> dict[str, Any] | None:
+    if value is None or not value.strip():
+        return None
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"where is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise InvalidRequest("where must be a JSON object of metadata fields to match")
+    return parsed
+
+
+def _check_k(k: int, settings: Settings) -> None:
+    if k > settings.max_k:
+        raise InvalidRequest(f"k must be between 1 and {settings.max_k}; got {k}")
+
+
+async def _search(
+    query: Input,
+    *,
+    engine: EngineDep,
+    store: StoreDep,
+    dims: int,
+    k: int,
+    modality: str | None,
+    mode: str,
+    where: dict[str, Any] | None,
+) -> SearchOut:
+    vector = await engine.embed_one(query)
+    hits = await store.search(vector, k=k, dims=dims, mode=mode, modality=modality, where=where)
+    return SearchOut(
+        query_modality=query.modality,
+        dims=dims,
+        mode=mode,
+        k=k,
+        results=[
+            SearchHitOut(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata)
+            for h in hits
+        ],
+    )
+
+
+@router.get(
+    "/search", response_model=SearchOut, responses=ERROR_RESPONSES, summary="Search by text"
+)
+async def search_text(
+    engine: EngineDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    q: Annotated[str, Query(description="The query text.")],
+    dims: DimsQuery = 512,
+    k: KQuery = 10,
+    modality: ModalityQuery = None,
+    mode: ModeQuery = "exact",
+    where: WhereQuery = None,
+):
+    _check_k(k, settings)
+    filters = _where(where)
+    (query,) = await decode_inputs([RawInput("q", text=q)], engine, settings)
+    return await _search(
+        query,
+        engine=engine,
+        store=store,
+        dims=dims,
+        k=k,
+        modality=modality,
+        mode=mode,
+        where=filters,
+    )
+
+
+@router.post(
+    "/search",
+    response_model=SearchOut,
+    responses=ERROR_RESPONSES,
+    summary="Search with an uploaded image or audio clip (or a text) as the query",
+    openapi_extra=request_body(
+        json_model=TextIn,
+        form_fields={"file": FILE_FIELD, "text": TEXT_FIELD},
+        description='Multipart with one `file` part or one `text` field; or JSON `{"text": "..."}`.',
+    ),
+)
+async def search_upload(
+    request: Request,
+    engine: EngineDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    dims: DimsQuery = 512,
+    k: KQuery = 10,
+    modality: ModalityQuery = None,
+    mode: ModeQuery = "exact",
+    where: WhereQuery = None,
+):
+    _check_k(k, settings)
+    filters = _where(where)
+    require_form_or_json(request)
+    if is_json(request):
+        inputs = [RawInput("text", text=(await read_json(request, TextIn)).text)]
+    else:
+        async with read_form(request, settings) as form:
+            inputs = await form_inputs(form, settings)
+    check_count(inputs, settings, single=True)
+    (query,) = await decode_inputs(inputs, engine, settings)
+    return await _search(
+        query,
+        engine=engine,
+        store=store,
+        dims=dims,
+        k=k,
+        modality=modality,
+        mode=mode,
+        where=filters,
+    )

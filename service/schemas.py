@@ -1,0 +1,247 @@
+"""Request and response bodies, split by role (what clients send, what they get back)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Modality = Literal["image", "audio", "text"]
+Dims = Literal[64, 128, 256, 512]
+SearchMode = Literal["exact", "adaptive"]
+
+ITEM_ID = Field(None, min_length=1, max_length=256, description="Your id; generated when absent.")
+METADATA = Field(None, description="Any JSON object, returned with the item and in search hits.")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# Requests ---------------------------------------------------------------------------
+
+
+class TextIn(_Strict):
+    """A text input as JSON."""
+
+    text: str = Field(description="The text to embed.")
+
+
+class TextsIn(_Strict):
+    """Several text inputs as JSON."""
+
+    texts: list[str] = Field(min_length=1, description="Texts to embed, answered in order.")
+
+
+class ItemIn(_Strict):
+    """An item to store: `text`, or a file as `content_base64` (batch JSON)."""
+
+    text: str | None = Field(None, description="Text content.")
+    content_base64: str | None = Field(
+        None, description="An image or audio file, base64-encoded (modality detected from bytes)."
+    )
+    id: str | None = ITEM_ID
+    metadata: dict[str, Any] | None = METADATA
+
+    @model_validator(mode="after")
+    def _one_content(self) -> ItemIn:
+        if (self.text is None) == (self.content_base64 is None):
+            raise ValueError("give exactly one of 'text' and 'content_base64'")
+        return self
+
+
+class ItemTextIn(_Strict):
+    """An item to store, as JSON."""
+
+    text: str = Field(description="Text content.")
+    id: str | None = ITEM_ID
+    metadata: dict[str, Any] | None = METADATA
+
+
+class ItemsIn(_Strict):
+    """Several items to store in one call; all are stored or none."""
+
+    items: list[ItemIn] = Field(min_length=1)
+
+
+class OpenAIEmbeddingsIn(BaseModel):
+    """The OpenAI embeddings request (`POST /v1/embeddings`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    input: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A string or a list of strings (token arrays are not supported)."
+    )
+    model: str = Field(description="Any name; echoed back (this server has one model).")
+    dimensions: int | None = Field(
+        None, description="Matryoshka truncation: 64, 128, 256 or 512 (default 512)."
+    )
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="'base64': little-endian float32 bytes, base64-encoded."
+    )
+    user: str | None = None
+
+
+# Responses --------------------------------------------------------------------------
+
+
+class EmbedOut(BaseModel):
+    modality: Modality
+    dims: int
+    embedding: list[float] = Field(description="Unit-length vector of `dims` floats.")
+
+
+class EmbedRow(EmbedOut):
+    index: int = Field(description="Position of the input in the request.")
+
+
+class EmbedBatchOut(BaseModel):
+    dims: int
+    data: list[EmbedRow]
+
+
+class SearchHitOut(BaseModel):
+    id: str
+    score: float = Field(description="Cosine similarity at the dims that ranked it.")
+    modality: Modality | str
+    metadata: dict[str, Any]
+
+
+class SearchOut(BaseModel):
+    query_modality: Modality
+    dims: int
+    mode: SearchMode
+    k: int
+    results: list[SearchHitOut]
+
+
+class ItemCreated(BaseModel):
+    id: str
+    modality: Modality
+
+
+class ItemsCreated(BaseModel):
+    items: list[ItemCreated]
+
+
+class ItemOut(BaseModel):
+    id: str
+    modality: Modality | str
+    metadata: dict[str, Any]
+    created_at: float = Field(description="Unix seconds, UTC.")
+    updated_at: float = Field(description="Unix seconds, UTC.")
+    embedding: list[float] | None = Field(
+        None, description="The stored vector at `dims`, with `include_embedding=true`."
+    )
+
+
+class ItemListOut(BaseModel):
+    total: int = Field(description="Items matching the modality filter.")
+    items: list[ItemOut]
+
+
+class DeletedOut(BaseModel):
+    id: str
+    deleted: bool = True
+
+
+class OpenAIEmbedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class OpenAIUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class OpenAIEmbeddingsOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIEmbedding]
+    model: str
+    usage: OpenAIUsage
+
+
+class OpenAIModel(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "mmembed"
+
+
+class OpenAIModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyOut(BaseModel):
+    status: Literal["ready"] = "ready"
+    preset: str | None
+    checkpoint: str | None
+    trained: bool
+    demo: bool
+    warning: str | None = Field(None, description="Why the embeddings may not be meaningful.")
+    modalities: list[Modality]
+    encoders: dict[str, str]
+    device: str
+    dtype: str
+    dims: list[int]
+    index: dict[str, Any]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+# OpenAPI descriptions for routes that parse multipart and JSON bodies by hand --------
+
+
+def _inline(model: type[BaseModel]) -> dict[str, Any]:
+    return model.model_json_schema(ref_template="#/components/schemas/{model}")
+
+
+def request_body(
+    *,
+    json_model: type[BaseModel] | None,
+    form_fields: dict[str, dict[str, Any]],
+    description: str,
+) -> dict[str, Any]:
+    """An `openapi_extra` request body offering multipart/form-data and JSON."""
+    content: dict[str, Any] = {
+        "multipart/form-data": {"schema": {"type": "object", "properties": form_fields}}
+    }
+    if json_model is not None:
+        content["application/json"] = {"schema": _inline(json_model)}
+    return {"requestBody": {"required": True, "description": description, "content": content}}
+
+
+FILE_FIELD = {"type": "string", "format": "binary", "description": "An image or audio file."}
+FILES_FIELD = {"type": "array", "items": FILE_FIELD, "description": "Image or audio files."}
+TEXT_FIELD = {"type": "string", "description": "Text input."}
+TEXTS_FIELD = {"type": "array", "items": {"type": "string"}, "description": "Text inputs."}
+ID_FIELD = {"type": "string", "description": "Item id (optional)."}
+METADATA_FIELD = {"type": "string", "description": "Metadata: a JSON object, as text."}
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in {
+        400: "Bad input (corrupt file, empty text, bad metadata, ...)",
+        401: "Missing or invalid API key",
+        413: "File or body over the size limit",
+        415: "Unsupported media type",
+        422: "Invalid parameters",
+        429: "Too many pending requests; see Retry-After",
+        503: "Not ready",
+        504: "Timed out waiting for the model",
+    }.items()
+}

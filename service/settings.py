@@ -1,0 +1,159 @@
+"""Service settings: every option from an `MMEMBED_*` environment variable.
+
+`Settings` is validated once at start-up; routes receive it through the cached
+`get_settings` dependency, which tests override with their own instance.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MODALITIES = ("image", "audio", "text")
+MATRYOSHKA_DIMS = (64, 128, 256, 512)
+
+
+def default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/mmembed`, else `~/.local/share/mmembed` (never the working directory)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "mmembed"
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """All service options; `MMEMBED_<NAME>` in the environment sets `<name>`."""
+
+    model_config = SettingsConfigDict(env_prefix="MMEMBED_", extra="ignore", frozen=True)
+
+    # Network
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated bearer API keys; empty means no authentication.",
+    )
+    allow_remote_without_key: bool = Field(
+        False, description="Allow binding a non-loopback host with no API key configured."
+    )
+
+    # Model
+    preset: Literal["tiny", "base"] = Field(
+        "base", description="'base': real encoders; 'tiny': small random demo model."
+    )
+    checkpoint: Path | None = Field(
+        None, description="Trained checkpoint folder (adapters, resampler, heads)."
+    )
+    device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32")
+    text_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
+    image_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
+    audio_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
+    modalities: Annotated[list[Literal["image", "audio", "text"]], NoDecode] = Field(
+        default_factory=lambda: list(MODALITIES),
+        description="Comma-separated modalities to load (image, audio, text).",
+    )
+
+    # Index
+    data_dir: Path = Field(default_factory=default_data_dir, description="Index data folder.")
+    index_kind: Literal["flat", "hnsw"] = Field(
+        "flat", description="'flat': exact search; 'hnsw': approximate, for large sets."
+    )
+
+    # Batching and limits
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most items per forward pass.")
+    max_wait_ms: float = Field(
+        5.0, ge=0, le=1000, description="How long a batch waits for company."
+    )
+    queue_size: int = Field(
+        1024, ge=1, description="Pending items per modality before 429 Too Many Requests."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Per-request wait for an embedding (504 after)."
+    )
+    max_upload_bytes: int = Field(
+        20 * 2**20, ge=1024, description="Largest uploaded file (413 above)."
+    )
+    max_request_bytes: int = Field(
+        64 * 2**20, ge=1024, description="Largest request body, enforced while reading (413)."
+    )
+    max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest decoded image (width x height)."
+    )
+    max_text_chars: int = Field(
+        10_000, ge=1, description="Longest text in characters (tokens are checked by the model)."
+    )
+    max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one call.")
+    max_k: int = Field(1000, ge=1, description="Largest k for search.")
+
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    @field_validator("api_keys", "modalities", mode="before")
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("checkpoint", "text_encoder", "image_encoder", "audio_encoder", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if not self.modalities:
+            raise ValueError("modalities: at least one of image, audio, text is needed")
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError(f"modalities: duplicates in {self.modalities}")
+        if self.max_upload_bytes > self.max_request_bytes:
+            raise ValueError(
+                f"max_upload_bytes ({self.max_upload_bytes}) must not exceed "
+                f"max_request_bytes ({self.max_request_bytes})"
+            )
+        if any(not key.get_secret_value() for key in self.api_keys):
+            raise ValueError("api_keys: empty key")
+        return self
+
+    @property
+    def encoder_overrides(self) -> dict[str, str]:
+        """Encoder sources given explicitly, by modality."""
+        sources = {
+            "text": self.text_encoder,
+            "image": self.image_encoder,
+            "audio": self.audio_encoder,
+        }
+        return {m: s for m, s in sources.items() if s}
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_keys)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
