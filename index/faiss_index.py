@@ -326,6 +326,7 @@ class MatryoshkaIndexes:
             "hnsw_m": self.config.hnsw_m,
             "generation": generation,
             "ntotal": int(self.index512.ntotal),
+            "tombstones": self._tombstone_array().tolist(),
             "files": files,
         }
         atomic_write_bytes(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
@@ -381,6 +382,7 @@ class MatryoshkaIndexes:
                 ids64, self.stored_labels()
             ):
                 raise IndexFileError("the 64-d and 512-d indexes disagree")
+            self._tombstones = {int(label) for label in manifest["tombstones"]}
             snapshot = Snapshot(generation=int(manifest["generation"]), ntotal=manifest["ntotal"])
         except (KeyError, TypeError) as exc:
             raise IndexFileError(f"malformed manifest: {exc}") from exc

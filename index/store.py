@@ -324,6 +324,24 @@ class VectorStore(VectorBackend):
             results.append(hits)
         return results
 
+    def check_consistency(self) -> dict[str, int]:
+        """Compare the FAISS label set with SQLite's: counts of items, indexed, missing, extra.
+
+        Both `missing` and `extra` are 0 in a healthy store.
+        """
+        with self._rw.read():
+            self._check_open()
+            in_store = self._sql.labels()
+            in_index = np.sort(self._indexes.live_labels())
+            in_64 = self._indexes.index64.ntotal
+            return {
+                "items": len(in_store),
+                "indexed": len(in_index),
+                "missing": len(np.setdiff1d(in_store, in_index, assume_unique=True)),
+                "extra": len(np.setdiff1d(in_index, in_store, assume_unique=True)),
+                "index_64_vs_512": int(in_64 - self._indexes.index512.ntotal),
+            }
+
     def info(self) -> dict[str, Any]:
         with self._rw.read():
             self._check_open()
