@@ -125,10 +125,12 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logger.info(
-            "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
-        )
-        model = embedder or await asyncio.to_thread(load_embedder, settings)
+        model = embedder
+        if model is None:
+            logger.info(
+                "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
+            )
+            model = await asyncio.to_thread(load_embedder, settings)
         store = await AsyncStore.open(settings.data_dir, IndexConfig(kind=settings.index_kind))
         engine = EmbeddingEngine(model, settings, observer=metrics)
         info = model.info

@@ -140,13 +140,13 @@ class Settings(BaseSettings):
 
     @property
     def encoder_overrides(self) -> dict[str, str]:
-        """Encoder sources given explicitly, by modality."""
+        """Encoder sources given explicitly, for the modalities being loaded."""
         sources = {
             "text": self.text_encoder,
             "image": self.image_encoder,
             "audio": self.audio_encoder,
         }
-        return {m: s for m, s in sources.items() if s}
+        return {m: s for m, s in sources.items() if s and m in self.modalities}
 
     @property
     def auth_enabled(self) -> bool:
