@@ -1,0 +1,124 @@
+"""Retrieval evaluation: R@1, R@5, R@10 and MRR in both directions, at each Matryoshka dim.
+
+For a set of (media, caption) pairs, media and captions are embedded; each
+direction ranks a gallery for every query:
+
+- ``audio->text``: one query per clip, the gallery is the distinct captions;
+- ``text->audio``: one query per distinct caption, the gallery is every clip;
+  any clip of that caption is a correct answer.
+
+Relevance is by caption group (:attr:`model.data.Pair.group`), so several
+clips of one sentence are never counted as each other's false negatives.
+The rank of a query is the number of gallery items scoring strictly higher
+than its best correct item (ties resolve in the query's favour); R@k is the
+share of queries with rank < k and MRR the mean of 1 / (rank + 1).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from model.matryoshka import MATRYOSHKA_DIMS
+
+KS: tuple[int, ...] = (1, 5, 10)
+
+
+def truncate(embeddings: np.ndarray, dims: int) -> np.ndarray:
+    """First ``dims`` columns, renormalised to unit length; (N, 512) -> (N, dims) float32."""
+    out = np.ascontiguousarray(embeddings[:, :dims], dtype=np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return out / np.maximum(norms, 1e-12)
+
+
+def first_relevant_ranks(
+    sim: np.ndarray, query_groups: np.ndarray, gallery_groups: np.ndarray
+) -> np.ndarray:
+    """0-based rank of each query's best-scoring relevant gallery item.
+
+    Args:
+        sim: (Q, G) similarities.
+        query_groups: (Q,) group id of each query.
+        gallery_groups: (G,) group id of each gallery item.
+
+    Returns:
+        (Q,) int64: how many gallery items score strictly above the best relevant one.
+    """
+    relevant = query_groups[:, None] == gallery_groups[None, :]  # (Q, G)
+    if not relevant.any(axis=1).all():
+        missing = int(np.flatnonzero(~relevant.any(axis=1))[0])
+        raise ValueError(f"query {missing} has no relevant item in the gallery")
+    best = np.where(relevant, sim, -np.inf).max(axis=1)  # (Q,)
+    return (sim > best[:, None]).sum(axis=1).astype(np.int64)
+
+
+def metrics_from_ranks(ranks: np.ndarray, ks: Sequence[int] = KS) -> dict[str, float]:
+    """R@k for each k and MRR from 0-based ranks."""
+    out = {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
+    out["MRR"] = float(np.mean(1.0 / (ranks + 1.0)))
+    return out
+
+
+def chance_r1(query_groups: np.ndarray, gallery_groups: np.ndarray) -> float:
+    """Expected R@1 of a random ranking: mean share of relevant items in the gallery."""
+    relevant = query_groups[:, None] == gallery_groups[None, :]
+    return float(relevant.mean(axis=1).mean())
+
+
+def retrieval_report(
+    media: np.ndarray,
+    texts: np.ndarray,
+    media_groups: np.ndarray,
+    text_groups: np.ndarray,
+    *,
+    media_name: str,
+    dims: Sequence[int] = MATRYOSHKA_DIMS,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Both directions of one modality pair at each dim.
+
+    Args:
+        media: (N, 512) unit embeddings of the media items.
+        texts: (M, 512) unit embeddings of the distinct captions.
+        media_groups: (N,) caption group of each media item.
+        text_groups: (M,) group of each caption.
+        media_name: "audio" or "image".
+
+    Returns:
+        ``{"audio->text": {"512": {"R@1": ..., ...}, ...}, "text->audio": {...}}``
+    """
+    report: dict[str, dict[str, dict[str, float]]] = {
+        f"{media_name}->text": {},
+        f"text->{media_name}": {},
+    }
+    for d in dims:
+        m, t = truncate(media, d), truncate(texts, d)
+        sim = m @ t.T  # (N, M)
+        report[f"{media_name}->text"][str(d)] = metrics_from_ranks(
+            first_relevant_ranks(sim, media_groups, text_groups)
+        )
+        report[f"text->{media_name}"][str(d)] = metrics_from_ranks(
+            first_relevant_ranks(sim.T, text_groups, media_groups)
+        )
+    return report
+
+
+def format_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], title: str = "") -> str:
+    """Markdown table: one row per direction and dim."""
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| direction | dims | R@1 | R@5 | R@10 | MRR |")
+    lines.append("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for direction, by_dim in results.items():
+        for d, m in sorted(by_dim.items(), key=lambda kv: int(kv[0])):
+            lines.append(
+                f"| {direction} | {d} | {m['R@1']:.3f} | {m['R@5']:.3f} | {m['R@10']:.3f} "
+                f"| {m['MRR']:.3f} |"
+            )
+    return "\n".join(lines)
+
+
+def dump_json(results: Mapping, path: str) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+        fh.write("\n")

@@ -1,0 +1,439 @@
+"""Frozen-encoder features computed once and cached on disk.
+
+The encoders never train, so their outputs are computed once per item and
+reused by every epoch: an epoch then costs only the trainable part.
+
+Layout of one cache (one folder per modality and key)::
+
+    <root>/<modality>-<key16>/
+        key.json               what the key was computed from
+        shard_00000.npy        (sum of T_i, D) float16: the valid tokens of each item, concatenated
+        shard_00000.idx.json   {"items": [item ids], "offsets": [0, T_0, T_0+T_1, ...]}
+
+Only valid tokens are stored (the audio frames of the clip, not Whisper's 30 s
+padding; the text tokens, not the batch padding). The key is a hash of the
+encoder's config (source, shapes, ``audio_window``, token limit), a
+fingerprint of its weight files, and the preprocessing parameters, so changing
+any of them makes a new, empty cache instead of reusing stale features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.data import DataError, Pair, SkipReport, load_media
+
+log = logging.getLogger(__name__)
+
+FEATURES_VERSION = 1
+SHARD_ITEMS = 2048
+
+
+def _folder_fingerprint(folder: Path) -> list[Any]:
+    """Names and sizes of every file, plus the content of small config files."""
+    out: list[Any] = []
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        rel = str(path.relative_to(folder))
+        entry: list[Any] = [rel, path.stat().st_size]
+        if path.suffix in (".json", ".txt") and path.stat().st_size < 1_000_000:
+            entry.append(hashlib.sha256(path.read_bytes()).hexdigest())
+        out.append(entry)
+    return out
+
+
+def cache_key_parts(encoder_config: Any, preprocessing: dict[str, Any] | None = None) -> dict:
+    """Everything the cached features depend on, as a JSON-safe dict.
+
+    ``encoder_config`` is a :class:`model.config.EncoderConfig`; a local
+    source folder contributes a fingerprint of its files.
+    """
+    enc = asdict(encoder_config)
+    parts: dict[str, Any] = {"version": FEATURES_VERSION, "encoder": enc}
+    source = enc.get("source")
+    if source and Path(source).is_dir():
+        parts["weights"] = _folder_fingerprint(Path(source))
+    parts["preprocessing"] = preprocessing or {}
+    return parts
+
+
+def cache_key(parts: dict) -> str:
+    """SHA-256 of the canonical JSON of ``parts``."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def item_id(pair: Pair) -> str:
+    """Id of a pair's media in the cache: its path, size and modification time."""
+    stat = pair.path.stat()
+    return f"{pair.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+def text_item_id(text: str) -> str:
+    return "text|" + text
+
+
+@dataclass
+class _Shard:
+    tokens: np.ndarray  # (sum T, D) float16, memory-mapped
+    offsets: np.ndarray  # (n + 1,) int64
+
+
+class FeatureCache:
+    """Cached frozen-encoder tokens of one modality for one cache key.
+
+    Args:
+        root: folder holding all caches.
+        modality: "image", "audio" or "text".
+        key_parts: from :func:`cache_key_parts`; its hash names the cache folder.
+    """
+
+    def __init__(self, root: str | Path, modality: str, key_parts: dict) -> None:
+        self.modality = modality
+        self.key_parts = key_parts
+        self.key = cache_key(key_parts)
+        self.dir = Path(root) / f"{modality}-{self.key[:16]}"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        key_file = self.dir / "key.json"
+        if key_file.exists():
+            stored = json.loads(key_file.read_text())
+            if stored.get("key") != self.key:
+                raise RuntimeError(f"{self.dir}: key.json holds another key; remove the folder")
+        else:
+            key_file.write_text(json.dumps({"key": self.key, "parts": key_parts}, indent=1))
+        self._index: dict[str, tuple[int, int]] = {}
+        self._shards: list[_Shard] = []
+        self._load()
+
+    @classmethod
+    def for_model(cls, root: str | Path, model: Any, modality: str) -> FeatureCache:
+        """The cache of ``model``'s ``modality`` encoder (a :class:`MultimodalModel`)."""
+        enc = model.config.encoders[modality]
+        preprocessing = {"sampling_rate": 16_000} if modality == "audio" else {}
+        return cls(root, modality, cache_key_parts(enc, preprocessing))
+
+    def _shard_paths(self) -> list[tuple[Path, Path]]:
+        out = []
+        for idx in sorted(self.dir.glob("shard_*.idx.json")):
+            data = idx.with_name(idx.name.removesuffix(".idx.json") + ".npy")
+            if data.exists():
+                out.append((data, idx))
+        return out
+
+    def _load(self) -> None:
+        self._index.clear()
+        self._shards.clear()
+        for data, idx in self._shard_paths():
+            meta = json.loads(idx.read_text())
+            shard_no = len(self._shards)
+            self._shards.append(
+                _Shard(np.load(data, mmap_mode="r"), np.asarray(meta["offsets"], dtype=np.int64))
+            )
+            for row, item in enumerate(meta["items"]):
+                self._index[item] = (shard_no, row)
+
+    def __contains__(self, item: str) -> bool:
+        return item in self._index
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def get(self, item: str) -> np.ndarray:
+        """The cached tokens of one item, (T, D) float16 (read-only, memory-mapped)."""
+        shard_no, row = self._index[item]
+        shard = self._shards[shard_no]
+        return shard.tokens[shard.offsets[row] : shard.offsets[row + 1]]
+
+    def length(self, item: str) -> int:
+        shard_no, row = self._index[item]
+        offsets = self._shards[shard_no].offsets
+        return int(offsets[row + 1] - offsets[row])
+
+    def write_shard(self, items: Sequence[str], tokens: Sequence[np.ndarray]) -> None:
+        """Append one shard: ``tokens[i]`` is (T_i, D); written atomically (temp + rename)."""
+        if not items:
+            return
+        shard_no = len(self._shard_paths())
+        while (self.dir / f"shard_{shard_no:05d}.npy").exists():
+            shard_no += 1
+        stem = self.dir / f"shard_{shard_no:05d}"
+        lengths = [t.shape[0] for t in tokens]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        tmp = stem.with_name(stem.name + ".tmp.npy")
+        np.save(tmp, np.concatenate(tokens, axis=0).astype(np.float16))
+        os.replace(tmp, stem.with_suffix(".npy"))
+        idx_tmp = stem.with_name(stem.name + ".idx.tmp")
+        idx_tmp.write_text(json.dumps({"items": list(items), "offsets": offsets.tolist()}))
+        os.replace(idx_tmp, stem.with_name(stem.name + ".idx.json"))
+        self._load()
+
+
+def encode_items(
+    model: Any, modality: str, raw: list[Any], device: str | torch.device = "cpu"
+) -> list[np.ndarray]:
+    """Run the frozen encoder on raw items; return each item's valid tokens, (T_i, D) float16."""
+    batch = model.preprocess(modality, raw)
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    with torch.inference_mode():
+        out = model.encode(modality, batch)
+    tokens = out.tokens.float().cpu().numpy()
+    mask = out.mask.cpu().numpy().astype(bool)
+    return [tokens[i][mask[i]].astype(np.float16) for i in range(tokens.shape[0])]
+
+
+def build_features(
+    model: Any,
+    cache: FeatureCache,
+    items: Sequence[tuple[str, Callable[[], Any], str, float]],
+    *,
+    batch_size: int = 16,
+    shard_items: int = SHARD_ITEMS,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[SkipReport, dict[str, float]]:
+    """Encode and cache every item not already in ``cache``.
+
+    Args:
+        items: (item id, loader returning the raw item, origin for errors,
+            sort key such as duration) per item; loaders raise
+            :class:`DataError` for unreadable media, which is reported and skipped.
+
+    Returns:
+        The skip report and timing: ``{"items": n encoded, "seconds": s,
+        "seconds_per_item": s/n}``.
+    """
+    from tqdm.auto import tqdm
+
+    todo = [it for it in items if it[0] not in cache]
+    seen: set[str] = set()
+    todo = [it for it in todo if not (it[0] in seen or seen.add(it[0]))]
+    todo.sort(key=lambda it: it[3])  # similar lengths together: less padding
+    skipped = SkipReport()
+    pending_ids: list[str] = []
+    pending_tokens: list[np.ndarray] = []
+    start = time.perf_counter()
+    done = 0
+    bar = tqdm(
+        total=len(todo), desc=f"{cache.modality} features", unit="item", disable=not progress
+    )
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i : i + batch_size]
+        ids: list[str] = []
+        raw: list[Any] = []
+        for ident, loader, origin, _ in chunk:
+            try:
+                raw.append(loader())
+                ids.append(ident)
+            except DataError as exc:
+                skipped.add(origin, str(exc).removeprefix(f"{origin}: "))
+        if raw:
+            pending_tokens.extend(encode_items(model, cache.modality, raw, device))
+            pending_ids.extend(ids)
+            done += len(ids)
+        bar.update(len(chunk))
+        if len(pending_ids) >= shard_items:
+            cache.write_shard(pending_ids, pending_tokens)
+            pending_ids, pending_tokens = [], []
+    cache.write_shard(pending_ids, pending_tokens)
+    bar.close()
+    seconds = time.perf_counter() - start
+    return skipped, {
+        "items": done,
+        "seconds": round(seconds, 2),
+        "seconds_per_item": round(seconds / done, 4) if done else 0.0,
+    }
+
+
+def pair_feature_items(
+    pairs: Sequence[Pair],
+) -> tuple[list[tuple[str, Callable[[], Any], str, float]], SkipReport]:
+    """Feature jobs of the media of ``pairs`` (id, loader, origin, sort key)."""
+    items = []
+    skipped = SkipReport()
+    for pair in pairs:
+        try:
+            ident = item_id(pair)
+        except OSError as exc:
+            skipped.add(pair.origin, f"missing file {pair.path}: {exc.strerror}")
+            continue
+        size = float(pair.meta.get("duration_s", pair.path.stat().st_size))
+        items.append((ident, lambda p=pair: load_media(p), pair.origin, size))
+    return items, skipped
+
+
+def text_feature_items(texts: Sequence[str]) -> list[tuple[str, Callable[[], Any], str, float]]:
+    """Feature jobs of captions (id, loader, origin, sort key = length)."""
+    return [(text_item_id(t), lambda t=t: t, f"caption {t[:40]!r}", len(t)) for t in texts]
+
+
+def collate(features: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad variable-length token arrays into a batch.
+
+    Args:
+        features: B arrays of shape (T_i, D).
+
+    Returns:
+        tokens (B, T_max, D) float32 and mask (B, T_max) bool, True on valid tokens.
+    """
+    if not features:
+        raise ValueError("cannot collate an empty batch")
+    dim = features[0].shape[1]
+    t_max = max(max(f.shape[0] for f in features), 1)
+    tokens = torch.zeros(len(features), t_max, dim)
+    mask = torch.zeros(len(features), t_max, dtype=torch.bool)
+    for i, f in enumerate(features):
+        t = torch.as_tensor(np.asarray(f, dtype=np.float32)) if isinstance(f, np.ndarray) else f
+        tokens[i, : t.shape[0]] = t.float()
+        mask[i, : t.shape[0]] = True
+    return tokens, mask
+
+
+def build_model_from_args(args: Any) -> Any:
+    """A :class:`MultimodalModel` from ``--preset/--encoder/--modalities/--audio-window`` args."""
+    import dataclasses
+
+    from model.config import preset
+    from model.multimodal import MultimodalModel
+
+    encoders = dict(args.encoder or [])
+    config = preset(args.preset, encoders=encoders or None, modalities=args.modalities)
+    if "audio" in config.encoders and getattr(args, "audio_window", None):
+        audio = dataclasses.replace(config.encoders["audio"], audio_window=args.audio_window)
+        config = dataclasses.replace(config, encoders={**config.encoders, "audio": audio})
+    return MultimodalModel(config)
+
+
+def cache_pairs(
+    model: Any,
+    cache_root: str | Path,
+    pairs: Sequence[Pair],
+    *,
+    batch_size: int = 16,
+    chunk: int = 2000,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> tuple[SkipReport, dict[str, dict[str, float]]]:
+    """Cache the media and caption features of ``pairs``.
+
+    Media are encoded in chunks of ``chunk`` items in the pairs' order (each
+    chunk sorted by length inside), so an interrupted run keeps whole
+    chunks and a prefix of a shuffled manifest is usable early.
+
+    Returns:
+        the skip report and per-modality timing (see :func:`build_features`).
+    """
+    skipped = SkipReport()
+    timing: dict[str, dict[str, float]] = {}
+    texts = sorted({p.text for p in pairs})
+    text_cache = FeatureCache.for_model(cache_root, model, "text")
+    rep, timing["text"] = build_features(
+        model,
+        text_cache,
+        text_feature_items(texts),
+        batch_size=64,
+        device=device,
+        progress=progress,
+    )
+    skipped.extend(rep)
+    for modality in sorted({p.modality for p in pairs}):
+        cache = FeatureCache.for_model(cache_root, model, modality)
+        items, rep = pair_feature_items([p for p in pairs if p.modality == modality])
+        skipped.extend(rep)
+        total = {"items": 0, "seconds": 0.0}
+        for start in range(0, len(items), chunk):
+            rep, t = build_features(
+                model,
+                cache,
+                items[start : start + chunk],
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+            )
+            skipped.extend(rep)
+            total["items"] += t["items"]
+            total["seconds"] += t["seconds"]
+        total["seconds_per_item"] = total["seconds"] / total["items"] if total["items"] else 0.0
+        timing[modality] = total
+    return skipped, timing
+
+
+def add_model_arguments(parser: Any) -> None:
+    """Arguments that choose the model: preset, encoder sources, modalities, audio window."""
+
+    def encoder_spec(value: str) -> tuple[str, str]:
+        modality, sep, source = value.partition("=")
+        if not sep or not source:
+            raise ValueError(f"expected MODALITY=SOURCE, got {value!r}")
+        return modality, source
+
+    parser.add_argument("--preset", default="tiny", help="model preset: tiny or base")
+    parser.add_argument(
+        "--encoder",
+        action="append",
+        type=encoder_spec,
+        metavar="MODALITY=SOURCE",
+        help="encoder source override (hub ID or folder), repeatable",
+    )
+    parser.add_argument("--modalities", nargs="+", default=None, help="e.g. audio text")
+    parser.add_argument("--audio-window", choices=("full", "trimmed"), default=None)
+
+
+def add_arguments(parser: Any) -> None:
+    """Arguments of ``mmembed data features``."""
+    add_model_arguments(parser)
+    parser.add_argument("--data", nargs="+", required=True, help="dataset specs (see model.data)")
+    parser.add_argument("--cache-dir", required=True)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--chunk", type=int, default=2000)
+    parser.add_argument("--limit", type=int, default=None, help="first N pairs of each dataset")
+    parser.add_argument("--device", default="cpu")
+
+
+def run(args: Any) -> int:
+    """Entry point of ``mmembed data features``: fill the cache, print timing."""
+    from model.data import read_dataset
+
+    model = build_model_from_args(args).to(args.device).eval()
+    pairs: list[Pair] = []
+    skipped = SkipReport()
+    for spec in args.data:
+        data = read_dataset(spec)
+        skipped.extend(data.skipped)
+        pairs.extend(data.pairs[: args.limit] if args.limit else data.pairs)
+    rep, timing = cache_pairs(
+        model,
+        args.cache_dir,
+        pairs,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        device=args.device,
+    )
+    skipped.extend(rep)
+    print(skipped.summary())
+    print(json.dumps(timing, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m model.features", description=__doc__)
+    add_arguments(parser)
+    logging.basicConfig(level=logging.INFO)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
