@@ -1,0 +1,71 @@
+"""Adaptive (funnel) search: a 64-d shortlist re-ranked at 512 dims recovers the 512-d answer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from index import IndexConfig, NewItem
+from index.faiss_index import MatryoshkaIndexes
+from index.synthetic import matryoshka_like, queries_like
+
+
+def _recall(found: list[list[str]], truth: list[list[str]]) -> float:
+    return float(
+        np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
+    )
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    """30k Matryoshka-like items in 1000 clusters and 200 queries from the same clusters."""
+    return matryoshka_like(30_000, clusters=1000, seed=7), queries_like(200, clusters=1000, seed=7)
+
+
+def test_adaptive_recall_against_exact_512(open_store, dataset):
+    x, queries = dataset
+    store = open_store()
+    ids = store.add_many([NewItem(v, "text", id=str(i)) for i, v in enumerate(x)])
+    assert len(ids) == 30_000
+    truth = [[h.id for h in hits] for hits in store.search_batch(queries, k=10, dims=512)]
+    adaptive = store.search_batch(queries, k=10, dims=512, mode="adaptive")
+    only_64 = store.search_batch(queries, k=10, dims=64)
+    recall_adaptive = _recall([[h.id for h in hits] for hits in adaptive], truth)
+    recall_64 = _recall([[h.id for h in hits] for hits in only_64], truth)
+    assert recall_adaptive >= 0.97
+    # the set is not trivial: 64 dims alone miss much of the 512-d top 10
+    assert recall_64 < 0.9
+    # re-ranked scores are the exact 512-d cosines
+    exact = store.search_batch(queries[:5], k=10, dims=512)
+    for a, e in zip(adaptive[:5], exact, strict=True):
+        common = {h.id: h.score for h in e}
+        for hit in a:
+            if hit.id in common:
+                assert hit.score == pytest.approx(common[hit.id], abs=1e-5)
+
+
+def test_adaptive_factor_controls_the_shortlist(dataset):
+    x, queries = dataset
+    labels = np.arange(1, len(x) + 1, dtype=np.int64)
+    recalls = []
+    _, truth = _search(labels, x, queries, factor=1, adaptive=False)
+    for factor in (1, 10):
+        _, found = _search(labels, x, queries, factor=factor, adaptive=True)
+        recalls.append(_recall(found.tolist(), truth.tolist()))
+    assert recalls[0] < 0.9 <= 0.97 <= recalls[1]
+
+
+def _search(labels, x, queries, *, factor, adaptive):
+    indexes = MatryoshkaIndexes(IndexConfig(adaptive_factor=factor))
+    indexes.add(labels, x)
+    return indexes.search(queries, k=10, dims=512, adaptive=adaptive)
+
+
+@pytest.mark.parametrize("dims", [128, 256])
+def test_adaptive_at_intermediate_dims_matches_exact_there(dataset, dims):
+    x, queries = dataset
+    indexes = MatryoshkaIndexes(IndexConfig())
+    indexes.add(np.arange(1, len(x) + 1, dtype=np.int64), x)
+    _, truth = indexes.search(queries, k=10, dims=dims, adaptive=False)
+    _, found = indexes.search(queries, k=10, dims=dims, adaptive=True)
+    assert _recall(found.tolist(), truth.tolist()) >= 0.97
