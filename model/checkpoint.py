@@ -167,7 +167,7 @@ def _load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor], dire
         raise CheckpointMismatch(
             f"{directory}: tensors missing from the checkpoint {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    for name, tensor in state.items():
+    for name, tensor in sorted(state.items()):
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise CheckpointMismatch(
                 f"{directory}: tensor {name} has shape {tuple(tensor.shape)} in the checkpoint, "

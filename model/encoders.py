@@ -182,7 +182,9 @@ class TextEncoder(FrozenEncoder):
 
     def __init__(self, config: EncoderConfig) -> None:
         if config.source is not None:
-            model = _load_pretrained(AutoModel, config)
+            # The pooler is never used (tokens are the last hidden state); its weights
+            # may be in the checkpoint and are ignored.
+            model = _load_pretrained(AutoModel, config, add_pooling_layer=False)
             tokenizer = AutoTokenizer.from_pretrained(config.source)
         else:
             bert_config = BertConfig(**(config.random_init or {}))

@@ -91,8 +91,7 @@ class MultimodalModel(nn.Module):
     def train(self, mode: bool = True) -> MultimodalModel:
         """Train mode for the trainable part; the encoders stay in eval mode."""
         super().train(mode)
-        for encoder in self.encoders.values():
-            encoder.train(False)
+        self.encoders.train(False)
         return self
 
     def encoder(self, modality: str) -> FrozenEncoder:

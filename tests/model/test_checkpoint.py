@@ -1,0 +1,126 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model import Embedder
+from model.checkpoint import load_model, read_checkpoint_config, save_checkpoint
+from model.config import PRESETS
+from model.errors import CheckpointMismatch
+from model.multimodal import MultimodalModel
+
+TEXTS = ["a cat on a mat", "rain tomorrow"]
+
+
+@pytest.fixture(scope="module")
+def trained_dir(tmp_path_factory):
+    """A tiny audio+text model with perturbed (not freshly initialised) weights, saved."""
+    torch.manual_seed(0)
+    model = MultimodalModel(PRESETS["tiny"].with_modalities(["audio", "text"]))
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("ckpt") / "run1"
+    save_checkpoint(model, path, metadata={"epochs": 3, "trained": True})
+    return path, Embedder(model)
+
+
+def test_files_and_config(trained_dir):
+    path, _ = trained_dir
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    doc = read_checkpoint_config(path)
+    assert doc["format_version"] == 1 and doc["trained"] is True
+    assert doc["metadata"]["epochs"] == 3
+    assert set(doc["encoders"]) == {"audio", "text"}
+    assert doc["encoders"]["text"]["hidden_size"] == 48
+    assert doc["tensors"]["resampler.latents"] == [64, 512]
+    assert not any(name.startswith("encoders.") for name in doc["tensors"])
+    assert doc["config"]["head"]["llm_dim"] == 128
+
+
+def test_round_trip_gives_identical_embeddings(trained_dir):
+    path, original = trained_dir
+    loaded = Embedder.from_checkpoint(path)
+    np.testing.assert_array_equal(loaded.embed_texts(TEXTS), original.embed_texts(TEXTS))
+    clip = np.sin(np.arange(16_000) / 7).astype(np.float32)
+    np.testing.assert_array_equal(
+        loaded.embed_audio([clip], 16_000), original.embed_audio([clip], 16_000)
+    )
+    assert loaded.info["trained"] is True and loaded.info["checkpoint"] == str(path)
+    assert loaded.info["preset"] is None
+    assert load_model(path).modalities == ("audio", "text")
+
+
+def test_untrained_flag_is_kept(tmp_path):
+    save_checkpoint(
+        MultimodalModel(PRESETS["tiny"].with_modalities(["text"])), tmp_path, {"trained": False}
+    )
+    assert Embedder.from_checkpoint(tmp_path).info["trained"] is False
+
+
+def _edit_config(src, dst, edit):
+    dst.mkdir()
+    (dst / "model.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    doc = json.loads((src / "config.json").read_text())
+    edit(doc)
+    (dst / "config.json").write_text(json.dumps(doc))
+    return dst
+
+
+def test_different_encoder_weights_are_refused(trained_dir, tmp_path):
+    path, _ = trained_dir
+    bad = _edit_config(
+        path, tmp_path / "bad", lambda d: d["config"]["encoders"]["text"].update(seed=7)
+    )
+    with pytest.raises(CheckpointMismatch, match="text encoder .* different weights"):
+        load_model(bad)
+
+
+def test_different_encoder_shape_is_refused(trained_dir, tmp_path):
+    path, _ = trained_dir
+
+    def edit(doc):
+        text = doc["config"]["encoders"]["text"]
+        text["hidden_size"] = 32
+        text["random_init"]["hidden_size"] = 32
+
+    bad = _edit_config(path, tmp_path / "bad", edit)
+    with pytest.raises(CheckpointMismatch, match="hidden size 32.*hidden size 48"):
+        load_model(bad)
+
+
+def test_different_head_shape_is_refused(trained_dir, tmp_path):
+    path, _ = trained_dir
+    bad = _edit_config(path, tmp_path / "bad", lambda d: d["config"]["head"].update(llm_dim=64))
+    with pytest.raises(
+        CheckpointMismatch,
+        match=r"llm_projector\.proj\.bias has shape \(128,\) in the checkpoint.*\(64,\)",
+    ):
+        load_model(bad)
+
+
+def test_other_format_version_and_missing_files_are_refused(trained_dir, tmp_path):
+    path, _ = trained_dir
+    bad = _edit_config(path, tmp_path / "bad", lambda d: d.update(format_version=99))
+    with pytest.raises(CheckpointMismatch, match="format version 99"):
+        load_model(bad)
+    with pytest.raises(CheckpointMismatch, match="config.json is missing"):
+        load_model(tmp_path / "nothing")
+
+
+def test_encoder_override_with_the_same_weights_elsewhere(trained_dir, tmp_path):
+    path, original = trained_dir
+    model = load_model(path)
+    text = model.encoders["text"]
+    text.model.save_pretrained(tmp_path / "bert")
+    text.tokenizer.save_pretrained(tmp_path / "bert")
+    moved = Embedder.from_checkpoint(path, encoder_overrides={"text": str(tmp_path / "bert")})
+    assert moved.info["encoders"]["text"] == str(tmp_path / "bert")
+    np.testing.assert_allclose(moved.embed_texts(TEXTS), original.embed_texts(TEXTS), atol=1e-6)
+
+
+def test_override_for_a_modality_the_checkpoint_lacks_is_refused(trained_dir):
+    path, _ = trained_dir
+    with pytest.raises(CheckpointMismatch, match="image"):
+        load_model(path, encoder_overrides={"image": "/somewhere"})
