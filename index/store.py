@@ -17,15 +17,17 @@ is missing, corrupt or for another configuration is rebuilt from scratch.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
 import time
 import unicodedata
-import uuid
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 from tqdm import tqdm
 
@@ -82,6 +84,8 @@ class VectorStore(VectorBackend):
         holds the directory.
         """
         config = config or IndexConfig()
+        if config.faiss_threads is not None:
+            faiss.omp_set_num_threads(config.faiss_threads)
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(data_dir)
@@ -230,7 +234,7 @@ class VectorStore(VectorBackend):
         )
         rows = [
             Row(
-                id=uuid.uuid4().hex if item.id is None else _check_id(item.id),
+                id=os.urandom(16).hex() if item.id is None else _check_id(item.id),
                 modality=_check_modality(item.modality),
                 metadata_json=_metadata_json(item.metadata),
                 vector=vectors[n],
@@ -367,7 +371,12 @@ class VectorStore(VectorBackend):
 def _reconcile(
     indexes: MatryoshkaIndexes, sql: SqliteStore, config: IndexConfig
 ) -> tuple[int, int]:
-    """Make the FAISS label set equal SQLite's; returns (added, removed)."""
+    """Make the FAISS label set equal SQLite's; returns (added, removed).
+
+    Labels are never reused, so equal label sets mean equal contents. An empty
+    index (a rebuild) streams every vector in label order; otherwise only the
+    missing labels are read.
+    """
     in_store = sql.labels()
     in_index = np.sort(indexes.live_labels())
     extra = np.setdiff1d(in_index, in_store, assume_unique=True)
@@ -377,10 +386,15 @@ def _reconcile(
     with tqdm(
         total=len(missing), desc="indexing from SQLite", unit="item", disable=not show
     ) as bar:
-        for start in range(0, len(missing), _RECONCILE_BATCH):
-            chunk = missing[start : start + _RECONCILE_BATCH]
-            indexes.add(chunk, sql.vectors(chunk))
-            bar.update(len(chunk))
+        if len(in_index) == 0:
+            for labels, vectors in sql.iter_vectors(_RECONCILE_BATCH):
+                indexes.add(labels, vectors)
+                bar.update(len(labels))
+        else:
+            for start in range(0, len(missing), _RECONCILE_BATCH):
+                chunk = missing[start : start + _RECONCILE_BATCH]
+                indexes.add(chunk, sql.vectors(chunk))
+                bar.update(len(chunk))
     return len(missing), len(extra)
 
 
@@ -418,13 +432,13 @@ def _check_id(item_id: Any) -> str:
     return item_id
 
 
+@functools.lru_cache(maxsize=256)
+def _valid_modality(modality: str) -> bool:
+    return 0 < len(modality) <= MAX_MODALITY_LENGTH and _printable(modality)
+
+
 def _check_modality(modality: Any) -> str:
-    if (
-        not isinstance(modality, str)
-        or not modality
-        or len(modality) > MAX_MODALITY_LENGTH
-        or not _printable(modality)
-    ):
+    if not isinstance(modality, str) or not _valid_modality(modality):
         raise InvalidItem(
             f"modality must be a printable string of 1 to {MAX_MODALITY_LENGTH} characters, "
             f"got {modality!r}"
