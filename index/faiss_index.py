@@ -330,8 +330,9 @@ class MatryoshkaIndexes:
             "files": files,
         }
         atomic_write_bytes(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+        # drop superseded snapshots and temp files an interrupted save left behind
         keep = {entry["name"] for entry in files.values()}
-        for path in directory.glob("index*.faiss*"):
+        for path in [*directory.glob("index*.faiss*"), *directory.glob(f"{MANIFEST_NAME}.*")]:
             if path.name not in keep and (
                 path.suffix == ".faiss" or path.name.endswith(TMP_SUFFIX)
             ):

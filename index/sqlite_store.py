@@ -137,9 +137,11 @@ class SqliteStore:
                 yield conn
                 conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'generation'")
                 conn.execute("COMMIT")
-            except BaseException:
+            except BaseException as exc:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"write to {self.path} failed: {exc}") from exc
                 raise
 
     def insert(self, rows: Sequence[Row], now: float) -> np.ndarray:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -69,6 +70,7 @@ class VectorStore(VectorBackend):
         self._sql = sql
         self._indexes = indexes
         self._rw = ReadWriteLock()
+        self._save_lock = threading.Lock()  # snapshot() runs under the shared lock
         self._open_report = open_report
         self._unsaved = int(open_report["changes_applied"])
         self._snapshot_generation: int | None = open_report["snapshot_generation"]
@@ -149,10 +151,12 @@ class VectorStore(VectorBackend):
             self._save()
 
     def _save(self) -> None:
-        generation = self._sql.generation()
-        self._indexes.save(self.data_dir, generation)
-        self._snapshot_generation = generation
-        self._unsaved = 0
+        """Write a snapshot; the caller holds the shared or the exclusive lock."""
+        with self._save_lock:
+            generation = self._sql.generation()
+            self._indexes.save(self.data_dir, generation)
+            self._snapshot_generation = generation
+            self._unsaved = 0
 
     def _check_open(self) -> None:
         if self._closed:

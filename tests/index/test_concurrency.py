@@ -77,3 +77,31 @@ def test_searches_run_safely_alongside_writes(open_store, unit_vectors, kind):
     assert store.count() == 300 + 200 and store.count("text") == 200
     consistency = store.check_consistency()
     assert consistency["missing"] == consistency["extra"] == consistency["index_64_vs_512"] == 0
+
+
+def test_snapshots_while_writing_leave_one_consistent_snapshot(tmp_path, unit_vectors):
+    from index import VectorStore
+
+    x = unit_vectors(600)
+    errors: list[BaseException] = []
+    with VectorStore.open(tmp_path) as store:
+
+        def snapshotter() -> None:
+            try:
+                for _ in range(5):
+                    store.snapshot()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=snapshotter) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for start in range(0, 600, 50):
+            store.add_many([NewItem(v, "text") for v in x[start : start + 50]])
+        for thread in threads:
+            thread.join(timeout=120)
+        assert not errors, errors[0]
+    assert sorted(p.name.split("-")[0] for p in tmp_path.glob("*.faiss")) == ["index512", "index64"]
+    assert not list(tmp_path.glob("*.tmp"))
+    with VectorStore.open(tmp_path) as store:
+        assert store.info()["open"]["changes_applied"] == 0 and store.count() == 600
