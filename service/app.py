@@ -19,7 +19,7 @@ from index import IndexConfig
 from model import Embedder
 from service.auth import check_bind
 from service.engine import EmbeddingEngine
-from service.errors import install_error_handlers
+from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.routers import embed, health, items, openai, search
 from service.settings import Settings
@@ -91,6 +91,47 @@ class WarningHeaderMiddleware:
         await self.app(scope, receive, send_with_warning)
 
 
+class BodySizeLimitMiddleware:
+    """Refuses request bodies over the limit with a JSON 413, while reading them.
+
+    A Content-Length over the limit is refused before anything is read; bodies without
+    one (chunked) are counted as they stream and stopped at the limit, so no request
+    can make the service buffer an unbounded body.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _error(self, size: str) -> PayloadTooLarge:
+        return PayloadTooLarge(
+            f"request body is {size} bytes; the limit is {self.max_bytes} "
+            "(MMEMBED_MAX_REQUEST_BYTES)"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.max_bytes:
+            error = self._error(length.decode())
+            await error_response(413, error.error_type, error.message)(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._error(f"over {self.max_bytes}")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
 def _log_loaded(settings: Settings, info: dict, counts: dict[str, int], warning: str | None):
     logger.info(
         "model: preset=%s checkpoint=%s trained=%s device=%s dtype=%s",
@@ -160,7 +201,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         summary="Images, audio and text in one Matryoshka embedding space, with vector search.",
         version="0.1.0",
         lifespan=lifespan,
-        max_body_size=settings.max_request_bytes,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -169,5 +209,6 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     for router in (health.router, embed.router, search.router, items.router, openai.router):
         app.include_router(router)
     app.add_middleware(WarningHeaderMiddleware, fastapi_app=app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -159,13 +159,13 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        types = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-        message = str(exc.detail)
-        if exc.status_code == 413:
-            limit = request.app.state.settings.max_request_bytes
-            message = f"request body is over the {limit}-byte limit (MMEMBED_MAX_REQUEST_BYTES)"
-        error_type = types.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, error_type, message, exc.headers)
+        cause = exc.__cause__
+        if isinstance(cause, ServiceError):  # e.g. the body limit, hit while FastAPI parsed JSON
+            return error_response(cause.status_code, cause.error_type, cause.message, cause.headers)
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return error_response(exc.status_code, error_type, str(exc.detail), exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

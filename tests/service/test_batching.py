@@ -1,0 +1,230 @@
+"""The dynamic batcher with a fake batch function: grouping, rows, limits, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from service.batching import Batcher, BatchObserver
+from service.errors import NotReady, Overloaded, RequestTimedOut
+
+
+class BadItem(ValueError):
+    pass
+
+
+class Recorder(BatchObserver):
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def batch_done(self, name: str, size: int, seconds: float) -> None:
+        self.sizes.append(size)
+
+
+def rows_for(items: list[int]) -> np.ndarray:
+    """Row i is [item, item * 2]: each caller can check it got its own row."""
+    if any(i < 0 for i in items):
+        raise BadItem(f"negative item in {items}")
+    return np.array([[i, 2 * i] for i in items], dtype=np.float32)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_callers_share_batches_and_get_their_own_rows():
+    recorder = Recorder()
+    threads: set[str] = set()
+
+    def fn(items: list[int]) -> np.ndarray:
+        threads.add(threading.current_thread().name)
+        return rows_for(items)
+
+    async def main():
+        batcher = Batcher("t", fn, max_batch_size=8, max_wait_ms=50, observer=recorder)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(i) for i in range(40)))
+        finally:
+            await batcher.stop()
+
+    rows = run(main())
+    assert [r.tolist() for r in rows] == [[i, 2 * i] for i in range(40)]
+    assert sum(recorder.sizes) == 40
+    assert max(recorder.sizes) == 8, "batches are capped at max_batch_size"
+    assert len(recorder.sizes) == 5
+    assert all(name.startswith("batch-t") for name in threads), "runs on the worker thread"
+
+
+def test_a_lone_request_waits_at_most_max_wait():
+    recorder = Recorder()
+
+    async def main():
+        batcher = Batcher("t", rows_for, max_batch_size=64, max_wait_ms=1, observer=recorder)
+        await batcher.start()
+        try:
+            first = await batcher.submit(3)
+            second = await batcher.submit(4)
+        finally:
+            await batcher.stop()
+        return first, second
+
+    first, second = run(main())
+    assert first.tolist() == [3, 6] and second.tolist() == [4, 8]
+    assert recorder.sizes == [1, 1]
+
+
+def test_submit_many_keeps_order():
+    async def main():
+        batcher = Batcher("t", rows_for, max_batch_size=4, max_wait_ms=5)
+        await batcher.start()
+        try:
+            return await batcher.submit_many([5, 1, 9, 2, 7, 3])
+        finally:
+            await batcher.stop()
+
+    assert [r[0] for r in run(main())] == [5, 1, 9, 2, 7, 3]
+
+
+def test_full_queue_is_refused_with_retry_after():
+    release = threading.Event()
+
+    def slow(items: list[int]) -> np.ndarray:
+        release.wait(5)
+        return rows_for(items)
+
+    async def main():
+        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0, queue_size=2)
+        await batcher.start()
+        try:
+            running = asyncio.ensure_future(batcher.submit(0))
+            await asyncio.sleep(0.05)  # the collector has taken item 0 off the queue
+            queued = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+            await asyncio.sleep(0)
+            with pytest.raises(Overloaded) as info:
+                await batcher.submit(3)
+            with pytest.raises(Overloaded):
+                await batcher.submit_many([4, 5])
+            release.set()
+            done = await asyncio.gather(running, *queued)
+        finally:
+            release.set()
+            await batcher.stop()
+        return info.value, done
+
+    error, done = run(main())
+    assert error.status_code == 429
+    assert int(error.headers["Retry-After"]) >= 1
+    assert [r[0] for r in done] == [0, 1, 2]
+
+
+def test_a_caller_past_its_timeout_gets_504_and_the_batcher_keeps_working():
+    release = threading.Event()
+
+    def slow(items: list[int]) -> np.ndarray:
+        if 99 in items:
+            release.wait(5)
+        return rows_for(items)
+
+    async def main():
+        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0, timeout_s=0.1)
+        await batcher.start()
+        try:
+            with pytest.raises(RequestTimedOut):
+                await batcher.submit(99)
+            release.set()
+            return await batcher.submit(5)
+        finally:
+            release.set()
+            await batcher.stop()
+
+    assert run(main()).tolist() == [5, 10]
+
+
+def test_a_bad_item_fails_only_its_own_request():
+    recorder = Recorder()
+
+    async def main():
+        batcher = Batcher(
+            "t",
+            rows_for,
+            max_batch_size=16,
+            max_wait_ms=50,
+            per_item_errors=(BadItem,),
+            observer=recorder,
+        )
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(i) for i in (1, 2, -1, 3)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    one, two, bad, three = run(main())
+    assert isinstance(bad, BadItem)
+    assert [one[0], two[0], three[0]] == [1, 2, 3]
+
+
+def test_an_unexpected_failure_reaches_every_caller_of_that_batch():
+    def broken(items: list[int]) -> np.ndarray:
+        raise RuntimeError("model crashed")
+
+    async def main():
+        batcher = Batcher("t", broken, max_batch_size=4, max_wait_ms=20)
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(i) for i in range(3)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    results = run(main())
+    assert all(isinstance(r, RuntimeError) for r in results)
+
+
+def test_wrong_row_count_is_an_error_not_a_mixup():
+    async def main():
+        batcher = Batcher("t", lambda items: np.zeros((1, 2)), max_batch_size=4, max_wait_ms=20)
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(i) for i in range(3)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    assert all(isinstance(r, RuntimeError) for r in run(main()))
+
+
+def test_not_started_and_stopped_batchers_refuse_work():
+    release = threading.Event()
+
+    def slow(items: list[int]) -> np.ndarray:
+        release.wait(5)
+        return rows_for(items)
+
+    async def main():
+        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0)
+        with pytest.raises(NotReady):
+            await batcher.submit(1)
+        await batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+        await asyncio.sleep(0.05)
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        await stopping
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    results = run(main())
+    assert all(isinstance(r, NotReady) for r in results)
+
+
+def test_invalid_sizes_are_refused():
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Batcher("t", rows_for, max_batch_size=0)
