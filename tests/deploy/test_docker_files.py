@@ -12,6 +12,14 @@ def _env_fields() -> set[str]:
     return {(prefix + name).upper() for name in Settings.model_fields}
 
 
+def _mount(volume: str) -> tuple[str, str]:
+    """'source:target[:mode]' -> (target, source); the source may hold '${VAR:-default}'."""
+    if volume.endswith((":ro", ":rw")):
+        volume = volume[:-3]
+    source, _, target = volume.rpartition(":")
+    return target, source
+
+
 def test_dockerfile_runs_as_non_root(dockerfile):
     users = dockerfile.all("USER")
     assert users, "the image must switch to a non-root USER"
@@ -60,10 +68,10 @@ def test_port_volumes_and_healthcheck_agree(dockerfile, compose):
     service = compose["services"]["mmembed"]
     assert any(p.endswith(f":{port}") for p in service["ports"])
     assert service["ports"][0].startswith("${MMEMBED_PUBLISH:-127.0.0.1:"), "loopback by default"
-    mounts = {v.split(":")[1]: v.split(":")[0] for v in service["volumes"]}
+    mounts = dict(_mount(v) for v in service["volumes"])
     assert mounts["/data"] in compose["volumes"], "index data lives in a named volume"
     assert mounts["/models"] in compose["volumes"], "model cache lives in a named volume"
-    assert "/checkpoints" in mounts
+    assert mounts["/checkpoints"] == "${MMEMBED_CHECKPOINTS_DIR:-./checkpoints}"
     assert service["healthcheck"]["test"] == ["CMD", *health]
     assert service["restart"] == "unless-stopped"
     assert service["build"]["context"] == "."
