@@ -85,11 +85,14 @@ class SqliteStore:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._closed = False
-        self._writer = self._connect()
-        self._writer.executescript(_SCHEMA)
-        version = self._writer.execute(
-            "SELECT value FROM meta WHERE key = 'schema_version'"
-        ).fetchone()[0]
+        try:
+            self._writer = self._connect()
+            self._writer.executescript(_SCHEMA)
+            version = self._writer.execute(
+                "SELECT value FROM meta WHERE key = 'schema_version'"
+            ).fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the item database {self.path}: {exc}") from exc
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, this code reads {SCHEMA_VERSION}"

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from index import IndexConfig, NewItem, VectorStore
+from index.errors import StoreError
 
 
 def _results(store, queries):
@@ -87,3 +88,12 @@ def test_changed_kind_rebuilds(saved):
         assert store.info()["kind"] == "hnsw" and store.info()["indexed"] == 450
         tops = store.search_batch(queries, k=1)
         assert [hits[0].metadata["i"] for hits in tops] == list(range(25))
+
+
+def test_corrupt_database_is_refused_clearly(tmp_path):
+    (tmp_path / "items.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the item database"):
+        VectorStore.open(tmp_path)
+    # the lock was released: a later open fails the same way, not with StoreLocked
+    with pytest.raises(StoreError, match="cannot open"):
+        VectorStore.open(tmp_path)
