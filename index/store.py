@@ -283,9 +283,12 @@ class VectorStore(VectorBackend):
         modality: str | None = None,
         where: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
-        array = np.asarray(query) if not isinstance(query, np.ndarray) else query
-        if array.ndim != 1:
-            raise InvalidQuery(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
+        try:
+            array = np.asarray(query)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVector(f"query is not a numeric array: {exc}") from exc
+        if array.shape != (EMBED_DIM,):
+            raise InvalidVector(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
         return self.search_batch(
             array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where
         )[0]

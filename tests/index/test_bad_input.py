@@ -129,8 +129,10 @@ def test_bad_search_arguments(store, unit_vectors, kwargs, error, message):
 def test_bad_queries(store):
     with pytest.raises(InvalidVector, match="NaN"):
         store.search(_nan_vector())
-    with pytest.raises(InvalidQuery, match="shape"):
+    with pytest.raises(InvalidVector, match=r"shape \(512,\), got \(2, 512\)"):
         store.search(np.ones((2, 512)))
+    with pytest.raises(InvalidVector, match=r"got \(511,\)"):
+        store.search(np.ones(511))
     with pytest.raises(InvalidVector, match=r"\(N, 512\)"):
         store.search_batch(np.ones((3, 256)))
     with pytest.raises(InvalidVector, match="row 1"):
