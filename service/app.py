@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -29,6 +30,7 @@ from service.store import AsyncStore
 logger = logging.getLogger("mmembed.service")
 
 WARNING_HEADER = "X-Mmembed-Warning"
+UNTRAINED_SEED = 0
 
 DEMO_WARNING = (
     "DEMO MODEL: the 'tiny' preset runs small randomly initialised encoders and heads, so its "
@@ -51,13 +53,17 @@ def load_embedder(settings: Settings) -> Embedder:
             dtype=settings.dtype,
             encoder_overrides=settings.encoder_overrides or None,
         )
-    return Embedder.from_preset(
-        settings.preset,
-        encoders=settings.encoder_overrides or None,
-        modalities=settings.modalities,
-        device=settings.device,
-        dtype=settings.dtype,
-    )
+    # Untrained heads are random: seed them, so that every process (and every restart)
+    # builds the same ones and vectors already in the index stay comparable to new ones.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return Embedder.from_preset(
+            settings.preset,
+            encoders=settings.encoder_overrides or None,
+            modalities=settings.modalities,
+            device=settings.device,
+            dtype=settings.dtype,
+        )
 
 
 def model_warning(info: dict) -> str | None:

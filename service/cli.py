@@ -10,6 +10,7 @@ import argparse
 import importlib.util
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,8 +134,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log_config=None,
     )
     server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler
+    # that was installed before it; make that one a clean exit (status 0, as a process
+    # manager expects after a requested stop) rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     server.run()
     return 0 if server.started else 1
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 # embed --------------------------------------------------------------------------------

@@ -22,10 +22,18 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageDraw
 
 from model import Embedder
-from service.app import create_app
+from service.app import create_app, load_embedder
 from service.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _no_mmembed_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings in these tests come from the tests, never from the caller's MMEMBED_* variables."""
+    for name in list(os.environ):
+        if name.startswith("MMEMBED_"):
+            monkeypatch.delenv(name)
 
 
 # Media -----------------------------------------------------------------------------
@@ -97,7 +105,8 @@ def flac_bytes(wav_bytes: bytes) -> bytes:
 
 @pytest.fixture(scope="session")
 def tiny_embedder() -> Embedder:
-    return Embedder.from_preset("tiny")
+    """The same tiny model `mmembed serve --preset tiny` builds (seeded heads)."""
+    return load_embedder(Settings(preset="tiny"))
 
 
 @pytest.fixture

@@ -1,0 +1,77 @@
+"""Settings from MMEMBED_* variables, validated."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings, default_data_dir
+
+
+def test_environment_sets_every_option(monkeypatch, tmp_path):
+    monkeypatch.setenv("MMEMBED_PRESET", "tiny")
+    monkeypatch.setenv("MMEMBED_PORT", "9001")
+    monkeypatch.setenv("MMEMBED_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("MMEMBED_MODALITIES", "text, audio")
+    monkeypatch.setenv("MMEMBED_API_KEYS", "a,b")
+    monkeypatch.setenv("MMEMBED_TEXT_ENCODER", "/models/minilm")
+    monkeypatch.setenv("MMEMBED_MAX_BATCH_SIZE", "8")
+    s = Settings()
+    assert (s.preset, s.port, s.data_dir) == ("tiny", 9001, tmp_path)
+    assert s.modalities == ["text", "audio"]
+    assert [k.get_secret_value() for k in s.api_keys] == ["a", "b"]
+    assert s.encoder_overrides == {"text": "/models/minilm"}
+    assert s.max_batch_size == 8
+
+
+def test_empty_variables_mean_unset(monkeypatch):
+    # docker-compose passes `${MMEMBED_CHECKPOINT:-}` and `${MMEMBED_API_KEYS:-}` as "".
+    monkeypatch.setenv("MMEMBED_CHECKPOINT", "")
+    monkeypatch.setenv("MMEMBED_API_KEYS", "")
+    s = Settings()
+    assert s.checkpoint is None and s.api_keys == [] and not s.auth_enabled
+
+
+def test_keyword_arguments_beat_the_environment(monkeypatch):
+    monkeypatch.setenv("MMEMBED_PRESET", "base")
+    assert Settings(preset="tiny").preset == "tiny"
+
+
+def test_defaults_are_safe():
+    s = Settings()
+    assert s.host == "127.0.0.1" and s.preset == "base" and not s.allow_remote_without_key
+    assert s.data_dir == default_data_dir() and s.data_dir.is_absolute()
+
+
+def test_overrides_only_for_loaded_modalities():
+    s = Settings(modalities="text", audio_encoder="/x", text_encoder="/y")
+    assert s.encoder_overrides == {"text": "/y"}
+
+
+def test_secrets_are_not_printed():
+    assert "hunter2" not in repr(Settings(api_keys="hunter2"))
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"preset": "huge"},
+        {"port": 0},
+        {"modalities": "text,video"},
+        {"modalities": ""},
+        {"modalities": "text,text"},
+        {"max_batch_size": 0},
+        {"max_upload_bytes": 10**9, "max_request_bytes": 10**6},
+        {"dtype": "int8"},
+    ],
+)
+def test_invalid_values_are_refused(values):
+    with pytest.raises(ValidationError):
+        Settings(**values)
+
+
+def test_xdg_data_home_is_respected(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    assert default_data_dir() == Path(tmp_path) / "mmembed"
