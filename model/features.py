@@ -399,12 +399,15 @@ def add_arguments(parser: Any) -> None:
     parser.add_argument("--chunk", type=int, default=2000)
     parser.add_argument("--limit", type=int, default=None, help="first N pairs of each dataset")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads")
 
 
 def run(args: Any) -> int:
     """Entry point of ``mmembed data features``: fill the cache, print timing."""
     from model.data import read_dataset
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = build_model_from_args(args).to(args.device).eval()
     pairs: list[Pair] = []
     skipped = SkipReport()
