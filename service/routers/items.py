@@ -160,7 +160,7 @@ async def list_items(
     store: StoreDep,
     modality: Annotated[Modality | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
 ):
     items = await store.list(modality, limit, offset)
     total = await store.count(modality)
