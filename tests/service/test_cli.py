@@ -1,0 +1,118 @@
+"""The `mmembed` command, run in-process through `main([...])`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from service.cli import build_parser, main
+
+
+def lines(capsys) -> list[dict]:
+    return [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+
+
+def test_embed_text_and_files_print_json_lines(capsys, tmp_path, png_bytes, wav_bytes):
+    (tmp_path / "photo.jpg").write_bytes(png_bytes)  # the name lies; the bytes decide
+    (tmp_path / "speech.wav").write_bytes(wav_bytes)
+    code = main(
+        [
+            "embed",
+            "--preset",
+            "tiny",
+            "--dims",
+            "64",
+            "--text",
+            "hello",
+            str(tmp_path / "photo.jpg"),
+            str(tmp_path / "speech.wav"),
+        ]
+    )
+    assert code == 0
+    rows = lines(capsys)
+    assert [r["modality"] for r in rows] == ["text", "image", "audio"]
+    for row in rows:
+        assert row["dims"] == 64 and abs(np.linalg.norm(row["embedding"]) - 1) < 1e-5
+
+
+def test_index_add_then_search_then_stats(capsys, tmp_path, png_bytes):
+    data = tmp_path / "data"
+    (tmp_path / "a.png").write_bytes(png_bytes)
+    common = ["--preset", "tiny", "--data-dir", str(data)]
+    assert main(["index", "add", *common, str(tmp_path / "a.png"), "--metadata", '{"k": 1}']) == 0
+    assert main(["index", "add", *common, "--text", "a caption", "--id", "cap"]) == 0
+    added = lines(capsys)
+    assert [r["modality"] for r in added] == ["image", "text"]
+    assert added[1]["id"] == "cap"
+
+    assert main(["index", "search", *common, str(tmp_path / "a.png"), "--k", "2"]) == 0
+    hits = lines(capsys)
+    assert hits[0]["id"] == added[0]["id"] and hits[0]["score"] > 0.999
+    assert hits[0]["metadata"]["k"] == 1 and hits[0]["metadata"]["source"].endswith("a.png")
+
+    assert main(["index", "stats", "--data-dir", str(data)]) == 0
+    assert json.loads(capsys.readouterr().out)["count"] == 2
+
+
+def test_bad_inputs_are_one_line_errors(capsys, tmp_path):
+    (tmp_path / "junk.bin").write_bytes(b"not media at all")
+    assert main(["embed", "--preset", "tiny", str(tmp_path / "junk.bin")]) == 1
+    assert "unrecognised file type" in capsys.readouterr().err
+    assert main(["embed", "--preset", "tiny", str(tmp_path / "missing.png")]) == 1
+    assert "cannot read" in capsys.readouterr().err
+    assert main(["embed", "--preset", "tiny", "--text", " "]) == 1
+    assert "empty" in capsys.readouterr().err
+    code = main(
+        [
+            "index",
+            "add",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(tmp_path),
+            "--text",
+            "x",
+            "--metadata",
+            "[1]",
+        ]
+    )
+    assert code == 1 and "JSON object" in capsys.readouterr().err
+
+
+def test_serve_refuses_unsafe_or_impossible_settings(capsys, tmp_path):
+    assert main(["serve", "--preset", "tiny", "--host", "0.0.0.0"]) == 1
+    assert "MMEMBED_API_KEYS" in capsys.readouterr().err
+    assert main(["serve", "--port", "0"]) == 2
+    assert "invalid settings: port" in capsys.readouterr().err
+    assert main(["serve", "--checkpoint", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_download_offline_says_what_to_do(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code = main(["download", "--modalities", "text", "--cache-dir", str(tmp_path)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "sentence-transformers/all-MiniLM-L6-v2" in err and "MMEMBED_" in err
+
+
+def test_download_skips_local_folders_and_demo_encoders(capsys, tmp_path):
+    assert main(["download", "--modalities", "text", "--text-encoder", str(tmp_path)]) == 0
+    assert "local folder" in capsys.readouterr().out
+    assert main(["download", "--preset", "tiny"]) == 0
+    assert "nothing to download" in capsys.readouterr().out
+
+
+def test_every_serve_option_has_a_flag():
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    flags = {a.dest for a in serve._actions}
+    assert {"host", "port", "preset", "checkpoint", "data_dir", "device", "log_level"} <= flags
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["index", "add", "--help"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 0 and "usage: mmembed" in capsys.readouterr().out
