@@ -34,6 +34,10 @@ class IndexConfig:
         threads at once, so parallelism comes from concurrent requests; OpenMP threads
         on top oversubscribe the cores (on the shared 2-core box a batch-1 512-d search
         over 20k items took 6 ms with 1 thread and 55 ms with 2).
+    blas_threads: threads of the OpenBLAS libraries loaded in the process (numpy's, used
+        for the 128/256-d scans and filtered scoring, and FAISS's), set on open through
+        threadpoolctl; None leaves them. OpenBLAS threads spin after each call, and on the
+        shared 2-core box that slowed the next FAISS search by half. MKL (torch) is untouched.
     rebuild_progress_min: show a tqdm progress bar for rebuilds of at least this
         many items (and only when stderr is a terminal).
     """
@@ -50,6 +54,7 @@ class IndexConfig:
     hnsw_ef_search: int = 128
     hnsw_max_tombstone_fraction: float = 0.2
     faiss_threads: int | None = 1
+    blas_threads: int | None = 1
     rebuild_progress_min: int = 20_000
 
     def __post_init__(self) -> None:
@@ -64,12 +69,12 @@ class IndexConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise StoreError(f"IndexConfig.{name} must be a positive int, got {value!r}")
-        if self.faiss_threads is not None and (
-            not isinstance(self.faiss_threads, int) or self.faiss_threads < 1
-        ):
-            raise StoreError(
-                f"IndexConfig.faiss_threads must be None or a positive int, got {self.faiss_threads!r}"
-            )
+        for name in ("faiss_threads", "blas_threads"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise StoreError(
+                    f"IndexConfig.{name} must be None or a positive int, got {value!r}"
+                )
         if not 0.0 < self.hnsw_max_tombstone_fraction <= 1.0:
             raise StoreError(
                 "IndexConfig.hnsw_max_tombstone_fraction must be in (0, 1], "

@@ -52,6 +52,27 @@ class Snapshot:
     ntotal: int
 
 
+class LabelFilter:
+    """The labels a search filter admits, with their FAISS selector built once, on first use.
+
+    labels: sorted (N,) int64. The selector is only read during searches, so one
+    filter may serve concurrent searches.
+    """
+
+    def __init__(self, labels: np.ndarray) -> None:
+        self.labels = np.ascontiguousarray(labels, dtype=np.int64)
+        self._selector: faiss.IDSelectorBatch | None = None
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def selector(self) -> faiss.IDSelectorBatch:
+        if self._selector is None:
+            self._selector = faiss.IDSelectorBatch(self.labels)
+        return self._selector
+
+
 class MatryoshkaIndexes:
     """64-d and 512-d FAISS indexes over the same labels."""
 
@@ -190,15 +211,15 @@ class MatryoshkaIndexes:
         k: int,
         dims: int,
         adaptive: bool,
-        allowed: np.ndarray | None = None,
+        allowed: LabelFilter | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by cosine at `dims`.
 
-        queries: (Q, 512) float32 unit rows. allowed: sorted labels a filter admits, or None.
+        queries: (Q, 512) float32 unit rows. allowed: the labels a filter admits, or None.
         Returns (scores (Q, k) float32, labels (Q, k) int64), padded with -inf / -1.
         """
         if allowed is not None and len(allowed) <= self.config.filter_exact_threshold:
-            return self._score_subset(queries, allowed, k, dims)
+            return self._score_subset(queries, allowed.labels, k, dims)
         if adaptive and dims > SHORTLIST_DIM:
             scores, labels = self._adaptive(queries, k, dims, allowed)
         elif dims in (SHORTLIST_DIM, EMBED_DIM):
@@ -210,19 +231,19 @@ class MatryoshkaIndexes:
         if (labels[:, : min(k, available)] < 0).any():
             # an approximate graph can miss results under a selective filter or many
             # tombstones: fall back to exact scoring of what the filter admits
-            pool = self.live_labels() if allowed is None else allowed
+            pool = self.live_labels() if allowed is None else allowed.labels
             return self._score_subset(queries, pool, k, dims)
         return scores, labels
 
-    def _selector(self, allowed: np.ndarray | None) -> faiss.IDSelector | None:
+    def _selector(self, allowed: LabelFilter | None) -> faiss.IDSelector | None:
         if allowed is not None:
-            return faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            return allowed.selector
         if self._tombstones:
             return faiss.IDSelectorNot(faiss.IDSelectorBatch(self._tombstone_array()))
         return None
 
     def _faiss_search(
-        self, index: faiss.IndexIDMap2, queries: np.ndarray, k: int, allowed: np.ndarray | None
+        self, index: faiss.IndexIDMap2, queries: np.ndarray, k: int, allowed: LabelFilter | None
     ) -> tuple[np.ndarray, np.ndarray]:
         # a fresh params object per call: IndexIDMap swaps its selector in place while searching
         selector = self._selector(allowed)
@@ -236,7 +257,7 @@ class MatryoshkaIndexes:
         return scores, labels
 
     def _adaptive(
-        self, queries: np.ndarray, k: int, dims: int, allowed: np.ndarray | None
+        self, queries: np.ndarray, k: int, dims: int, allowed: LabelFilter | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """64-d shortlist of k * adaptive_factor, re-ranked by cosine at `dims`."""
         shortlist = max(k, min(k * self.config.adaptive_factor, max(self.live_count, 1)))
@@ -254,7 +275,7 @@ class MatryoshkaIndexes:
         return _top_k(scores, candidates, k)
 
     def _scan_prefix(
-        self, queries: np.ndarray, k: int, dims: int, allowed: np.ndarray | None
+        self, queries: np.ndarray, k: int, dims: int, allowed: LabelFilter | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact cosine at a prefix the indexes do not hold (128, 256): scan the storage."""
         xb = self._storage()
@@ -264,7 +285,7 @@ class MatryoshkaIndexes:
         norms = self._prefix_norms(dims)
         keep: np.ndarray | None = None
         if allowed is not None:
-            keep = np.isin(ids, allowed)
+            keep = np.isin(ids, allowed.labels)
         elif self._tombstones:
             keep = ~np.isin(ids, self._tombstone_array())
         q = truncate(queries, dims)  # (Q, dims)

@@ -25,17 +25,19 @@ import sys
 import threading
 import time
 import unicodedata
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
+from threadpoolctl import ThreadpoolController
 from tqdm import tqdm
 
 from .backend import VectorBackend
 from .config import IndexConfig
 from .errors import InvalidItem, InvalidQuery, InvalidVector, StoreError
-from .faiss_index import IndexFileError, MatryoshkaIndexes
+from .faiss_index import IndexFileError, LabelFilter, MatryoshkaIndexes
 from .items import Item, NewItem, SearchHit
 from .lock import DirectoryLock
 from .rwlock import ReadWriteLock
@@ -49,6 +51,7 @@ MAX_ID_LENGTH = 256
 MAX_MODALITY_LENGTH = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 10_000
+FILTER_CACHE_SIZE = 32  # recent filters' label sets, dropped at every write
 _RECONCILE_BATCH = 10_000
 
 
@@ -71,6 +74,8 @@ class VectorStore(VectorBackend):
         self._indexes = indexes
         self._rw = ReadWriteLock()
         self._save_lock = threading.Lock()  # snapshot() runs under the shared lock
+        self._filters: OrderedDict[tuple[Any, ...], LabelFilter] = OrderedDict()
+        self._filters_lock = threading.Lock()
         self._open_report = open_report
         self._unsaved = int(open_report["changes_applied"])
         self._snapshot_generation: int | None = open_report["snapshot_generation"]
@@ -88,6 +93,8 @@ class VectorStore(VectorBackend):
         config = config or IndexConfig()
         if config.faiss_threads is not None:
             faiss.omp_set_num_threads(config.faiss_threads)
+        if config.blas_threads is not None:
+            ThreadpoolController().select(internal_api="openblas").limit(limits=config.blas_threads)
         data_dir = Path(data_dir).resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
         lock = DirectoryLock(data_dir)
@@ -213,6 +220,8 @@ class VectorStore(VectorBackend):
     ) -> None:
         """Mirror a committed SQLite change in FAISS (write lock held)."""
         changes = 0
+        with self._filters_lock:
+            self._filters.clear()
         try:
             if remove is not None and len(remove):
                 self._indexes.remove(remove)
@@ -319,7 +328,7 @@ class VectorStore(VectorBackend):
             self._check_open()
             allowed = None
             if modality is not None or where:
-                allowed = self._sql.labels(modality, where)
+                allowed = self._label_filter(modality, where)
             scores, labels = self._indexes.search(
                 queries, k=int(k), dims=dims, adaptive=mode == "adaptive", allowed=allowed
             )
@@ -334,6 +343,21 @@ class VectorStore(VectorBackend):
                 hits.append(SearchHit(info.id, float(score), info.modality, info.metadata))
             results.append(hits)
         return results
+
+    def _label_filter(self, modality: str | None, where: dict[str, Any] | None) -> LabelFilter:
+        """The labels a filter admits, cached until the next write (read lock held)."""
+        key = (modality, tuple((repr(k), repr(v)) for k, v in (where or {}).items()))
+        with self._filters_lock:
+            found = self._filters.get(key)
+            if found is not None:
+                self._filters.move_to_end(key)
+                return found
+        made = LabelFilter(self._sql.labels(modality, where))
+        with self._filters_lock:
+            self._filters[key] = made
+            while len(self._filters) > FILTER_CACHE_SIZE:
+                self._filters.popitem(last=False)
+        return made
 
     def check_consistency(self) -> dict[str, int]:
         """Compare the FAISS label set with SQLite's: counts of items, indexed, missing, extra.

@@ -192,3 +192,21 @@ def test_filters_by_modality_and_metadata(open_store, unit_vectors, brute_force)
                     best, _ = brute_force(x[rows], query, 10, dims)
                     assert [h.id for h in hits] == [ids[r] for r in rows[best]]
                 assert all(keep(h.metadata["i"]) for h in hits)
+
+
+@pytest.mark.parametrize("threshold", [5, 100_000])
+def test_repeated_filtered_searches_see_every_write(open_store, unit_vectors, threshold):
+    """Filter label sets are cached between writes; each write must invalidate them."""
+    store = open_store(IndexConfig(filter_exact_threshold=threshold))
+    x = unit_vectors(60)
+    store.add_many([NewItem(v, "text", {"tag": "a"}) for v in x[:50]])
+    query = x[55]
+    for kwargs in ({"modality": "audio"}, {"where": {"tag": "b"}}):
+        assert store.search(query, k=3, **kwargs) == []
+        store.add(query, modality="audio", metadata={"tag": "b"}, id="new")
+        assert [h.id for h in store.search(query, k=3, **kwargs)] == ["new"]
+        store.upsert(query, id="new", modality="text", metadata={"tag": "a"})
+        assert store.search(query, k=3, **kwargs) == []
+        assert store.search(query, k=1, modality="text", where={"tag": "a"})[0].id == "new"
+        store.delete("new")
+        assert all(h.id != "new" for h in store.search(query, k=3, modality="text"))
