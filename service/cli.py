@@ -42,6 +42,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--image-encoder", help="hub id or folder for the image encoder")
     group.add_argument("--audio-encoder", help="hub id or folder for the audio encoder")
     group.add_argument("--modalities", help="comma-separated: image,audio,text")
+    group.add_argument("--torch-threads", type=int, help="torch intra-op threads")
 
 
 def _data_option(parser: argparse.ArgumentParser) -> None:
@@ -59,6 +60,7 @@ SETTING_FLAGS = (
     "image_encoder",
     "audio_encoder",
     "modalities",
+    "torch_threads",
     "data_dir",
     "log_level",
 )
@@ -83,9 +85,13 @@ def _setup_logging(level: str) -> None:
 
 
 def _load_embedder(settings: Settings) -> Any:
+    import torch
+
     from model.errors import ModelError
     from service.app import load_embedder
 
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     if settings.checkpoint is not None and not settings.checkpoint.exists():
         raise CliError(f"checkpoint {settings.checkpoint} does not exist")
     logger.info(

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "float16", "bfloat16"] = Field("float32")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (default: torch's, one per core)."
+    )
     text_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
     image_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
     audio_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
