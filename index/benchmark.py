@@ -164,11 +164,11 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         )
 
     filtered = _latencies(
-        lambda i: store.search(q1[i], k=args.k, dims=512, mode="adaptive", modality="text"), 5
+        lambda i: store.search(q1[i], k=args.k, dims=512, mode="adaptive", modality="text"), 11
     )
     row(
-        "search adaptive + modality filter (half match), p50 (ms)",
-        f"{np.percentile(filtered, 50):.1f}",
+        "adaptive + modality filter (half match): first / then p50 (ms)",
+        f"{filtered[0]:.1f} / {np.percentile(filtered[1:], 50):.1f}",
     )
 
     start = time.perf_counter()

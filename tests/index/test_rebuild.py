@@ -97,3 +97,10 @@ def test_corrupt_database_is_refused_clearly(tmp_path):
     # the lock was released: a later open fails the same way, not with StoreLocked
     with pytest.raises(StoreError, match="cannot open"):
         VectorStore.open(tmp_path)
+
+
+def test_changed_shortlist_codec_rebuilds_with_same_results(saved):
+    directory, queries, expected = saved
+    with VectorStore.open(directory, IndexConfig(shortlist_codec="float32")) as store:
+        assert "64-d codec fp16" in store.info()["open"]["rebuild_reason"]
+        assert _results(store, queries) == expected

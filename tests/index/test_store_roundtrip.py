@@ -29,9 +29,10 @@ def test_add_get_round_trip(open_store, unit_vectors):
     assert store.get("given").metadata == {}
 
 
+@pytest.mark.parametrize("codec", ["fp16", "float32"])
 @pytest.mark.parametrize("dims", DIMS)
-def test_exact_search_matches_brute_force(open_store, unit_vectors, brute_force, dims):
-    store = open_store()
+def test_exact_search_matches_brute_force(open_store, unit_vectors, brute_force, dims, codec):
+    store = open_store(IndexConfig(shortlist_codec=codec))
     x = unit_vectors(500)
     ids = store.add_many([NewItem(v, "text", {"row": i}) for i, v in enumerate(x)])
     for query in unit_vectors(5, seed=1):
