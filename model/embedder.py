@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.audio import SAMPLE_RATE, prepare_clip
 from model.checkpoint import load_model, read_checkpoint_config
-from model.config import MODALITIES, preset
+from model.config import preset
 from model.encoders import TextEncoder
-from model.errors import InvalidInput, MissingModality
+from model.errors import InvalidInput
 from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS, check_dims, truncate
 from model.multimodal import MultimodalModel
 
@@ -178,13 +179,12 @@ class Embedder:
     def embed_images(self, images: list[Image.Image], dims: int = EMBED_DIM) -> np.ndarray:
         """Embed PIL images (any mode; converted to RGB): (N, dims) float32 unit rows."""
         dims = check_dims(dims)
-        encoder = self.model.encoder("image")
+        self.model.encoder("image")  # MissingModality before looking at the inputs
         if not isinstance(images, Sequence):
             raise InvalidInput(f"images must be a list of PIL images; got {type(images).__name__}")
         for i, image in enumerate(images):
             if not isinstance(image, Image.Image):
                 raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
-        del encoder
         return self._run("image", list(images), list(range(len(images))), dims)
 
     def embed_audio(
@@ -203,8 +203,6 @@ class Embedder:
         encoder = self.model.encoder("audio")
         if isinstance(clips, np.ndarray) or not isinstance(clips, Sequence):
             raise InvalidInput(f"clips must be a list of numpy arrays; got {type(clips).__name__}")
-        from model.audio import prepare_clip
-
         prepared = [
             prepare_clip(c, sampling_rate, max_seconds=encoder.config.max_audio_seconds, index=i)
             for i, c in enumerate(clips)
@@ -215,7 +213,9 @@ class Embedder:
             [prepared[i] for i in order],
             order,
             dims,
-            preprocess=lambda items: self.model.preprocess("audio", items, sampling_rate=16_000),
+            preprocess=lambda items: self.model.preprocess(
+                "audio", items, sampling_rate=SAMPLE_RATE
+            ),
         )
 
     # --------------------------------------------------------------------- helpers
@@ -234,15 +234,13 @@ class Embedder:
         preprocess: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
     ) -> np.ndarray:
         """Embed ``items`` in batches; row k of the result is for the caller's item order[k]."""
-        if modality not in MODALITIES or modality not in self.modalities:
-            raise MissingModality(f"this model has no {modality} encoder")
         out = np.empty((len(items), EMBED_DIM), dtype=np.float32)
         prep = preprocess or (lambda chunk: self.model.preprocess(modality, chunk))
         with torch.inference_mode():
             for start in range(0, len(items), self.max_batch_size):
                 chunk = items[start : start + self.max_batch_size]
                 batch = prep(chunk)
-                result = self.model(modality, batch).embedding  # (b, 512)
+                result = self.model(modality, batch, with_llm_tokens=False).embedding  # (b, 512)
                 out[start : start + len(chunk)] = result.float().cpu().numpy()
         unordered = np.empty_like(out)
         unordered[order] = out

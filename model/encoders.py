@@ -125,6 +125,16 @@ def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Modul
     return model
 
 
+def _load_preprocessor(cls: Any, config: EncoderConfig, what: str) -> Any:
+    """``cls.from_pretrained(source)`` for a tokenizer or feature extractor, failing clearly."""
+    try:
+        return cls.from_pretrained(config.source)
+    except (OSError, ValueError, TypeError) as exc:
+        raise MissingWeights(
+            f"cannot load the {config.modality} {what} from {config.source!r}: {exc}"
+        ) from exc
+
+
 def _random_model(build: Any, config: EncoderConfig) -> nn.Module:
     """Build a randomly initialised encoder, seeded so every process builds the same one."""
     with torch.random.fork_rng(devices=[]):
@@ -175,6 +185,22 @@ def tiny_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast:
     )
 
 
+def _check_tokenizer(config: EncoderConfig, tokenizer: Any, vocab_size: int) -> None:
+    """Refuse a tokenizer that cannot be the model's: transformers builds an empty one
+    (special tokens only) from a folder that lacks the tokenizer files."""
+    size = len(tokenizer)
+    if size <= len(set(tokenizer.all_special_tokens)):
+        raise MissingWeights(
+            f"cannot load the text tokenizer from {config.identity!r}: its vocabulary holds only "
+            f"{size} special tokens (tokenizer files missing?)"
+        )
+    if size > vocab_size:
+        raise MissingWeights(
+            f"the text tokenizer from {config.identity!r} has {size} tokens, more than the "
+            f"encoder's {vocab_size} embeddings"
+        )
+
+
 class TextEncoder(FrozenEncoder):
     """A BERT-family sentence encoder (all-MiniLM-L6-v2) and its tokenizer."""
 
@@ -185,18 +211,14 @@ class TextEncoder(FrozenEncoder):
             # The pooler is never used (tokens are the last hidden state); its weights
             # may be in the checkpoint and are ignored.
             model = _load_pretrained(AutoModel, config, add_pooling_layer=False)
-            tokenizer = AutoTokenizer.from_pretrained(config.source)
+            tokenizer = _load_preprocessor(AutoTokenizer, config, "tokenizer")
         else:
             bert_config = BertConfig(**(config.random_init or {}))
             model = _random_model(lambda: BertModel(bert_config, add_pooling_layer=False), config)
             tokenizer = tiny_tokenizer(bert_config.max_position_embeddings)
-            if len(tokenizer) > bert_config.vocab_size:
-                raise ValueError(
-                    f"tiny tokenizer has {len(tokenizer)} tokens, more than vocab_size "
-                    f"{bert_config.vocab_size}"
-                )
         super().__init__(config, model)
         _check_hidden_size(config, self.hidden_size)
+        _check_tokenizer(config, tokenizer, int(model.config.vocab_size))
         self.tokenizer = tokenizer
         # Fast tokenizers are not safe to call from two threads at once.
         self._tokenizer_lock = threading.Lock()
@@ -263,7 +285,7 @@ class ImageEncoder(FrozenEncoder):
     def __init__(self, config: EncoderConfig) -> None:
         if config.source is not None:
             model = _load_pretrained(CLIPVisionModel, config)
-            processor = CLIPImageProcessorPil.from_pretrained(config.source)
+            processor = _load_preprocessor(CLIPImageProcessorPil, config, "image processor")
         else:
             clip_config = CLIPVisionConfig(**(config.random_init or {}))
             model = _random_model(lambda: CLIPVisionModel(clip_config), config)
@@ -315,19 +337,25 @@ class AudioEncoder(FrozenEncoder):
     """
 
     modality = "audio"
+    WINDOWS_PER_PASS = 16
 
     def __init__(self, config: EncoderConfig) -> None:
         if config.source is not None:
             # A full Whisper checkpoint stores the encoder under "encoder."; without this
             # mapping every weight would silently stay random.
             model = _load_pretrained(WhisperEncoder, config, key_mapping={r"^encoder\.": ""})
-            extractor = WhisperFeatureExtractor.from_pretrained(config.source)
+            extractor = _load_preprocessor(WhisperFeatureExtractor, config, "feature extractor")
         else:
             whisper_config = WhisperConfig(**(config.random_init or {}))
             model = _random_model(lambda: WhisperEncoder(whisper_config), config)
             extractor = WhisperFeatureExtractor(feature_size=whisper_config.num_mel_bins)
         super().__init__(config, model)
         _check_hidden_size(config, self.hidden_size)
+        if extractor.feature_size != model.config.num_mel_bins:
+            raise MissingWeights(
+                f"the audio feature extractor from {config.identity!r} makes "
+                f"{extractor.feature_size} mel bins; the encoder expects {model.config.num_mel_bins}"
+            )
         if int(model.config.max_source_positions) != audio_lib.FRAMES_PER_WINDOW:
             raise ValueError(
                 f"Whisper encoder has {model.config.max_source_positions} positions; "
@@ -376,14 +404,20 @@ class AudioEncoder(FrozenEncoder):
         }
 
     def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
-        features = batch["input_features"].to(self.device, self.dtype)  # (W, 80, 3000)
+        features = batch["input_features"]  # (W, 80, 3000)
         num_frames = batch["num_frames"].to(self.device)  # (W,)
         window_clip = batch["window_clip"].tolist()
-        if self.config.audio_window == "full":
-            hidden = self.model(input_features=features).last_hidden_state  # (W, 1500, D)
-        else:
-            hidden = self._forward_trimmed(features, num_frames)  # (W, max frames, D)
-        return _join_windows(hidden, num_frames.tolist(), window_clip)
+        # Long clips make many windows: run them a few at a time to bound memory.
+        chunks = []
+        for start in range(0, features.shape[0], self.WINDOWS_PER_PASS):
+            part = features[start : start + self.WINDOWS_PER_PASS].to(self.device, self.dtype)
+            frames = num_frames[start : start + self.WINDOWS_PER_PASS]
+            if self.config.audio_window == "full":
+                hidden = self.model(input_features=part).last_hidden_state  # (w, 1500, D)
+            else:
+                hidden = self._forward_trimmed(part, frames)  # (w, max frames, D)
+            chunks.extend(hidden.unbind(0))
+        return _join_windows(chunks, num_frames.tolist(), window_clip)
 
     def _forward_trimmed(self, features: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
         """Run Whisper on the first ``max(num_frames)`` frames only, masking padding frames.
@@ -409,20 +443,22 @@ class AudioEncoder(FrozenEncoder):
 
 
 def _join_windows(
-    hidden: torch.Tensor, num_frames: list[int], window_clip: list[int]
+    hidden: list[torch.Tensor], num_frames: list[int], window_clip: list[int]
 ) -> EncoderOutput:
     """Keep each window's valid frames and join the windows of each clip along time.
 
-    hidden: (W, T_w, D) -> tokens (B, T, D) with T = most valid frames of any clip.
+    hidden: W tensors (T_w, D) -> tokens (B, T, D) with T = most valid frames of any clip.
     """
-    num_clips = max(window_clip) + 1 if window_clip else 0
+    if not hidden:
+        raise InvalidInput("no audio clips to encode")
+    num_clips = max(window_clip) + 1
     per_clip: list[list[torch.Tensor]] = [[] for _ in range(num_clips)]
     for w, clip in enumerate(window_clip):
-        per_clip[clip].append(hidden[w, : num_frames[w]])
+        per_clip[clip].append(hidden[w][: num_frames[w]])
     lengths = [sum(t.shape[0] for t in parts) for parts in per_clip]
-    longest = max(lengths, default=0)
-    tokens = hidden.new_zeros(num_clips, longest, hidden.shape[-1])
-    mask = torch.zeros(num_clips, longest, dtype=torch.bool, device=hidden.device)
+    longest = max(lengths)
+    tokens = hidden[0].new_zeros(num_clips, longest, hidden[0].shape[-1])
+    mask = torch.zeros(num_clips, longest, dtype=torch.bool, device=hidden[0].device)
     for c, parts in enumerate(per_clip):
         tokens[c, : lengths[c]] = torch.cat(parts, dim=0)
         mask[c, : lengths[c]] = True

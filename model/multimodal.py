@@ -36,12 +36,13 @@ class ModelOutput:
     Attributes:
         embedding: (B, 512) unit rows, the alignment embedding (Matryoshka-truncatable).
         latents: (B, num_latents, dim) the resampler's output.
-        llm_tokens: (B, num_latents, llm_dim) latents projected for an LLM.
+        llm_tokens: (B, num_latents, llm_dim) latents projected for an LLM (None when
+            ``forward_features`` was asked not to compute them).
     """
 
     embedding: torch.Tensor
     latents: torch.Tensor
-    llm_tokens: torch.Tensor
+    llm_tokens: torch.Tensor | None
 
 
 class MultimodalModel(nn.Module):
@@ -143,7 +144,12 @@ class MultimodalModel(nn.Module):
         return EncoderOutput(tokens=out.tokens.clone(), mask=out.mask.clone())
 
     def forward_features(
-        self, modality: str, tokens: torch.Tensor, mask: torch.Tensor
+        self,
+        modality: str,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        with_llm_tokens: bool = True,
     ) -> ModelOutput:
         """The trainable path on encoder tokens.
 
@@ -151,6 +157,8 @@ class MultimodalModel(nn.Module):
             modality: which adapter to use.
             tokens: (B, T, D_enc) encoder tokens (any float dtype; cast to the model's).
             mask: (B, T) bool, True = real token.
+            with_llm_tokens: False skips the LLM projector (``llm_tokens`` is then None);
+                embedding-only callers save its cost.
 
         Returns:
             ModelOutput with embedding (B, 512), latents (B, N, dim), llm_tokens (B, N, llm_dim).
@@ -174,13 +182,17 @@ class MultimodalModel(nn.Module):
         return ModelOutput(
             embedding=self.alignment_head(latents),  # (B, 512)
             latents=latents,
-            llm_tokens=self.llm_projector(latents),  # (B, N, llm_dim)
+            llm_tokens=self.llm_projector(latents) if with_llm_tokens else None,  # (B, N, llm_dim)
         )
 
-    def forward(self, modality: str, batch: dict[str, torch.Tensor]) -> ModelOutput:
+    def forward(
+        self, modality: str, batch: dict[str, torch.Tensor], *, with_llm_tokens: bool = True
+    ) -> ModelOutput:
         """encode + forward_features."""
         out = self.encode(modality, batch)
-        return self.forward_features(modality, out.tokens, out.mask)
+        return self.forward_features(
+            modality, out.tokens, out.mask, with_llm_tokens=with_llm_tokens
+        )
 
     def encoder_fingerprints(self) -> dict[str, list[float]]:
         return {m: enc.fingerprint() for m, enc in self.encoders.items()}

@@ -220,3 +220,12 @@ def test_whisper_full_checkpoint_layout_loads_through_key_mapping(tmp_path):
     loaded = build_encoder(EncoderConfig(modality="audio", source=str(tmp_path), hidden_size=64))
     fa, fb = reference.fingerprint(), loaded.fingerprint()
     assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(fa, fb, strict=True))
+
+
+def test_missing_tokenizer_files_are_refused(tmp_path):
+    _save_tiny_bert(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (tmp_path / name).unlink(missing_ok=True)
+    cfg = EncoderConfig(modality="text", source=str(tmp_path), hidden_size=48)
+    with pytest.raises(MissingWeights, match="cannot load the text tokenizer"):
+        build_encoder(cfg)
