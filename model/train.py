@@ -576,7 +576,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 loss=f"{loss.item():.3f}",
                 samples_s=f"{rate:.0f}",
                 lr=f"{scheduler.get_last_lr()[0]:.1e}",
-                temp=f"{1.0 / float(model.temperature()):.3f}",
+                temp=f"{1.0 / model.temperature().item():.3f}",
             )
             if step % 20 == 0:
                 with history.open("a") as fh:

@@ -1,0 +1,81 @@
+"""The synthetic CI recipe trains the tiny preset far above chance; training mechanics."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.synthetic import build_synthetic_dataset, run_recipe
+from model.train import TrainConfig, augment_tokens, lr_lambda, train, unique_group_batches
+
+CHANCE = 1 / 32
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("synthetic")
+    summary = build_synthetic_dataset(
+        root / "data", per_caption_train=10, per_caption_test=2, seed=0
+    )
+    assert summary == {"train": 640, "test": 128, "captions_per_modality": 32, "chance_r1": CHANCE}
+    result = run_recipe(root / "data", root / "out", epochs=10)
+    result["root"] = root
+    return result
+
+
+@pytest.mark.slow
+def test_recipe_retrieves_far_above_chance(recipe: dict) -> None:
+    test = recipe["test"]
+    assert set(test) == {"image->text", "text->image", "audio->text", "text->audio"}
+    for media in ("image", "audio"):
+        r1 = (test[f"{media}->text"]["512"]["R@1"] + test[f"text->{media}"]["512"]["R@1"]) / 2
+        assert r1 >= 10 * CHANCE, f"{media}: R@1 {r1:.3f} is below 10x chance ({10 * CHANCE:.3f})"
+    summary = recipe["summary"]
+    assert summary["train_pairs"] == 640 and summary["val_pairs"] == 128
+    best = Path(summary["checkpoint"])
+    config = json.loads((best / "config.json").read_text())
+    assert config["trained"] is True and config["metadata"]["val_score"] > 10 * CHANCE
+
+
+@pytest.mark.slow
+def test_resume_continues_from_the_last_checkpoint(recipe: dict) -> None:
+    root = recipe["root"]
+    first = json.loads((root / "out" / "run" / "train_config.json").read_text())
+    cfg = TrainConfig(
+        **{**first, "out": str(root / "resumed"), "resume": str(root / "out" / "run" / "last")}
+    )
+    cfg.max_steps = recipe["summary"]["steps"] + 2
+    summary = train(cfg)
+    assert summary["steps"] == recipe["summary"]["steps"] + 2
+    assert summary["feature_timing"]["image"]["items"] == 0  # every feature came from the cache
+    assert summary["feature_timing"]["audio"]["items"] == 0
+
+
+def test_batches_never_repeat_a_group() -> None:
+    groups = np.repeat(np.arange(50), 3)  # three clips per sentence
+    batches = unique_group_batches(groups, 16, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(150))
+    for batch in batches:
+        assert len(set(groups[batch].tolist())) == len(batch) <= 16
+
+
+def test_warmup_then_cosine() -> None:
+    values = [lr_lambda(s, warmup=10, total=110, min_ratio=0.1) for s in (0, 9, 10, 60, 110, 500)]
+    assert values[0] == pytest.approx(0.1) and values[1] == pytest.approx(1.0)
+    assert values[2] == pytest.approx(1.0) and values[3] == pytest.approx(0.55)
+    assert values[4] == pytest.approx(0.1) and values[5] == pytest.approx(0.1)
+
+
+def test_augmentation_drops_frames_and_keeps_at_least_one() -> None:
+    cfg = TrainConfig(train=[], frame_drop=0.5, time_masks=2, time_mask_frac=0.2, feature_noise=0.1)
+    rng = np.random.default_rng(0)
+    x = np.random.default_rng(1).normal(size=(100, 8)).astype(np.float16)
+    out = augment_tokens(x, cfg, rng)
+    assert 10 < out.shape[0] < 80 and out.shape[1] == 8
+    one = augment_tokens(x[:1], TrainConfig(train=[], frame_drop=1.0), rng)
+    assert one.shape == (1, 8)
+    text = augment_tokens(x[:2], cfg, rng, text=True)
+    assert text.shape == (2, 8)  # captions of two tokens are never thinned
