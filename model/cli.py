@@ -113,6 +113,23 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--limit", type=int, default=None, help="first N pairs only")
+    parser.add_argument(
+        "--audio-window",
+        choices=("full", "trimmed"),
+        default=None,
+        help="encode test audio with this window instead of the checkpoint's",
+    )
+
+
+def _with_audio_window(model: Any, window: str) -> Any:
+    """``model`` with its audio encoder switched to ``window`` (trainable weights unchanged)."""
+    audio = dataclasses.replace(model.config.encoders["audio"], audio_window=window)
+    model.config = dataclasses.replace(
+        model.config, encoders={**model.config.encoders, "audio": audio}
+    )
+    model.encoders["audio"].config = audio
+    return model
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -125,8 +142,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     device = torch.device(args.device)
     model = load_model(args.checkpoint, encoder_overrides=dict(args.encoder or []) or None)
+    if args.audio_window and "audio" in model.config.encoders:
+        model = _with_audio_window(model, args.audio_window)
     model.to(device)
-    data = _load_split(args.data)
+    data = _load_split(args.data, args.limit)
     rep, _ = cache_pairs(model, args.cache_dir, data.pairs, device=device)
     caches = {m: FeatureCache.for_model(args.cache_dir, model, m) for m in model.config.modalities}
     test, rep2 = cached_pairs(data.pairs, caches)
