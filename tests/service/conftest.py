@@ -168,7 +168,9 @@ class ServerProcess:
         command = [*mmembed_command(), "serve", "--preset", "tiny", "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMBED_")}
-        env |= {"HF_HUB_OFFLINE": "1", **self.env}
+        # One torch thread per server: on a small shared machine, idle-spinning OpenMP
+        # threads of several processes slow every op down by an order of magnitude.
+        env |= {"HF_HUB_OFFLINE": "1", "MMEMBED_TORCH_THREADS": "1", **self.env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
