@@ -168,7 +168,10 @@ async def list_items(
 
 
 @router.get(
-    "/items/{item_id}", response_model=ItemOut, responses=ERROR_RESPONSES, summary="Get one item"
+    "/items/{item_id:path}",
+    response_model=ItemOut,
+    responses=ERROR_RESPONSES,
+    summary="Get one item",
 )
 async def get_item(
     item_id: ItemId,
@@ -182,7 +185,7 @@ async def get_item(
 
 
 @router.delete(
-    "/items/{item_id}",
+    "/items/{item_id:path}",
     response_model=DeletedOut,
     responses=ERROR_RESPONSES,
     summary="Delete one item",

@@ -102,6 +102,13 @@ def test_items_round_trip(client, png_bytes, wav_bytes):
     assert client.get("/items").json()["total"] == 2
 
 
+def test_ids_may_contain_slashes(client):
+    assert client.post("/items", json={"text": "x", "id": "docs/a/1"}).status_code == 201
+    assert client.get("/items/docs/a/1").json()["id"] == "docs/a/1"
+    assert client.delete("/items/docs/a/1").status_code == 200
+    assert client.get("/items/docs/a/1").status_code == 404
+
+
 def test_batch_add_json_and_multipart(client, png_bytes):
     import base64
 
