@@ -39,8 +39,8 @@ def prepare_clip(
     """Validate one clip and return it as float32 mono at 16 kHz.
 
     Args:
-        clip: (samples,) or (samples, channels) array of floats (ints are scaled
-            from their full range to [-1, 1]).
+        clip: (samples,) or (samples, channels) array of floats (integer PCM, signed
+            or unsigned, is scaled from its full range to [-1, 1]).
         sampling_rate: the clip's sampling rate in Hz.
         max_seconds: longest accepted duration.
         index: position of the clip in the caller's list, for error messages.
@@ -66,7 +66,10 @@ def prepare_clip(
         raise InvalidInput(
             f"audio clip {index} is {seconds:.1f} s long; the limit is {max_seconds:g} s"
         )
-    if np.issubdtype(clip.dtype, np.integer):
+    if np.issubdtype(clip.dtype, np.unsignedinteger):  # e.g. 8-bit PCM, centred on 128
+        half = (float(np.iinfo(clip.dtype).max) + 1) / 2
+        samples = ((clip.astype(np.float64) - half) / half).astype(np.float32)
+    elif np.issubdtype(clip.dtype, np.integer):
         scale = float(np.iinfo(clip.dtype).max)
         samples = clip.astype(np.float32) / scale
     elif np.issubdtype(clip.dtype, np.floating):

@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> None:
         ("audio 30 s, 1500 frames", "audio", 1500),
     ):
         width = config.encoders[modality].hidden_size
-        for b in batches:
+        # 30 s tokens at batch 32 add half a minute to the run and nothing new: cost is linear.
+        for b in batches if length < 1500 else [b for b in batches if b <= 8]:
             tokens = torch.randn(b, length, width)
             mask = torch.ones(b, length, dtype=torch.bool)
             with torch.inference_mode():

@@ -38,6 +38,11 @@ def test_int16_is_scaled_to_unit_range():
     np.testing.assert_allclose(prepare_clip(x, SAMPLE_RATE), [0, 0.5, -1, 1], atol=1e-4)
 
 
+def test_uint8_is_centred_and_scaled():
+    x = np.array([128, 255, 0, 192], dtype=np.uint8)
+    np.testing.assert_allclose(prepare_clip(x, SAMPLE_RATE), [0, 127 / 128, -1, 0.5], atol=1e-6)
+
+
 def test_silence_is_accepted():
     out = prepare_clip(np.zeros(16_000, dtype=np.float32), SAMPLE_RATE)
     assert out.shape == (16_000,) and not out.any()
