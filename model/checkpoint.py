@@ -4,7 +4,7 @@ A checkpoint directory holds
 
 - ``model.safetensors``: adapters, resampler, heads and temperature (no encoder weights);
 - ``config.json``: format and version, the :class:`ModelConfig` (encoder sources and every
-  shape), each encoder's identity (source, hidden size, weight fingerprint), the shape of
+  shape), each encoder's identity (source, hidden size, a fingerprint of its weights), the shape of
   every stored tensor, whether the model is trained, and free-form metadata.
 
 :func:`load_model` rebuilds the encoders from the config (or from ``encoder_overrides``:
@@ -15,7 +15,6 @@ the same weights in another folder or on the hub) and refuses, with
 from __future__ import annotations
 
 import json
-import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from model.config import ModelConfig
+from model.encoders import fingerprints_match
 from model.errors import CheckpointMismatch
 from model.multimodal import MultimodalModel
 
@@ -33,10 +33,6 @@ FORMAT = "mmembed-checkpoint"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-
-# Relative tolerance when comparing encoder weight fingerprints: loose enough for the
-# same weights stored in fp16 or fp32, far too tight for different weights.
-_FINGERPRINT_RTOL = 1e-3
 
 
 def save_checkpoint(
@@ -146,16 +142,11 @@ def _check_encoders(model: MultimodalModel, saved: Mapping[str, Any], directory:
                 f"{modality} encoder {enc.config.identity!r} has hidden size {enc.hidden_size}; "
                 f"the checkpoint was trained on {want['source']!r} with hidden size {want['hidden_size']}"
             )
-        got = enc.fingerprint()
-        close = all(
-            math.isclose(a, b, rel_tol=_FINGERPRINT_RTOL, abs_tol=1e-6)
-            for a, b in zip(got, want["fingerprint"], strict=True)
-        )
-        if not close:
+        same, difference = fingerprints_match(enc.fingerprint(), want["fingerprint"])
+        if not same:
             raise CheckpointMismatch(
-                f"{modality} encoder {enc.config.identity!r} has different weights (fingerprint "
-                f"{_fmt(got)}) from the one the checkpoint was trained on, {want['source']!r} "
-                f"(fingerprint {_fmt(want['fingerprint'])})"
+                f"{modality} encoder {enc.config.identity!r} has different weights from the one "
+                f"the checkpoint was trained on, {want['source']!r}: {difference}"
             )
 
 
@@ -174,10 +165,6 @@ def _load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor], dire
                 f"the model expects {tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=False)
-
-
-def _fmt(values: list[float]) -> str:
-    return "[" + ", ".join(f"{v:.6g}" for v in values) + "]"
 
 
 def _atomic_write(path: Path, write: Any) -> None:

@@ -15,6 +15,7 @@ Outputs (:class:`EncoderOutput`):
 
 from __future__ import annotations
 
+import math
 import string
 import threading
 from collections.abc import Sequence
@@ -91,15 +92,33 @@ class FrozenEncoder(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
         raise NotImplementedError
 
-    def fingerprint(self) -> list[float]:
-        """Sum and sum of squares of all weights (float64): tells one set of weights from another."""
-        total = torch.zeros((), dtype=torch.float64)
-        squares = torch.zeros((), dtype=torch.float64)
-        for p in self.model.parameters():
-            w = p.detach().to("cpu", torch.float64)
-            total += w.sum()
-            squares += (w * w).sum()
-        return [float(total), float(squares)]
+    def fingerprint(self) -> dict[str, list[float]]:
+        """{tensor name: [L2 norm, first value]} for every weight, in float64.
+
+        Tells one set of weights from another (a different checkpoint or a random init)
+        while the same weights stored in fp32, fp16 or bf16 stay within a relative 1e-2;
+        see :func:`fingerprints_match`.
+        """
+        out = {}
+        for name, p in sorted(self.model.named_parameters()):
+            w = p.detach().to("cpu", torch.float64).flatten()
+            out[name] = [round(float(w.norm()), 8), round(float(w[0]), 8)]
+        return out
+
+
+def fingerprints_match(
+    got: dict[str, list[float]], want: dict[str, list[float]]
+) -> tuple[bool, str]:
+    """Whether two :meth:`FrozenEncoder.fingerprint` results come from the same weights;
+    if not, the first difference in words."""
+    if sorted(got) != sorted(want):
+        extra, lacking = sorted(set(got) - set(want)), sorted(set(want) - set(got))
+        return False, f"tensor names differ (extra {extra[:3]}, lacking {lacking[:3]})"
+    for name in sorted(want):
+        for kind, a, b in zip(("norm", "first value"), got[name], want[name], strict=True):
+            if not math.isclose(a, b, rel_tol=1e-2, abs_tol=1e-4):
+                return False, f"{name} {kind} is {a:.6g}, expected {b:.6g}"
+    return True, ""
 
 
 def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Module:

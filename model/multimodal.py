@@ -194,5 +194,5 @@ class MultimodalModel(nn.Module):
             modality, out.tokens, out.mask, with_llm_tokens=with_llm_tokens
         )
 
-    def encoder_fingerprints(self) -> dict[str, list[float]]:
+    def encoder_fingerprints(self) -> dict[str, dict[str, list[float]]]:
         return {m: enc.fingerprint() for m, enc in self.encoders.items()}

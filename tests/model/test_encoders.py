@@ -1,5 +1,4 @@
 import dataclasses
-import math
 
 import numpy as np
 import pytest
@@ -9,7 +8,7 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertModel
 
 from model.config import PRESETS, EncoderConfig
-from model.encoders import AudioEncoder, build_encoder
+from model.encoders import AudioEncoder, build_encoder, fingerprints_match
 from model.errors import CheckpointMismatch, InvalidInput, MissingModality, MissingWeights
 from model.multimodal import MultimodalModel
 
@@ -218,8 +217,17 @@ def test_whisper_full_checkpoint_layout_loads_through_key_mapping(tmp_path):
     save_file(prefixed, tmp_path / "model.safetensors")
     reference.feature_extractor.save_pretrained(tmp_path)
     loaded = build_encoder(EncoderConfig(modality="audio", source=str(tmp_path), hidden_size=64))
-    fa, fb = reference.fingerprint(), loaded.fingerprint()
-    assert all(math.isclose(a, b, rel_tol=1e-9) for a, b in zip(fa, fb, strict=True))
+    assert loaded.fingerprint() == reference.fingerprint()
+
+
+def test_fingerprint_survives_half_precision_but_not_other_weights():
+    encoder = build_encoder(PRESETS["tiny"].encoders["text"])
+    fp32 = encoder.fingerprint()
+    encoder.model.to(torch.bfloat16)
+    assert fingerprints_match(encoder.fingerprint(), fp32) == (True, "")
+    other = build_encoder(dataclasses.replace(PRESETS["tiny"].encoders["text"], seed=1))
+    same, why = fingerprints_match(other.fingerprint(), fp32)
+    assert not same and "expected" in why
 
 
 def test_missing_tokenizer_files_are_refused(tmp_path):
