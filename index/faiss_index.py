@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,6 @@ class MatryoshkaIndexes:
         self.index64 = self._new_index(SHORTLIST_DIM)
         self.index512 = self._new_index(EMBED_DIM)
         self._tombstones: set[int] = set()
-        self._version = 0
         self._cache: dict[Any, Any] = {}
 
     @property
@@ -125,10 +125,10 @@ class MatryoshkaIndexes:
         return labels
 
     def _touch(self) -> None:
-        self._version += 1
         self._cache = {}
 
-    def _cached(self, key: Any, make: Any) -> Any:
+    def _cached(self, key: Any, make: Callable[[], Any]) -> Any:
+        """Derived arrays (id map, storage view, norms), dropped at every mutation."""
         cache = self._cache
         value = cache.get(key)
         if value is None:
