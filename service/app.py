@@ -178,7 +178,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
             )
             model = await asyncio.to_thread(load_embedder, settings)
-        store = await AsyncStore.open(settings.data_dir, IndexConfig(kind=settings.index_kind))
+        store = await AsyncStore.open(
+            settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
+        )
         engine = EmbeddingEngine(model, settings, observer=metrics)
         info = model.info
         state = ServiceState(

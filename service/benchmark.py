@@ -43,6 +43,7 @@ class Result:
     requests: int
     seconds: float
     latencies_ms: list[float]
+    mean_batch: float = float("nan")
 
     @property
     def throughput(self) -> float:
@@ -142,6 +143,16 @@ def request_kwargs(modality: str, payload: str | bytes) -> dict:
     return {"files": {"file": ("input", payload)}}
 
 
+def batch_totals(metrics: str, modality: str) -> tuple[float, float]:
+    """(batches, items) so far for a modality, from the server's batch-size histogram."""
+    values = {}
+    for line in metrics.splitlines():
+        for kind in ("count", "sum"):
+            if line.startswith(f'mmembed_batch_size_{kind}{{modality="{modality}"}}'):
+                values[kind] = float(line.rsplit(" ", 1)[1])
+    return values.get("count", 0.0), values.get("sum", 0.0)
+
+
 async def http_run(
     url: str, modality: str, payloads: list, concurrency: int, requests: int
 ) -> Result:
@@ -160,10 +171,15 @@ async def http_run(
                 latencies.append((time.perf_counter() - started) * 1000)
                 response.raise_for_status()
 
+        before = batch_totals((await client.get("/metrics")).text, modality)
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         seconds = time.perf_counter() - started
-    return Result(modality, "http", concurrency, requests, seconds, latencies)
+        after = batch_totals((await client.get("/metrics")).text, modality)
+    batches, items = after[0] - before[0], after[1] - before[1]
+    return Result(
+        modality, "http", concurrency, requests, seconds, latencies, items / max(batches, 1)
+    )
 
 
 # In-process -----------------------------------------------------------------------------
@@ -193,7 +209,7 @@ def inprocess_run(embedder, modality: str, items: list, batch_size: int, request
         done += size
     return Result(
         modality,
-        f"in-process b={batch_size}",
+        "in-process",
         batch_size,
         requests,
         time.perf_counter() - started,
@@ -259,11 +275,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     modalities = args.modalities.split(",") if args.modalities else list(settings.modalities)
 
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+    embedder = load_embedder(settings)
+
+    # Per modality: in-process first (the server idles), then HTTP, so that both see
+    # the same load from anything else running on the machine.
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as data_dir:
         proc, url, log = start_server(args, env, data_dir)
         try:
             for modality in modalities:
+                items = raw[modality]
+                if modality != "text":
+                    max_pixels = settings.max_image_pixels
+                    items = [decode_media(b, max_pixels=max_pixels).value for b in items]
+                local = inprocess_run(embedder, modality, items, args.batch_size, args.requests)
+                results.append(local)
+                print(f"  in-process {modality:5s} {local.throughput:8.1f}/s", file=sys.stderr)
                 for c in concurrencies:
                     result = asyncio.run(http_run(url, modality, raw[modality], c, args.requests))
                     results.append(result)
@@ -275,16 +304,6 @@ def main(argv: list[str] | None = None) -> int:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
             log.close()
-
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
-    embedder = load_embedder(settings)
-    for modality in modalities:
-        items = raw[modality]
-        if modality != "text":
-            items = [decode_media(b, max_pixels=settings.max_image_pixels).value for b in items]
-        result = inprocess_run(embedder, modality, items, args.batch_size, args.requests)
-        results.append(result)
 
     print_table(results, args, settings, concurrencies, modalities)
     return 0
@@ -300,14 +319,16 @@ def print_table(results, args, settings, concurrencies, modalities) -> None:
         f"server max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}; "
         f"{args.requests} requests per row\n"
     )
-    header = f"| {'modality':8s} | {'mode':18s} | {'conc.':>5s} | {'items/s':>8s} | {'p50 ms':>8s} | {'p99 ms':>8s} |"
-    print(header)
-    print("|" + "|".join("-" * (len(part)) for part in header.split("|")[1:-1]) + "|")
+    columns = ["modality", "mode", "concurrency", "batch", "items/s", "p50 ms", "p99 ms"]
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" for _ in columns) + "|")
     for r in results:
-        conc = str(r.concurrency) if r.mode == "http" else "-"
+        http = r.mode == "http"
+        concurrency = str(r.concurrency) if http else "-"
+        batch = f"{r.mean_batch:.1f} (mean)" if http else f"{r.concurrency}"
         print(
-            f"| {r.modality:8s} | {r.mode:18s} | {conc:>5s} | {r.throughput:8.1f} | "
-            f"{r.percentile(50):8.2f} | {r.percentile(99):8.2f} |"
+            f"| {r.modality} | {r.mode} | {concurrency} | {batch} | {r.throughput:.1f} | "
+            f"{r.percentile(50):.1f} | {r.percentile(99):.1f} |"
         )
     top = max(concurrencies)
     print()

@@ -226,7 +226,9 @@ def _open_store(settings: Settings) -> Any:
     from index.errors import StoreLocked
 
     try:
-        return VectorStore.open(settings.data_dir, IndexConfig(kind=settings.index_kind))
+        return VectorStore.open(
+            settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
+        )
     except StoreLocked as exc:
         raise CliError(f"{exc}; stop `mmembed serve` or add items through its HTTP API") from exc
 

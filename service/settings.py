@@ -65,7 +65,9 @@ class Settings(BaseSettings):
         None, description="Trained checkpoint folder (adapters, resampler, heads)."
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
-    dtype: Literal["float32", "float16", "bfloat16"] = Field("float32")
+    dtype: Literal["float32", "float16", "bfloat16"] = Field(
+        "float32", description="Model weights and activations; float16/bfloat16 need CUDA."
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads (default: torch's, one per core)."
     )
@@ -86,7 +88,10 @@ class Settings(BaseSettings):
     # Batching and limits
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most items per forward pass.")
     max_wait_ms: float = Field(
-        5.0, ge=0, le=1000, description="How long a batch waits for company."
+        5.0,
+        ge=0,
+        le=1000,
+        description="Longest wait, after its first item, for more items to fill a batch.",
     )
     queue_size: int = Field(
         1024, ge=1, description="Pending items per modality before 429 Too Many Requests."
@@ -109,7 +114,9 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one call.")
     max_k: int = Field(1000, ge=1, description="Largest k for search.")
 
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level; 'debug' also logs every request."
+    )
 
     @field_validator("api_keys", "modalities", mode="before")
     @classmethod
