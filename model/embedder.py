@@ -53,6 +53,8 @@ class Embedder:
         self.device = torch.device(device)
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}; got {dtype!r}")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.device} asked for, but CUDA is not available here")
         if dtype != "float32" and self.device.type != "cuda":
             raise ValueError(f"dtype {dtype} needs a CUDA device; on {self.device} use float32")
         if max_batch_size < 1:
@@ -63,9 +65,7 @@ class Embedder:
         self._preset = preset_name
         self._checkpoint = checkpoint
         self._trained = bool(trained)
-        if model.config.name == "tiny" or any(
-            e.source is None for e in model.config.encoders.values()
-        ):
+        if any(e.source is None for e in model.config.encoders.values()):
             logger.warning(
                 "DEMO MODEL: the %s encoders are small random networks; embeddings carry no meaning",
                 "/".join(m for m, e in model.config.encoders.items() if e.source is None),

@@ -2,6 +2,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from model import MATRYOSHKA_DIMS, Embedder
@@ -164,6 +165,12 @@ def test_half_precision_needs_cuda(tiny_model):
         Embedder(tiny_model, dtype="float16")
     with pytest.raises(ValueError, match="dtype must be one of"):
         Embedder(tiny_model, dtype="int8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a CPU-only machine")
+def test_cuda_without_cuda_is_a_clear_error(tiny_model):
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        Embedder(tiny_model, device="cuda")
 
 
 def test_unknown_preset_and_bad_overrides():
