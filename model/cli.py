@@ -224,6 +224,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     feat_p = data_sub.add_parser("features", help="compute and cache frozen-encoder features")
     features.add_arguments(feat_p)
     feat_p.set_defaults(func=_guard(features.run))
+    cmp_p = data_sub.add_parser(
+        "compare-windows", help="time full vs trimmed Whisper windows on the same clips"
+    )
+    features.add_arguments(cmp_p)
+    cmp_p.set_defaults(func=_guard(features.compare_windows))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -440,3 +440,62 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def frame_agreement(a: FeatureCache, b: FeatureCache, items: Sequence[str]) -> dict[str, float]:
+    """How close two caches' tokens are for the same items (e.g. full vs trimmed window).
+
+    Returns the mean and minimum over items of the mean per-frame cosine
+    similarity, and the share of items with the same number of frames.
+    """
+    cosines: list[float] = []
+    same_length = 0
+    for item in items:
+        x = a.get(item).astype(np.float32)
+        y = b.get(item).astype(np.float32)
+        same_length += int(x.shape == y.shape)
+        n = min(x.shape[0], y.shape[0])
+        num = (x[:n] * y[:n]).sum(1)
+        den = np.linalg.norm(x[:n], axis=1) * np.linalg.norm(y[:n], axis=1) + 1e-12
+        cosines.append(float(np.mean(num / den)))
+    return {
+        "items": len(cosines),
+        "mean_frame_cosine": float(np.mean(cosines)) if cosines else float("nan"),
+        "min_item_cosine": float(np.min(cosines)) if cosines else float("nan"),
+        "same_length_share": same_length / max(1, len(cosines)),
+    }
+
+
+def compare_windows(args: Any) -> int:
+    """``mmembed data compare-windows``: time both Whisper windows on the same clips.
+
+    Encodes the first ``--limit`` clips of ``--data`` with ``audio_window="full"``
+    and ``"trimmed"`` (each into its own cache under ``--cache-dir``, timing
+    only what is not cached yet) and prints seconds per clip and how close
+    the two windows' frames are.
+    """
+    from model.data import read_dataset
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pairs = [p for spec in args.data for p in read_dataset(spec).pairs[: args.limit]]
+    audio = [p for p in pairs if p.modality == "audio"]
+    items, skipped = pair_feature_items(audio)
+    caches: dict[str, FeatureCache] = {}
+    report: dict[str, Any] = {"clips": len(items)}
+    for window in ("trimmed", "full"):
+        args.audio_window = window
+        model = build_model_from_args(args).eval()
+        caches[window] = FeatureCache.for_model(args.cache_dir, model, "audio")
+        timed = [it for it in items if it[0] not in caches[window]]
+        rep, timing = build_features(
+            model, caches[window], timed, batch_size=args.batch_size, progress=False
+        )
+        skipped.extend(rep)
+        report[window] = timing
+    ids = [it[0] for it in items if it[0] in caches["full"] and it[0] in caches["trimmed"]]
+    report["agreement"] = frame_agreement(caches["full"], caches["trimmed"], ids)
+    if skipped.count:
+        print(skipped.summary())
+    print(json.dumps(report, indent=2))
+    return 0
