@@ -87,6 +87,7 @@ class TrainConfig:
     text_token_drop: float = 0.1
     # bookkeeping
     limit_train: int | None = None
+    max_minutes: float | None = None
     eval_every: int = 0
     seed: int = 0
     resume: str | None = None
@@ -554,13 +555,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     train_start = time.perf_counter()
     epoch_times: list[float] = []
-    while step < total_steps:
+
+    def out_of_time() -> bool:
+        if cfg.max_minutes is None:
+            return False
+        return time.perf_counter() - train_start > 60.0 * cfg.max_minutes
+
+    while step < total_steps and not out_of_time():
         batches = unique_group_batches(train_data.groups, cfg.batch_size, rng)
         bar = tqdm(batches, desc=f"epoch {epoch + 1}", unit="batch", disable=not cfg.progress)
         epoch_start = time.perf_counter()
         seen = 0
         for batch in bar:
-            if step >= total_steps:
+            if step >= total_steps or out_of_time():
                 break
             with _autocast(device):
                 loss = batch_loss(model, train_data, caches, batch, cfg, mrl, rng, device)
@@ -607,6 +614,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "feature_seconds": round(feature_seconds, 1),
         "feature_timing": feature_timing,
         "train_seconds": round(time.perf_counter() - train_start, 1),
+        "stopped_by_time_limit": step < total_steps,
         "epoch_seconds": [round(t, 1) for t in epoch_times],
         "checkpoint": str(out / "best"),
     }
