@@ -194,10 +194,10 @@ def main(argv: list[str] | None = None) -> None:
     print("the whole audio path (preprocess, Whisper, resampler, heads) for one clip:")
     print()
     print(
-        "| clip | valid frames | cross-attn ms | resampler ms | trimmed total ms | full total ms |"
+        "| clip  | valid frames | cross-attn ms | resampler ms | trimmed total ms | full total ms |"
     )
     print(
-        "|------|--------------|---------------|--------------|------------------|---------------|"
+        "|-------|--------------|---------------|--------------|------------------|---------------|"
     )
     cross = model.resampler.layers[0].cross_attn
     latents = model.resampler.latents.expand(8, -1, -1)
