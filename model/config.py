@@ -8,6 +8,7 @@ part. Checkpoints store it as JSON; model code never reads the environment.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -296,7 +297,7 @@ def preset(
     """The preset ``name``, optionally with other encoder sources and fewer modalities."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; known presets: {sorted(PRESETS)}")
-    config = PRESETS[name]
+    config = copy.deepcopy(PRESETS[name])  # callers may edit their copy's dicts
     if modalities is not None:
         config = config.with_modalities(modalities)
     if encoders:

@@ -173,6 +173,14 @@ def test_cuda_without_cuda_is_a_clear_error(tiny_model):
         Embedder(tiny_model, device="cuda")
 
 
+def test_presets_are_handed_out_as_copies():
+    from model.config import PRESETS, preset
+
+    config = preset("tiny")
+    config.encoders["text"].random_init["hidden_size"] = 7
+    assert PRESETS["tiny"].encoders["text"].random_init["hidden_size"] == 48
+
+
 def test_unknown_preset_and_bad_overrides():
     with pytest.raises(ValueError, match="unknown preset 'huge'"):
         Embedder.from_preset("huge")
