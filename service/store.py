@@ -55,6 +55,13 @@ class AsyncStore:
     ) -> str:
         return await self._call(self.store.add, vector, modality=modality, metadata=metadata, id=id)
 
+    async def upsert(
+        self, vector: np.ndarray, *, id: str, modality: str, metadata: dict | None
+    ) -> str:
+        return await self._call(
+            self.store.upsert, vector, id=id, modality=modality, metadata=metadata
+        )
+
     async def add_many(self, items: list[NewItem]) -> list[str]:
         return await self._call(self.store.add_many, items)
 

@@ -86,6 +86,18 @@ def _item_out(item: Item, engine: EmbeddingEngine, dims: int | None) -> ItemOut:
 async def add_item(
     request: Request, state: StateDep, engine: EngineDep, store: StoreDep, settings: SettingsDep
 ):
+    inputs, item_id, metadata = await _read_item(request, settings)
+    (item,) = await decode_inputs(inputs, engine, settings)
+    vector = await engine.embed_one(item)
+    new_id = await store.add(vector, modality=item.modality, metadata=metadata, id=item_id)
+    await state.refresh_index_gauge()
+    return ItemCreated(id=new_id, modality=item.modality)
+
+
+async def _read_item(
+    request: Request, settings: Settings
+) -> tuple[list[RawInput], str | None, dict | None]:
+    """One item's input, id and metadata, from multipart or JSON."""
     require_form_or_json(request)
     if is_json(request):
         body = await read_json(request, ItemIn)
@@ -99,11 +111,7 @@ async def add_item(
         if item_id is not None and not 1 <= len(item_id) <= 256:
             raise InvalidRequest(f"id must be 1 to 256 characters, got {len(item_id)}")
     check_count(inputs, settings, single=True)
-    (item,) = await decode_inputs(inputs, engine, settings)
-    vector = await engine.embed_one(item)
-    new_id = await store.add(vector, modality=item.modality, metadata=metadata, id=item_id)
-    await state.refresh_index_gauge()
-    return ItemCreated(id=new_id, modality=item.modality)
+    return inputs, item_id, metadata
 
 
 def _json_input(label: str, body: ItemIn, settings: Settings) -> RawInput:
@@ -152,6 +160,35 @@ async def add_items(
     return ItemsCreated(
         items=[ItemCreated(id=i, modality=it.modality) for i, it in zip(ids, items, strict=True)]
     )
+
+
+@router.put(
+    "/items/{item_id:path}",
+    response_model=ItemCreated,
+    responses=ERROR_RESPONSES,
+    summary="Embed and store one item under this id, replacing any item it had",
+    openapi_extra=request_body(
+        json_model=ItemIn,
+        form_fields={"file": FILE_FIELD, "text": TEXT_FIELD, "metadata": METADATA_FIELD},
+        description="As `POST /items`; the id comes from the path (a body id must match it).",
+    ),
+)
+async def put_item(
+    item_id: ItemId,
+    request: Request,
+    state: StateDep,
+    engine: EngineDep,
+    store: StoreDep,
+    settings: SettingsDep,
+):
+    inputs, body_id, metadata = await _read_item(request, settings)
+    if body_id is not None and body_id != item_id:
+        raise InvalidRequest(f"the body's id {body_id!r} differs from the path's {item_id!r}")
+    (item,) = await decode_inputs(inputs, engine, settings)
+    vector = await engine.embed_one(item)
+    await store.upsert(vector, id=item_id, modality=item.modality, metadata=metadata)
+    await state.refresh_index_gauge()
+    return ItemCreated(id=item_id, modality=item.modality)
 
 
 @router.get("/items", response_model=ItemListOut, responses=ERROR_RESPONSES, summary="List items")

@@ -102,6 +102,19 @@ def test_items_round_trip(client, png_bytes, wav_bytes):
     assert client.get("/items").json()["total"] == 2
 
 
+def test_put_replaces_an_item(client, png_bytes):
+    assert client.put("/items/p1", json={"text": "first", "metadata": {"v": 1}}).status_code == 200
+    replaced = client.put(
+        "/items/p1", files={"file": ("x", png_bytes)}, data={"metadata": '{"v": 2}'}
+    )
+    assert replaced.json() == {"id": "p1", "modality": "image"}
+    item = client.get("/items/p1").json()
+    assert item["modality"] == "image" and item["metadata"] == {"v": 2}
+    assert client.get("/items").json()["total"] == 1
+    mismatch = client.put("/items/p1", json={"text": "x", "id": "other"})
+    assert mismatch.status_code == 400 and "differs" in mismatch.json()["error"]["message"]
+
+
 def test_ids_may_contain_slashes(client):
     assert client.post("/items", json={"text": "x", "id": "docs/a/1"}).status_code == 201
     assert client.get("/items/docs/a/1").json()["id"] == "docs/a/1"
