@@ -127,8 +127,9 @@ def _message(exc: Exception) -> str:
 def _validation_message(errors: list[dict[str, Any]]) -> str:
     parts = []
     for err in errors:
+        msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else err.get("msg", "invalid"))
+        parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts) or "invalid request"
 
 

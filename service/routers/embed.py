@@ -51,7 +51,7 @@ router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
 async def embed(request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512):
     require_form_or_json(request)
     if is_json(request):
-        inputs = [RawInput("text", text=(await read_json(request, TextIn)).text)]
+        inputs = [RawInput("input", text=(await read_json(request, TextIn)).text)]
     else:
         async with read_form(request, settings) as form:
             inputs = await form_inputs(form, settings)

@@ -101,7 +101,7 @@ async def _read_item(
     require_form_or_json(request)
     if is_json(request):
         body = await read_json(request, ItemIn)
-        inputs = [_json_input("item", body, settings)]
+        inputs = [_json_input("input", body, settings)]
         item_id, metadata = body.id, body.metadata
     else:
         async with read_form(request, settings) as form:

@@ -146,7 +146,7 @@ async def search_upload(
     filters = _where(where)
     require_form_or_json(request)
     if is_json(request):
-        inputs = [RawInput("text", text=(await read_json(request, TextIn)).text)]
+        inputs = [RawInput("input", text=(await read_json(request, TextIn)).text)]
     else:
         async with read_form(request, settings) as form:
             inputs = await form_inputs(form, settings)
