@@ -51,6 +51,8 @@ MAX_ID_LENGTH = 256
 MAX_MODALITY_LENGTH = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_LIST_LIMIT = 10_000
+# SQLite integers are signed 64-bit; a larger OFFSET overflows in the driver.
+SQLITE_MAX_INT = 2**63 - 1
 FILTER_CACHE_SIZE = 32  # recent filters' label sets, dropped at every write
 _RECONCILE_BATCH = 10_000
 
@@ -276,8 +278,8 @@ class VectorStore(VectorBackend):
             _check_modality(modality)
         if not _is_int(limit) or not 1 <= limit <= MAX_LIST_LIMIT:
             raise InvalidQuery(f"limit must be an int in [1, {MAX_LIST_LIMIT}], got {limit!r}")
-        if not _is_int(offset) or offset < 0:
-            raise InvalidQuery(f"offset must be an int >= 0, got {offset!r}")
+        if not _is_int(offset) or not 0 <= offset <= SQLITE_MAX_INT:
+            raise InvalidQuery(f"offset must be an int in [0, {SQLITE_MAX_INT}], got {offset!r}")
         with self._rw.read():
             self._check_open()
             return self._sql.list(modality, int(limit), int(offset))

@@ -146,6 +146,9 @@ def test_bad_list_arguments(store):
         store.list(limit=10**6)
     with pytest.raises(InvalidQuery, match="offset"):
         store.list(offset=-1)
+    with pytest.raises(InvalidQuery, match="offset"):
+        store.list(offset=2**63)  # beyond SQLite's integers: was an OverflowError
+    assert store.list(offset=2**63 - 1) == []
     with pytest.raises(InvalidItem, match="modality"):
         store.count(modality="")
 
