@@ -234,15 +234,13 @@ def _open_store(settings: Settings) -> Any:
 
 
 def _metadata(text: str | None) -> dict[str, Any]:
-    if not text:
-        return {}
+    from service.errors import InvalidRequest
+    from service.inputs import parse_json_object
+
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"--metadata is not valid JSON: {exc}") from exc
-    if not isinstance(value, dict):
-        raise CliError("--metadata must be a JSON object")
-    return value
+        return parse_json_object(text, name="--metadata") or {}
+    except InvalidRequest as exc:
+        raise CliError(str(exc)) from exc
 
 
 def cmd_index_add(args: argparse.Namespace) -> int:

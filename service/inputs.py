@@ -161,8 +161,12 @@ def base64_input(label: str, content: str, settings: Settings) -> RawInput:
     return RawInput(label, data=data)
 
 
-def parse_metadata(value: Any) -> dict[str, Any] | None:
-    """Metadata from a form field (JSON text) or JSON body (object); 400 if not an object."""
+def parse_json_object(value: Any, *, name: str) -> dict[str, Any] | None:
+    """A JSON object given as text (form field, query, flag) or already parsed (JSON body).
+
+    None when absent or blank; InvalidRequest naming `name` when it is not valid JSON
+    or not an object.
+    """
     if value is None:
         return None
     if isinstance(value, str):
@@ -171,10 +175,15 @@ def parse_metadata(value: Any) -> dict[str, Any] | None:
         try:
             value = json.loads(value)
         except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"metadata is not valid JSON: {exc}") from exc
+            raise InvalidRequest(f"{name} is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
-        raise InvalidRequest(f"metadata must be a JSON object, got {type(value).__name__}")
+        raise InvalidRequest(f"{name} must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def parse_metadata(value: Any) -> dict[str, Any] | None:
+    """Metadata from a form field (JSON text) or JSON body (object); 400 if not an object."""
+    return parse_json_object(value, name="metadata")
 
 
 def check_count(inputs: list[RawInput], settings: Settings, *, single: bool) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +17,7 @@ from service.inputs import (
     decode_inputs,
     form_inputs,
     is_json,
+    parse_json_object,
     read_form,
     read_json,
     require_form_or_json,
@@ -50,15 +50,7 @@ WhereQuery = Annotated[
 
 
 def _where(value: str | None) -> dict[str, Any] | None:
-    if value is None or not value.strip():
-        return None
-    try:
-        parsed = json.loads(value)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(f"where is not valid JSON: {exc}") from exc
-    if not isinstance(parsed, dict):
-        raise InvalidRequest("where must be a JSON object of metadata fields to match")
-    return parsed
+    return parse_json_object(value, name="where")
 
 
 def _check_k(k: int, settings: Settings) -> None:

@@ -167,6 +167,15 @@ def cases(png: bytes) -> list[tuple[str, str, str, dict, int, str, str]]:
         ),
         ("bad mode", "GET", "/search?q=x&mode=fast", {}, 422, "validation_error", "mode"),
         ("malformed where", "GET", "/search?q=x&where={oops", {}, 400, "invalid_request", "where"),
+        (
+            "where not an object",
+            "GET",
+            "/search?q=x&where=[1]",
+            {},
+            400,
+            "invalid_request",
+            "where must be a JSON object",
+        ),
         ("unknown id", "GET", "/items/does-not-exist", {}, 404, "not_found", "does-not-exist"),
         (
             "delete unknown id",
