@@ -166,6 +166,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
             mine = (
                 dataclasses.asdict(model.config.encoders[m]) if m in model.config.encoders else None
             )
+            if mine is not None and args.audio_window and m == "audio":
+                # An explicit --audio-window evaluates both models on that window.
+                enc = {**enc, "audio_window": args.audio_window}
             if mine != enc:
                 raise ValueError(
                     f"baseline {args.baseline} was trained on {m} encoder {enc}, "
