@@ -53,7 +53,8 @@ def test_every_setting_named_in_the_readme_exists():
 
 
 def test_every_subcommand_in_the_readme_exists():
-    named = set(re.findall(r"^\s*mmembed ([a-z]+)", README, re.M))
+    code = "\n".join(body for _, body in _code_blocks(README))
+    named = set(re.findall(r"^\s*mmembed ([a-z]+)", code, re.M))
     named |= set(re.findall(r"`mmembed ([a-z]+)", README))
     out = subprocess.run(
         [sys.executable, "-m", "service.cli", "--help"], capture_output=True, text=True, check=True
