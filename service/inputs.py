@@ -30,6 +30,7 @@ from service.errors import (
     UnsupportedMedia,
 )
 from service.media import decode_media
+from service.schemas import TextIn
 from service.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -198,6 +199,18 @@ def check_count(inputs: list[RawInput], settings: Settings, *, single: bool) -> 
         raise InvalidRequest(
             f"{len(inputs)} inputs; the limit is {settings.max_inputs_per_request} per request"
         )
+
+
+async def read_single_input(request: Request, settings: Settings) -> list[RawInput]:
+    """The one input of a call taking a `file` part or a `text` field, or JSON `{"text"}`."""
+    require_form_or_json(request)
+    if is_json(request):
+        inputs = [RawInput("input", text=(await read_json(request, TextIn)).text)]
+    else:
+        async with read_form(request, settings) as form:
+            inputs = await form_inputs(form, settings)
+    check_count(inputs, settings, single=True)
+    return inputs
 
 
 async def _decode(raw: RawInput, engine: EmbeddingEngine, settings: Settings) -> Input:

@@ -15,6 +15,7 @@ from service.inputs import (
     is_json,
     read_form,
     read_json,
+    read_single_input,
     require_form_or_json,
 )
 from service.schemas import (
@@ -49,13 +50,7 @@ router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
     ),
 )
 async def embed(request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512):
-    require_form_or_json(request)
-    if is_json(request):
-        inputs = [RawInput("input", text=(await read_json(request, TextIn)).text)]
-    else:
-        async with read_form(request, settings) as form:
-            inputs = await form_inputs(form, settings)
-    check_count(inputs, settings, single=True)
+    inputs = await read_single_input(request, settings)
     (item,) = await decode_inputs(inputs, engine, settings)
     vector = await engine.embed_one(item)
     return EmbedOut(

@@ -13,14 +13,9 @@ from service.errors import InvalidRequest
 from service.inputs import (
     DimsQuery,
     RawInput,
-    check_count,
     decode_inputs,
-    form_inputs,
-    is_json,
     parse_json_object,
-    read_form,
-    read_json,
-    require_form_or_json,
+    read_single_input,
 )
 from service.schemas import (
     ERROR_RESPONSES,
@@ -136,13 +131,7 @@ async def search_upload(
 ):
     _check_k(k, settings)
     filters = _where(where)
-    require_form_or_json(request)
-    if is_json(request):
-        inputs = [RawInput("input", text=(await read_json(request, TextIn)).text)]
-    else:
-        async with read_form(request, settings) as form:
-            inputs = await form_inputs(form, settings)
-    check_count(inputs, settings, single=True)
+    inputs = await read_single_input(request, settings)
     (query,) = await decode_inputs(inputs, engine, settings)
     return await _search(
         query,
