@@ -168,27 +168,23 @@ def read_source(source: str | Path) -> list[str]:
         texts = _fortune_texts(path)
     else:
         texts = [path.read_text(encoding="utf-8", errors="replace")]
-    seen: set[str] = set()
-    out: list[str] = []
-    for text in texts:
-        for sentence in extract_sentences(text):
-            key = normalise(sentence)
-            if key not in seen:
-                seen.add(key)
-                out.append(sentence)
-    return out
+    return _unique(sentence for text in texts for sentence in extract_sentences(text))
 
 
 def read_sources(sources: Sequence[str | Path]) -> list[str]:
     """Sentences of several sources, deduplicated across them."""
+    return _unique(sentence for source in sources for sentence in read_source(source))
+
+
+def _unique(sentences: Iterable[str]) -> list[str]:
+    """First occurrence of each sentence, compared after :func:`normalise`."""
     seen: set[str] = set()
     out: list[str] = []
-    for source in sources:
-        for sentence in read_source(source):
-            key = normalise(sentence)
-            if key not in seen:
-                seen.add(key)
-                out.append(sentence)
+    for sentence in sentences:
+        key = normalise(sentence)
+        if key not in seen:
+            seen.add(key)
+            out.append(sentence)
     return out
 
 
