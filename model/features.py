@@ -58,12 +58,15 @@ def cache_key_parts(encoder_config: Any, preprocessing: dict[str, Any] | None = 
     """Everything the cached features depend on, as a JSON-safe dict.
 
     ``encoder_config`` is a :class:`model.config.EncoderConfig`; a local
-    source folder contributes a fingerprint of its files.
+    source folder is named by its resolved path and contributes a fingerprint of
+    its files.
     """
     enc = asdict(encoder_config)
     parts: dict[str, Any] = {"version": FEATURES_VERSION, "encoder": enc}
     source = enc.get("source")
     if source and Path(source).is_dir():
+        # One folder, however it is spelt (relative, absolute, through a symlink).
+        enc["source"] = str(Path(source).resolve())
         parts["weights"] = _folder_fingerprint(Path(source))
     parts["preprocessing"] = preprocessing or {}
     return parts

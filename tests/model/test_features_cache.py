@@ -113,3 +113,19 @@ def test_collate_pads_and_masks() -> None:
     assert tokens.shape == (2, 4, 3) and tokens.dtype == torch.float32
     assert mask.tolist() == [[True, True, False, False], [True] * 4]
     assert tokens[0, 2:].abs().sum() == 0
+
+
+def test_one_folder_spelt_two_ways_is_one_key(tmp_path, tiny_audio_text, monkeypatch) -> None:
+    folder = tmp_path / "models" / "weights"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text('{"a": 1}')
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    enc = tiny_audio_text.config.encoders["text"]
+    absolute = cache_key(cache_key_parts(dataclasses.replace(enc, source=str(folder))))
+    relative = cache_key(cache_key_parts(dataclasses.replace(enc, source="../models/weights")))
+    assert absolute == relative
+    other = tmp_path / "models" / "other"
+    other.mkdir()
+    (other / "config.json").write_text('{"a": 1}')
+    assert cache_key(cache_key_parts(dataclasses.replace(enc, source=str(other)))) != absolute
