@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.adapters import Adapter
+from model.adapters import Adapter, pool_frames
 from model.config import MODALITIES, ModelConfig
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
@@ -177,7 +177,15 @@ class MultimodalModel(nn.Module):
         param = self.resampler.latents
         tokens = tokens.to(param.device, param.dtype)
         mask = mask.to(param.device, torch.bool)
-        x = adapter(tokens)  # (B, T, dim)
+        if modality == "audio":
+            # (B, T, D_enc) -> (B, ceil(T / pool), D_enc)
+            tokens, mask = pool_frames(tokens, mask, self.config.adapter.audio_frame_pool)
+        # The adapter runs on the real tokens only: padding would be dropped by
+        # the resampler's mask anyway, and in a batch of mixed lengths it is
+        # often half the rows.
+        real = adapter(tokens[mask])  # (n_real, dim)
+        x = real.new_zeros(*mask.shape, real.shape[-1])
+        x[mask] = real  # (B, T, dim), zeros at padding
         latents = self.resampler(x, mask)  # (B, N, dim)
         return ModelOutput(
             embedding=self.alignment_head(latents),  # (B, 512)

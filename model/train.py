@@ -62,6 +62,7 @@ class TrainConfig:
     num_latents: int | None = None
     perceiver_ff_mult: int | None = None
     adapter_mult: int | None = None
+    audio_frame_pool: int | None = None
     dropout: float | None = None
     llm_dim: int | None = None
     random_init_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -144,7 +145,11 @@ def model_config(cfg: TrainConfig) -> Any:
         )
     adapter = {
         k: v
-        for k, v in {"hidden_mult": cfg.adapter_mult, "dropout": cfg.dropout}.items()
+        for k, v in {
+            "hidden_mult": cfg.adapter_mult,
+            "dropout": cfg.dropout,
+            "audio_frame_pool": cfg.audio_frame_pool,
+        }.items()
         if v is not None
     }
     if adapter:

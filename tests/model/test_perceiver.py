@@ -1,9 +1,12 @@
+import dataclasses
+
 import pytest
 import torch
 
-from model.adapters import Adapter
-from model.config import AdapterConfig, PerceiverConfig
+from model.adapters import Adapter, pool_frames
+from model.config import PRESETS, AdapterConfig, PerceiverConfig
 from model.heads import AlignmentHead, LLMProjector
+from model.multimodal import MultimodalModel
 from model.perceiver import PerceiverResampler
 
 CFG = PerceiverConfig(dim=64, num_latents=8, depth=2, heads=4, ff_mult=2)
@@ -97,3 +100,40 @@ def test_llm_projector_gets_gradients_from_an_llm_loss(tiny_model):
         assert tiny_model.alignment_head.proj.weight.grad is None
     finally:
         tiny_model.zero_grad(set_to_none=True)
+
+
+def test_pool_frames_averages_real_frames_only():
+    tokens = torch.arange(10.0).view(1, 5, 2).repeat(2, 1, 1)  # rows [0,1], [2,3], ... [8,9]
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    pooled, pooled_mask = pool_frames(tokens, mask, 2)
+    assert pooled.shape == (2, 3, 2)
+    assert pooled[0].tolist() == [[1.0, 2.0], [5.0, 6.0], [8.0, 9.0]]  # last group: one frame
+    assert pooled[1].tolist() == [[1.0, 2.0], [4.0, 5.0], [0.0, 0.0]]  # padding not averaged in
+    assert pooled_mask.tolist() == [[True, True, True], [True, True, False]]
+    same, same_mask = pool_frames(tokens, mask, 1)
+    assert same is tokens and same_mask is mask
+
+
+def test_audio_frame_pool_must_be_positive():
+    with pytest.raises(ValueError, match="audio_frame_pool"):
+        AdapterConfig(audio_frame_pool=0)
+
+
+def test_pooled_audio_path_ignores_padding_and_differs_from_unpooled():
+    torch.manual_seed(0)
+    config = PRESETS["tiny"].with_modalities(("audio", "text"))
+    pooled_cfg = dataclasses.replace(
+        config, adapter=dataclasses.replace(config.adapter, audio_frame_pool=4)
+    )
+    plain = MultimodalModel(config).eval()
+    pooled = MultimodalModel(pooled_cfg).eval()
+    pooled.load_state_dict(plain.state_dict())
+    clip = torch.randn(1, 13, 64)
+    padded = torch.cat([clip, torch.randn(1, 7, 64)], dim=1)
+    mask = torch.tensor([[True] * 13 + [False] * 7])
+    with torch.no_grad():
+        alone = pooled.forward_features("audio", clip, torch.ones(1, 13, dtype=torch.bool))
+        in_batch = pooled.forward_features("audio", padded, mask)
+        unpooled = plain.forward_features("audio", clip, torch.ones(1, 13, dtype=torch.bool))
+    torch.testing.assert_close(alone.embedding, in_batch.embedding, atol=1e-5, rtol=1e-5)
+    assert (alone.embedding - unpooled.embedding).abs().max() > 1e-3
