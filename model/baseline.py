@@ -62,9 +62,18 @@ class MeanPoolBaseline(nn.Module):
         return list(self.parameters())
 
     def forward_features(
-        self, modality: str, tokens: torch.Tensor, mask: torch.Tensor
+        self,
+        modality: str,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        *,
+        with_llm_tokens: bool = False,
     ) -> BaselineOutput:
-        """tokens (B, T, D_enc), mask (B, T) bool -> embedding (B, 512)."""
+        """tokens (B, T, D_enc), mask (B, T) bool -> embedding (B, 512).
+
+        ``with_llm_tokens`` is accepted so training code can call both models one
+        way; the baseline has no LLM projector and ignores it.
+        """
         if modality not in self.proj:
             raise ValueError(f"baseline has no {modality} projection (has {self.modalities})")
         param = self.proj[modality].weight

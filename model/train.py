@@ -298,7 +298,9 @@ def embed_cached(
         chunk = order[start : start + batch_size]
         tokens, mask = collate([cache.get(ids[i]) for i in chunk])
         with _autocast(device):
-            emb = model.forward_features(modality, tokens.to(device), mask.to(device)).embedding
+            emb = model.forward_features(
+                modality, tokens.to(device), mask.to(device), with_llm_tokens=False
+            ).embedding
         out[chunk] = emb.float().cpu().numpy()
     model.train(was_training)
     return out
@@ -371,7 +373,10 @@ def batch_loss(
         augment_tokens(caches["text"].get(data.text_ids[i]), cfg, rng, text=True) for i in batch
     ]
     t_tokens, t_mask = collate(text_feats)
-    text_emb = model.forward_features("text", t_tokens.to(device), t_mask.to(device)).embedding
+    # The loss uses only the embeddings: skip the LLM projector's (B, N, llm_dim) output.
+    text_emb = model.forward_features(
+        "text", t_tokens.to(device), t_mask.to(device), with_llm_tokens=False
+    ).embedding
     logit_scale = model.temperature()
     total = text_emb.new_zeros(())
     modalities = [data.pairs[i].modality for i in batch]
@@ -383,7 +388,9 @@ def batch_loss(
             augment_tokens(caches[modality].get(data.media_ids[batch[k]]), cfg, rng) for k in rows
         ]
         tokens, mask = collate(feats)
-        media_emb = model.forward_features(modality, tokens.to(device), mask.to(device)).embedding
+        media_emb = model.forward_features(
+            modality, tokens.to(device), mask.to(device), with_llm_tokens=False
+        ).embedding
         t = text_emb[rows]
         loss = cfg.clip_weight * clip_loss(media_emb, t, logit_scale)
         if mrl is not None and cfg.mrl_weight > 0:
