@@ -49,10 +49,14 @@ class CrossAttention(nn.Module):
         B, N, D = latents.shape
         h = self.heads
         latents = self.norm_latents(latents)
-        tokens = self.norm_tokens(tokens)
-        context = torch.cat([tokens, latents], dim=1)  # (B, T+N, D)
+        # Keys and values of the real tokens only: padding is masked out below
+        # anyway, and in a batch of mixed lengths it can be most of the rows.
+        real = self.to_kv(self.norm_tokens(tokens[mask]))  # (n_real, 2D)
+        kv_tokens = real.new_zeros(B, tokens.shape[1], 2 * D)
+        kv_tokens[mask] = real  # (B, T, 2D)
+        kv = torch.cat([kv_tokens, self.to_kv(latents)], dim=1)  # (B, T+N, 2D)
         q = self.to_q(latents).view(B, N, h, D // h).transpose(1, 2)  # (B, h, N, hs)
-        k, v = self.to_kv(context).chunk(2, dim=-1)  # (B, T+N, D) each
+        k, v = kv.chunk(2, dim=-1)  # (B, T+N, D) each
         k = k.view(B, -1, h, D // h).transpose(1, 2)  # (B, h, T+N, hs)
         v = v.view(B, -1, h, D // h).transpose(1, 2)  # (B, h, T+N, hs)
         keep = torch.cat([mask, mask.new_ones(B, N)], dim=1)  # (B, T+N)
