@@ -126,3 +126,27 @@ def test_override_for_a_modality_the_checkpoint_lacks_is_refused(trained_dir):
     path, _ = trained_dir
     with pytest.raises(CheckpointMismatch, match="image"):
         load_model(path, encoder_overrides={"image": "/somewhere"})
+
+
+def test_audio_frame_pool_is_saved_and_older_configs_default_to_one(tmp_path):
+    import dataclasses
+
+    config = PRESETS["tiny"].with_modalities(["audio", "text"])
+    pooled = dataclasses.replace(
+        config, adapter=dataclasses.replace(config.adapter, audio_frame_pool=4)
+    )
+    torch.manual_seed(0)
+    model = MultimodalModel(pooled).eval()
+    save_checkpoint(model, tmp_path / "pooled", {"trained": True})
+    clip = np.sin(np.arange(24_000) / 5).astype(np.float32)
+    loaded = Embedder.from_checkpoint(tmp_path / "pooled")
+    assert loaded.model.config.adapter.audio_frame_pool == 4
+    np.testing.assert_array_equal(
+        loaded.embed_audio([clip], 16_000), Embedder(model).embed_audio([clip], 16_000)
+    )
+
+    def drop_pool(doc):
+        del doc["config"]["adapter"]["audio_frame_pool"]
+
+    older = _edit_config(tmp_path / "pooled", tmp_path / "older", drop_pool)
+    assert load_model(older).config.adapter.audio_frame_pool == 1
