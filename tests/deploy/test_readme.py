@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -61,6 +62,37 @@ def test_every_subcommand_in_the_readme_exists():
     ).stdout
     listed = set(re.findall(r"^    ([a-z]+)\s", out, re.M))
     assert named <= listed, f"README names subcommands the CLI lacks: {sorted(named - listed)}"
+
+
+def _mmembed_commands(text: str) -> list[list[str]]:
+    """Every ``mmembed ...`` command line of the bash blocks, continuations joined,
+    shell variables expanded from the block's own assignments (``ENC="..."``)."""
+    commands = []
+    for _, body in _code_blocks(text):
+        body = body.replace("\\\n", " ")
+        variables = dict(re.findall(r'^([A-Z_]+)="([^"]*)"$', body, re.M))
+        for line in body.splitlines():
+            line = line.strip()
+            if not line.startswith("mmembed "):
+                continue
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
+            commands.append(shlex.split(line.split(" #")[0])[1:])
+    return commands
+
+
+def test_every_mmembed_command_in_the_readme_parses():
+    """Flags, not only subcommand names: a renamed option breaks this test, not a reader."""
+    from service.cli import build_parser
+
+    commands = _mmembed_commands(README)
+    assert len(commands) >= 10, "fewer mmembed commands than the README shows; is the parser off?"
+    parser = build_parser()
+    for argv in commands:
+        try:
+            parser.parse_args(argv)
+        except SystemExit as exc:
+            pytest.fail(f"README command does not parse: mmembed {shlex.join(argv)} ({exc})")
 
 
 @pytest.mark.slow
