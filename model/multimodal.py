@@ -16,13 +16,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.adapters import Adapter, pool_frames
+from model.adapters import Adapter
 from model.config import MODALITIES, ModelConfig
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector
 from model.losses import Temperature
 from model.perceiver import PerceiverResampler
+from model.tokens import on_real_tokens, pool_frames
 
 logger = logging.getLogger(__name__)
 
@@ -180,12 +181,7 @@ class MultimodalModel(nn.Module):
         if modality == "audio":
             # (B, T, D_enc) -> (B, ceil(T / pool), D_enc)
             tokens, mask = pool_frames(tokens, mask, self.config.adapter.audio_frame_pool)
-        # The adapter runs on the real tokens only: padding would be dropped by
-        # the resampler's mask anyway, and in a batch of mixed lengths it is
-        # often half the rows.
-        real = adapter(tokens[mask])  # (n_real, dim)
-        x = real.new_zeros(*mask.shape, real.shape[-1])
-        x[mask] = real  # (B, T, dim), zeros at padding
+        x = on_real_tokens(adapter, tokens, mask)  # (B, T, dim), zeros at padding
         latents = self.resampler(x, mask)  # (B, N, dim)
         return ModelOutput(
             embedding=self.alignment_head(latents),  # (B, 512)

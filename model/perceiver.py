@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.config import PerceiverConfig
+from model.tokens import on_real_tokens
 
 
 class CrossAttention(nn.Module):
@@ -49,11 +50,9 @@ class CrossAttention(nn.Module):
         B, N, D = latents.shape
         h = self.heads
         latents = self.norm_latents(latents)
-        # Keys and values of the real tokens only: padding is masked out below
-        # anyway, and in a batch of mixed lengths it can be most of the rows.
-        real = self.to_kv(self.norm_tokens(tokens[mask]))  # (n_real, 2D)
-        kv_tokens = real.new_zeros(B, tokens.shape[1], 2 * D)
-        kv_tokens[mask] = real  # (B, T, 2D)
+        kv_tokens = on_real_tokens(
+            lambda t: self.to_kv(self.norm_tokens(t)), tokens, mask
+        )  # (B, T, 2D), zeros at padding (masked out below)
         kv = torch.cat([kv_tokens, self.to_kv(latents)], dim=1)  # (B, T+N, 2D)
         q = self.to_q(latents).view(B, N, h, D // h).transpose(1, 2)  # (B, h, N, hs)
         k, v = kv.chunk(2, dim=-1)  # (B, T+N, D) each

@@ -3,11 +3,12 @@ import dataclasses
 import pytest
 import torch
 
-from model.adapters import Adapter, pool_frames
+from model.adapters import Adapter
 from model.config import PRESETS, AdapterConfig, PerceiverConfig
 from model.heads import AlignmentHead, LLMProjector
 from model.multimodal import MultimodalModel
 from model.perceiver import PerceiverResampler
+from model.tokens import on_real_tokens, pool_frames
 
 CFG = PerceiverConfig(dim=64, num_latents=8, depth=2, heads=4, ff_mult=2)
 
@@ -137,3 +138,18 @@ def test_pooled_audio_path_ignores_padding_and_differs_from_unpooled():
         unpooled = plain.forward_features("audio", clip, torch.ones(1, 13, dtype=torch.bool))
     torch.testing.assert_close(alone.embedding, in_batch.embedding, atol=1e-5, rtol=1e-5)
     assert (alone.embedding - unpooled.embedding).abs().max() > 1e-3
+
+
+def test_on_real_tokens_skips_padding_rows():
+    tokens = torch.arange(12.0).view(2, 3, 2)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    seen = []
+
+    def double(rows):
+        seen.append(rows.shape[0])
+        return torch.cat([rows, rows], dim=-1) * 2
+
+    out = on_real_tokens(double, tokens, mask)
+    assert seen == [3] and out.shape == (2, 3, 4)
+    assert out[0, 1].tolist() == [4.0, 6.0, 4.0, 6.0]
+    assert out[0, 2].abs().sum() == 0 and out[1, 1:].abs().sum() == 0
