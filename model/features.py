@@ -205,6 +205,7 @@ def build_features(
     shard_items: int = SHARD_ITEMS,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    bar: Any = None,
 ) -> tuple[SkipReport, dict[str, float]]:
     """Encode and cache every item not already in ``cache``.
 
@@ -212,6 +213,9 @@ def build_features(
         items: (item id, loader returning the raw item, origin for errors,
             sort key such as duration) per item; loaders raise
             :class:`DataError` for unreadable media, which is reported and skipped.
+        bar: a progress bar shared by several calls (the caller closes it);
+            without one, a bar of this call's own is shown when ``progress``
+            is set and something is left to encode.
 
     Returns:
         The skip report and timing: ``{"items": n encoded, "seconds": s,
@@ -228,9 +232,14 @@ def build_features(
     pending_tokens: list[np.ndarray] = []
     start = time.perf_counter()
     done = 0
-    bar = tqdm(
-        total=len(todo), desc=f"{cache.modality} features", unit="item", disable=not progress
-    )
+    own_bar = bar is None
+    if own_bar:
+        bar = tqdm(
+            total=len(todo),
+            desc=f"{cache.modality} features",
+            unit="item",
+            disable=not progress or not todo,
+        )
     for i in range(0, len(todo), batch_size):
         chunk = todo[i : i + batch_size]
         ids: list[str] = []
@@ -250,7 +259,8 @@ def build_features(
             cache.write_shard(pending_ids, pending_tokens)
             pending_ids, pending_tokens = [], []
     cache.write_shard(pending_ids, pending_tokens)
-    bar.close()
+    if own_bar:
+        bar.close()
     seconds = time.perf_counter() - start
     return skipped, {
         "items": done,
@@ -337,6 +347,8 @@ def cache_pairs(
     Returns:
         the skip report and per-modality timing (see :func:`build_features`).
     """
+    from tqdm.auto import tqdm
+
     skipped = SkipReport()
     timing: dict[str, dict[str, float]] = {}
     texts = sorted({p.text for p in pairs})
@@ -355,18 +367,22 @@ def cache_pairs(
         items, rep = pair_feature_items([p for p in pairs if p.modality == modality])
         skipped.extend(rep)
         total = {"items": 0, "seconds": 0.0}
-        for start in range(0, len(items), chunk):
-            rep, t = build_features(
-                model,
-                cache,
-                items[start : start + chunk],
-                batch_size=batch_size,
-                device=device,
-                progress=progress,
-            )
-            skipped.extend(rep)
-            total["items"] += t["items"]
-            total["seconds"] += t["seconds"]
+        left = len({it[0] for it in items if it[0] not in cache})
+        with tqdm(
+            total=left, desc=f"{modality} features", unit="item", disable=not progress or not left
+        ) as bar:
+            for start in range(0, len(items), chunk):
+                rep, t = build_features(
+                    model,
+                    cache,
+                    items[start : start + chunk],
+                    batch_size=batch_size,
+                    device=device,
+                    bar=bar,
+                )
+                skipped.extend(rep)
+                total["items"] += t["items"]
+                total["seconds"] += t["seconds"]
         total["seconds_per_item"] = total["seconds"] / total["items"] if total["items"] else 0.0
         timing[modality] = total
     return skipped, timing

@@ -129,3 +129,25 @@ def test_one_folder_spelt_two_ways_is_one_key(tmp_path, tiny_audio_text, monkeyp
     other.mkdir()
     (other / "config.json").write_text('{"a": 1}')
     assert cache_key(cache_key_parts(dataclasses.replace(enc, source=str(other)))) != absolute
+
+
+def test_one_progress_bar_per_modality_and_none_when_all_cached(
+    tmp_path, tiny_audio_text, capsys
+) -> None:
+    data = read_jsonl(_manifest(tmp_path))
+    cache_pairs(tiny_audio_text, tmp_path / "cache", data.pairs, chunk=1, progress=True)
+    first = capsys.readouterr().err
+    # Three clips in chunks of one show a single bar that ends at 3/3 (the
+    # unreadable third clip counts as done and is reported as skipped).
+    audio_bars = {
+        line.split("|")[-1].split()[0] for line in first.split("\r") if "audio features" in line
+    }
+    assert "3/3" in audio_bars and not any(b.endswith("/1") for b in audio_bars)
+    assert "text features" in first
+
+    # Everything readable is cached now: no text bar, and the audio bar counts
+    # only the unreadable clip, which is tried again.
+    cache_pairs(tiny_audio_text, tmp_path / "cache", data.pairs, chunk=1, progress=True)
+    second = capsys.readouterr().err
+    assert "text features" not in second and "audio features: 100%" in second
+    assert "1/1" in second and "/3" not in second
