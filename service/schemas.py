@@ -191,6 +191,11 @@ class ReadyOut(BaseModel):
     device: str
     dtype: str
     dims: list[int]
+    audio_window: str | None = Field(
+        None,
+        description='How audio is run through Whisper: "full" (padded 30 s windows) or '
+        '"trimmed" (each window cut to its clip); the one the checkpoint was trained with.',
+    )
     index: dict[str, Any]
 
 

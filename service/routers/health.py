@@ -44,6 +44,7 @@ async def readyz(request: Request):
         device=str(info.get("device", state.settings.device)),
         dtype=str(info.get("dtype", state.settings.dtype)),
         dims=list(MATRYOSHKA_DIMS),
+        audio_window=info.get("audio_window"),
         index=index,
     )
 

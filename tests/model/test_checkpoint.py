@@ -150,3 +150,19 @@ def test_audio_frame_pool_is_saved_and_older_configs_default_to_one(tmp_path):
 
     older = _edit_config(tmp_path / "pooled", tmp_path / "older", drop_pool)
     assert load_model(older).config.adapter.audio_frame_pool == 1
+
+
+def test_audio_window_is_saved_and_reported(tmp_path):
+    import dataclasses
+
+    config = PRESETS["tiny"].with_modalities(["audio", "text"])
+    trimmed = dataclasses.replace(
+        config,
+        encoders={
+            **config.encoders,
+            "audio": dataclasses.replace(config.encoders["audio"], audio_window="trimmed"),
+        },
+    )
+    save_checkpoint(MultimodalModel(trimmed).eval(), tmp_path / "t", {"trained": True})
+    info = Embedder.from_checkpoint(tmp_path / "t").info
+    assert info["audio_window"] == "trimmed" and info["trained"] is True

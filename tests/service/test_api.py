@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from model.config import preset
 from model.matryoshka import truncate
 
 
@@ -21,6 +22,7 @@ def test_readyz_says_demo_and_what_is_loaded(client):
     assert body["demo"] is True and body["trained"] is False
     assert "DEMO" in body["warning"]
     assert set(body["modalities"]) == {"image", "audio", "text"}
+    assert body["audio_window"] == preset("tiny").encoders["audio"].audio_window == "full"
     assert body["index"]["counts"] == {"image": 0, "audio": 0, "text": 0}
     assert client.get("/healthz").json() == {"status": "ok"}
 
