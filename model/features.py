@@ -196,6 +196,15 @@ def encode_items(
     return [tokens[i][mask[i]].astype(np.float16) for i in range(tokens.shape[0])]
 
 
+def feature_bar(modality: str, total: int, progress: bool) -> Any:
+    """A progress bar over ``total`` items to encode; hidden when there are none."""
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=total, desc=f"{modality} features", unit="item", disable=not progress or not total
+    )
+
+
 def build_features(
     model: Any,
     cache: FeatureCache,
@@ -221,7 +230,6 @@ def build_features(
         The skip report and timing: ``{"items": n encoded, "seconds": s,
         "seconds_per_item": s/n}``.
     """
-    from tqdm.auto import tqdm
 
     todo = [it for it in items if it[0] not in cache]
     seen: set[str] = set()
@@ -234,12 +242,7 @@ def build_features(
     done = 0
     own_bar = bar is None
     if own_bar:
-        bar = tqdm(
-            total=len(todo),
-            desc=f"{cache.modality} features",
-            unit="item",
-            disable=not progress or not todo,
-        )
+        bar = feature_bar(cache.modality, len(todo), progress)
     for i in range(0, len(todo), batch_size):
         chunk = todo[i : i + batch_size]
         ids: list[str] = []
@@ -347,8 +350,6 @@ def cache_pairs(
     Returns:
         the skip report and per-modality timing (see :func:`build_features`).
     """
-    from tqdm.auto import tqdm
-
     skipped = SkipReport()
     timing: dict[str, dict[str, float]] = {}
     texts = sorted({p.text for p in pairs})
@@ -368,9 +369,7 @@ def cache_pairs(
         skipped.extend(rep)
         total = {"items": 0, "seconds": 0.0}
         left = len({it[0] for it in items if it[0] not in cache})
-        with tqdm(
-            total=left, desc=f"{modality} features", unit="item", disable=not progress or not left
-        ) as bar:
+        with feature_bar(modality, left, progress) as bar:
             for start in range(0, len(items), chunk):
                 rep, t = build_features(
                     model,
