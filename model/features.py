@@ -230,7 +230,6 @@ def build_features(
         The skip report and timing: ``{"items": n encoded, "seconds": s,
         "seconds_per_item": s/n}``.
     """
-
     todo = [it for it in items if it[0] not in cache]
     seen: set[str] = set()
     todo = [it for it in todo if not (it[0] in seen or seen.add(it[0]))]

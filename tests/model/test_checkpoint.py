@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -129,8 +130,6 @@ def test_override_for_a_modality_the_checkpoint_lacks_is_refused(trained_dir):
 
 
 def test_audio_frame_pool_is_saved_and_older_configs_default_to_one(tmp_path):
-    import dataclasses
-
     config = PRESETS["tiny"].with_modalities(["audio", "text"])
     pooled = dataclasses.replace(
         config, adapter=dataclasses.replace(config.adapter, audio_frame_pool=4)
@@ -153,8 +152,6 @@ def test_audio_frame_pool_is_saved_and_older_configs_default_to_one(tmp_path):
 
 
 def test_audio_window_is_saved_and_reported(tmp_path):
-    import dataclasses
-
     config = PRESETS["tiny"].with_modalities(["audio", "text"])
     trimmed = dataclasses.replace(
         config,
