@@ -1,7 +1,8 @@
 """mmembed's model: frozen encoders, adapters, a shared Perceiver Resampler, Matryoshka heads.
 
 Public entry point: :class:`Embedder`. Lower level: :mod:`model.config`,
-:mod:`model.multimodal`, :mod:`model.checkpoint`, :mod:`model.losses`.
+:mod:`model.multimodal`, :mod:`model.checkpoint`. Training lives apart, in
+:mod:`model.training`.
 """
 
 from model.config import ModelConfig

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -31,3 +33,26 @@ class LLMProjector(nn.Module):
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         return self.proj(latents)
+
+
+class Temperature(nn.Module):
+    """Learnable softmax temperature (init 0.07), clamped from below at ``min_temperature``.
+
+    The parameter is ``log(1 / temperature)`` as in CLIP; calling the module returns
+    the logit scale ``1 / temperature`` clamped to at most ``1 / min_temperature``
+    (100 for the default 0.01), where its gradient stops.
+    """
+
+    def __init__(self, *, init: float = 0.07, min_temperature: float = 0.01) -> None:
+        super().__init__()
+        self.max_scale = 1.0 / min_temperature
+        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init)))
+
+    def forward(self) -> torch.Tensor:
+        """The logit scale, a 0-d tensor."""
+        return self.log_scale.exp().clamp(max=self.max_scale)
+
+    @property
+    def value(self) -> float:
+        """The current temperature."""
+        return float(1.0 / self.forward().detach())

@@ -21,7 +21,7 @@ from model.config import MODALITIES, ModelConfig
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector
-from model.losses import Temperature
+from model.heads import Temperature
 from model.perceiver import PerceiverResampler
 from model.tokens import on_real_tokens, pool_frames
 

@@ -1,4 +1,4 @@
-"""The `mmembed` command: serve, embed, index, download (+ train/eval/data from `model.cli`).
+"""The `mmembed` command: serve, embed, index, download (+ train/eval/data from `model.training.cli`).
 
 Every option of `serve` also comes from an `MMEMBED_*` environment variable
 (see `service.settings.Settings`); command-line flags win over the environment.
@@ -414,10 +414,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_training(commands: argparse._SubParsersAction) -> None:
-    """`train`, `eval` and `data` from `model.cli`, when that module is installed."""
-    if importlib.util.find_spec("model.cli") is None:
+    """`train`, `eval` and `data` from `model.training.cli`, when that module is installed."""
+    if importlib.util.find_spec("model.training.cli") is None:
         return
-    from model import cli as model_cli
+    from model.training import cli as model_cli
 
     model_cli.register(commands)
 

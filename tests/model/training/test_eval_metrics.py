@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.evaluate import (
+from model.training.evaluate import (
     chance_r1,
     first_relevant_ranks,
     format_table,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from model.spoken import (
+from model.training.spoken import (
     SAMPLE_RATE,
     SpeechParams,
     build_spoken_dataset,

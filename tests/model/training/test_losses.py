@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from model.config import PRESETS, PerceiverConfig
-from model.losses import MatryoshkaLoss, Temperature, alignment_uniformity, clip_loss
+from model.heads import Temperature
+from model.training.losses import MatryoshkaLoss, alignment_uniformity, clip_loss
 from model.matryoshka import truncate
 from model.multimodal import MultimodalModel
 

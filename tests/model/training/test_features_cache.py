@@ -12,8 +12,8 @@ import soundfile as sf
 import torch
 
 from model.config import preset
-from model.data import read_jsonl
-from model.features import (
+from model.training.data import read_jsonl
+from model.training.features import (
     FeatureCache,
     build_features,
     cache_key,

@@ -5,7 +5,7 @@ any plain text) is split into clean single sentences; each sentence is spoken
 by ``espeak-ng`` with a random voice, speed and pitch, optionally with added
 noise, resampled to 16 kHz mono and written as a PCM WAV, with a JSONL
 manifest (``{"audio": "audio/train/000001_0.wav", "text": "..."}``) that
-:mod:`model.data` reads.
+:mod:`model.training.data` reads.
 
 Train and validation sentences come from the training sources, test sentences
 from a different source; the three sets are disjoint after normalisation
@@ -423,7 +423,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.spoken", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m model.training.spoken", description=__doc__)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO)
     return run(parser.parse_args(argv))

@@ -150,8 +150,8 @@ def build_synthetic_dataset(
 
 
 def recipe_config(data_dir: str | Path, out_dir: str | Path, **overrides: Any) -> Any:
-    """The CI recipe's :class:`~model.train.TrainConfig` (tiny preset, small resampler)."""
-    from model.train import TrainConfig
+    """The CI recipe's :class:`~model.training.train.TrainConfig` (tiny preset, small resampler)."""
+    from model.training.train import TrainConfig
 
     data = Path(data_dir)
     settings: dict[str, Any] = {
@@ -192,8 +192,8 @@ def run_recipe(
     import torch
 
     from model.checkpoint import load_model
-    from model.features import FeatureCache
-    from model.train import _load_split, cached_pairs, evaluate_cached, train
+    from model.training.features import FeatureCache
+    from model.training.train import _load_split, cached_pairs, evaluate_cached, train
 
     data = Path(data_dir)
     if not (data / "test.jsonl").exists():
@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.synthetic", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m model.training.synthetic", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))
 

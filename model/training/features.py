@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.data import DataError, Pair, SkipReport, load_media
+from model.training.data import DataError, Pair, SkipReport, load_media
 
 log = logging.getLogger(__name__)
 
@@ -410,7 +410,7 @@ def add_model_arguments(parser: Any) -> None:
 def add_arguments(parser: Any) -> None:
     """Arguments of ``mmembed data features``."""
     add_model_arguments(parser)
-    parser.add_argument("--data", nargs="+", required=True, help="dataset specs (see model.data)")
+    parser.add_argument("--data", nargs="+", required=True, help="dataset specs (see model.training.data)")
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--chunk", type=int, default=2000)
@@ -421,7 +421,7 @@ def add_arguments(parser: Any) -> None:
 
 def run(args: Any) -> int:
     """Entry point of ``mmembed data features``: fill the cache, print timing."""
-    from model.data import read_dataset
+    from model.training.data import read_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -449,7 +449,7 @@ def run(args: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m model.features", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m model.training.features", description=__doc__)
     add_arguments(parser)
     logging.basicConfig(level=logging.INFO)
     return run(parser.parse_args(argv))
@@ -491,7 +491,7 @@ def compare_windows(args: Any) -> int:
     only what is not cached yet) and prints seconds per clip and how close
     the two windows' frames are.
     """
-    from model.data import read_dataset
+    from model.training.data import read_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

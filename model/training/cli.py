@@ -2,7 +2,7 @@
 
 ``register(subparsers)`` adds the subcommands to the ``mmembed`` argparse
 parser (``service/cli.py`` calls it); each sets ``func`` to a function taking
-the parsed args and returning an exit code. ``python -m model.cli ...`` runs
+the parsed args and returning an exit code. ``python -m model.training.cli ...`` runs
 the same commands without the service installed.
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from model import features, spoken, synthetic
+from model.training import features, spoken, synthetic
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,8 @@ def _flag(name: str) -> str:
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    """One option per :class:`~model.train.TrainConfig` field (``--batch-size`` ...)."""
-    from model.train import TrainConfig
+    """One option per :class:`~model.training.train.TrainConfig` field (``--batch-size`` ...)."""
+    from model.training.train import TrainConfig
 
     parser.add_argument("--train", nargs="+", required=True, help="training dataset specs")
     parser.add_argument("--val", nargs="+", default=[], help="validation dataset specs")
@@ -63,8 +63,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def train_config_from_args(args: argparse.Namespace) -> Any:
-    """The :class:`~model.train.TrainConfig` the parsed arguments describe."""
-    from model.train import TrainConfig
+    """The :class:`~model.training.train.TrainConfig` the parsed arguments describe."""
+    from model.training.train import TrainConfig
 
     values: dict[str, Any] = {}
     for f in dataclasses.fields(TrainConfig):
@@ -81,13 +81,13 @@ def train_config_from_args(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.train import train
+    from model.training.train import train
 
     cfg = train_config_from_args(args)
     summary = train(cfg)
     print(json.dumps({k: v for k, v in summary.items() if k != "best_val"}, indent=2))
     if summary.get("best_val"):
-        from model.evaluate import format_table
+        from model.training.evaluate import format_table
 
         print(
             format_table(summary["best_val"], title=f"validation, best step {summary['best_step']}")
@@ -136,9 +136,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     import torch
 
     from model.checkpoint import load_model
-    from model.evaluate import format_table
-    from model.features import FeatureCache, cache_pairs
-    from model.train import _load_split, cached_pairs, evaluate_cached
+    from model.training.evaluate import format_table
+    from model.training.features import FeatureCache, cache_pairs
+    from model.training.train import _load_split, cached_pairs, evaluate_cached
 
     device = torch.device(args.device)
     model = load_model(args.checkpoint, encoder_overrides=dict(args.encoder or []) or None)
@@ -159,7 +159,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     }
     print(format_table(results["model"], title=f"{args.checkpoint} ({len(test)} pairs)"))
     if args.baseline:
-        from model.baseline import MeanPoolBaseline
+        from model.training.baseline import MeanPoolBaseline
 
         baseline = MeanPoolBaseline.load(args.baseline)
         for m, enc in baseline.encoder_config.items():
@@ -190,7 +190,7 @@ def _guard(func: Any) -> Any:
     """Print data and model errors as one line instead of a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        from model.data import DataError
+        from model.training.data import DataError
         from model.errors import ModelError
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -235,7 +235,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m model.cli")
+    parser = argparse.ArgumentParser(prog="python -m model.training.cli")
     register(parser.add_subparsers(dest="command", required=True))
     return parser
 

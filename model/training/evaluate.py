@@ -7,7 +7,7 @@ direction ranks a gallery for every query:
 - ``text->audio``: one query per distinct caption, the gallery is every clip;
   any clip of that caption is a correct answer.
 
-Relevance is by caption group (:attr:`model.data.Pair.group`), so several
+Relevance is by caption group (:attr:`model.training.data.Pair.group`), so several
 clips of one sentence are never counted as each other's false negatives.
 The rank of a query is the number of gallery items scoring strictly higher
 than its best correct item (ties resolve in the query's favour); R@k is the

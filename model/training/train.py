@@ -1,8 +1,8 @@
 """Phase-1 alignment training on cached frozen-encoder features.
 
-The encoders are frozen, so their outputs are cached once (:mod:`model.features`)
+The encoders are frozen, so their outputs are cached once (:mod:`model.training.features`)
 and each epoch runs only the trainable part: adapters, resampler, heads and
-temperature (or the mean-pool baseline of :mod:`model.baseline`).
+temperature (or the mean-pool baseline of :mod:`model.training.baseline`).
 
 - loss: ``clip_weight * clip_loss(512-d) + mrl_weight * MatryoshkaLoss(mrl_dims)``
   between each media item and its caption, with the learnable temperature;
@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from model.data import Pair, PairSet, SkipReport, read_dataset
-from model.evaluate import retrieval_report
-from model.features import FeatureCache, cache_pairs, collate, item_id, text_item_id
-from model.losses import MatryoshkaLoss, clip_loss
+from model.training.data import Pair, PairSet, SkipReport, read_dataset
+from model.training.evaluate import retrieval_report
+from model.training.features import FeatureCache, cache_pairs, collate, item_id, text_item_id
+from model.training.losses import MatryoshkaLoss, clip_loss
 from model.matryoshka import MATRYOSHKA_DIMS
 
 log = logging.getLogger(__name__)
@@ -302,7 +302,7 @@ def embed_cached(
                 modality, tokens.to(device), mask.to(device), with_llm_tokens=False
             ).embedding
         out[chunk] = emb.float().cpu().numpy()
-    model.train(was_training)
+    model.training.train(was_training)
     return out
 
 
@@ -414,7 +414,7 @@ def build_trainable(cfg: TrainConfig, encoder_model: Any) -> Any:
     """The module that trains: the full model itself, or a mean-pool baseline over its encoders."""
     if not cfg.baseline:
         return encoder_model
-    from model.baseline import MeanPoolBaseline
+    from model.training.baseline import MeanPoolBaseline
 
     config = encoder_model.config
     return MeanPoolBaseline(
@@ -437,7 +437,7 @@ def save(model: Any, directory: Path, metadata: dict[str, Any]) -> None:
 def _resume_model(cfg: TrainConfig) -> Any:
     path = Path(cfg.resume)
     if cfg.baseline:
-        from model.baseline import MeanPoolBaseline
+        from model.training.baseline import MeanPoolBaseline
 
         return MeanPoolBaseline.load(path)
     from model.checkpoint import load_model

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.synthetic import build_synthetic_dataset, run_recipe
-from model.train import TrainConfig, augment_tokens, lr_lambda, train, unique_group_batches
+from model.training.synthetic import build_synthetic_dataset, run_recipe
+from model.training.train import TrainConfig, augment_tokens, lr_lambda, train, unique_group_batches
 
 CHANCE = 1 / 32
 

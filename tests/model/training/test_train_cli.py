@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from model import cli
-from model.train import TrainConfig
+from model.training import cli
+from model.training.train import TrainConfig
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

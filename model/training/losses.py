@@ -1,6 +1,5 @@
 """Contrastive losses and embedding-space metrics.
 
-- :class:`Temperature`: CLIP's learnable temperature, stored as a log logit scale.
 - :func:`clip_loss`: symmetric InfoNCE over a batch of matched pairs.
 - :class:`MatryoshkaLoss`: a base loss summed over truncated, renormalised prefixes
   (Kusupati et al. 2022; sentence-transformers' MatryoshkaLoss).
@@ -17,29 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.matryoshka import MATRYOSHKA_DIMS, check_dims, truncate
-
-
-class Temperature(nn.Module):
-    """Learnable softmax temperature (init 0.07), clamped from below at ``min_temperature``.
-
-    The parameter is ``log(1 / temperature)`` as in CLIP; calling the module returns
-    the logit scale ``1 / temperature`` clamped to at most ``1 / min_temperature``
-    (100 for the default 0.01), where its gradient stops.
-    """
-
-    def __init__(self, *, init: float = 0.07, min_temperature: float = 0.01) -> None:
-        super().__init__()
-        self.max_scale = 1.0 / min_temperature
-        self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / init)))
-
-    def forward(self) -> torch.Tensor:
-        """The logit scale, a 0-d tensor."""
-        return self.log_scale.exp().clamp(max=self.max_scale)
-
-    @property
-    def value(self) -> float:
-        """The current temperature."""
-        return float(1.0 / self.forward().detach())
 
 
 def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:

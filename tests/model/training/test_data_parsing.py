@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
-from model.data import (
+from model.training.data import (
     DataError,
     load_audio,
     load_image,
