@@ -7,7 +7,6 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG TORCH_VERSION=2.13.0
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -28,12 +27,13 @@ RUN useradd --create-home --uid 10001 mmembed \
     && chown mmembed:mmembed /data /models
 WORKDIR /app
 
-# Dependencies first, so editing the source does not reinstall torch.
-RUN pip install --index-url "${TORCH_INDEX_URL}" "torch==${TORCH_VERSION}"
-COPY pyproject.toml README.md ./
+# Dependencies first, so editing the source does not reinstall torch; the exact
+# versions come from constraints.txt (torch from the CPU or CUDA wheel index).
+COPY pyproject.toml README.md constraints.txt ./
+RUN pip install -c constraints.txt --index-url "${TORCH_INDEX_URL}" torch
 RUN mkdir model index service \
     && touch model/__init__.py index/__init__.py service/__init__.py \
-    && pip install . \
+    && pip install -c constraints.txt . \
     && pip uninstall -y mmembed \
     && rm -rf model index service build *.egg-info
 

@@ -6,7 +6,7 @@ Public entry point: :class:`Embedder`. Lower level: :mod:`model.config`,
 """
 
 from model.config import ModelConfig
+from model.constants import EMBED_DIM, MATRYOSHKA_DIMS
 from model.embedder import Embedder
-from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS
 
 __all__ = ["EMBED_DIM", "MATRYOSHKA_DIMS", "Embedder", "ModelConfig"]

@@ -23,9 +23,9 @@ import math
 import numpy as np
 import soxr
 
+from model.constants import SAMPLE_RATE
 from model.errors import InvalidInput
 
-SAMPLE_RATE = 16_000
 WINDOW_SECONDS = 30
 WINDOW_SAMPLES = SAMPLE_RATE * WINDOW_SECONDS  # 480,000
 SAMPLES_PER_FRAME = 320  # mel hop 160, then Whisper's stride-2 conv

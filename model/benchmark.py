@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from model.config import preset
+from model.constants import SAMPLE_RATE
 from model.multimodal import MultimodalModel
 
 SENTENCES = [
@@ -66,7 +67,7 @@ def _clip(seconds: float, seed: int) -> np.ndarray:
     """A speech-like test signal: noise bursts modulated at syllable rate (content does not
     change the cost; only the length does)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * 16_000)) / 16_000
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)
     return (0.1 * envelope * rng.normal(size=t.shape)).astype(np.float32)
 
@@ -160,8 +161,8 @@ def main(argv: list[str] | None = None) -> None:
 
     measure("text (MiniLM)", model, "text", SENTENCES, batches)
     clips = [_clip(3.0, s) for s in range(8)]
-    measure("audio 3 s, trimmed", trimmed, "audio", clips, batches, sampling_rate=16_000)
-    measure("audio 3 s, full 30 s", model, "audio", clips, full_batches, sampling_rate=16_000)
+    measure("audio 3 s, trimmed", trimmed, "audio", clips, batches, sampling_rate=SAMPLE_RATE)
+    measure("audio 3 s, full 30 s", model, "audio", clips, full_batches, sampling_rate=SAMPLE_RATE)
 
     print()
     print("Resampler alone (adapter + Perceiver Resampler + heads) on prepared encoder tokens:")

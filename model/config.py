@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from model.matryoshka import EMBED_DIM
+from model.constants import EMBED_DIM, MODALITIES
 
-MODALITIES: tuple[str, ...] = ("image", "audio", "text")
 AUDIO_WINDOWS: tuple[str, ...] = ("full", "trimmed")
 
 # Which transformers family each modality's encoder belongs to.

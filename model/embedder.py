@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.audio import SAMPLE_RATE, prepare_clip
+from model.audio import prepare_clip
 from model.checkpoint import load_model, read_checkpoint_config
 from model.config import preset
+from model.constants import EMBED_DIM, MATRYOSHKA_DIMS, SAMPLE_RATE
 from model.encoders import TextEncoder
 from model.errors import InvalidInput
-from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS, check_dims, truncate
+from model.matryoshka import check_dims, truncate
 from model.multimodal import MultimodalModel
 
 logger = logging.getLogger(__name__)

@@ -2,8 +2,7 @@
 
 An embedding from the alignment head is a unit vector of ``EMBED_DIM`` dims
 whose first 64, 128 or 256 dims, once renormalised, are themselves usable
-embeddings (Kusupati et al. 2022). This module is the one place that knows
-the allowed sizes.
+embeddings (Kusupati et al. 2022). The sizes are in :mod:`model.constants`.
 """
 
 from __future__ import annotations
@@ -14,10 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from model.constants import MATRYOSHKA_DIMS
 from model.errors import InvalidInput
-
-EMBED_DIM = 512
-MATRYOSHKA_DIMS: tuple[int, ...] = (64, 128, 256, 512)
 
 _EPS = 1e-12
 

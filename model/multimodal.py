@@ -17,11 +17,11 @@ import torch
 from torch import nn
 
 from model.adapters import Adapter
-from model.config import MODALITIES, ModelConfig
+from model.config import ModelConfig
+from model.constants import MODALITIES
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
-from model.heads import AlignmentHead, LLMProjector
-from model.heads import Temperature
+from model.heads import AlignmentHead, LLMProjector, Temperature
 from model.perceiver import PerceiverResampler
 from model.tokens import on_real_tokens, pool_frames
 

@@ -186,7 +186,7 @@ async def http_run(
 
 
 def inprocess_run(embedder, modality: str, items: list, batch_size: int, requests: int) -> Result:
-    from service.media import AUDIO_SAMPLING_RATE
+    from model.constants import SAMPLE_RATE
 
     def embed(batch: list) -> None:
         if modality == "text":
@@ -194,7 +194,7 @@ def inprocess_run(embedder, modality: str, items: list, batch_size: int, request
         elif modality == "image":
             embedder.embed_images(batch)
         else:
-            embedder.embed_audio([c.samples for c in batch], sampling_rate=AUDIO_SAMPLING_RATE)
+            embedder.embed_audio([c.samples for c in batch], sampling_rate=SAMPLE_RATE)
 
     embed(items[:batch_size])  # warm-up
     latencies = []

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from model.constants import MODALITIES
 from service.settings import Settings
 
 logger = logging.getLogger("mmembed")
@@ -171,9 +172,10 @@ def _embed_inputs(
     embedder: Any, settings: Settings, inputs: list[tuple[str, str | bytes]]
 ) -> list[tuple[str, Any]]:
     """[(modality, (512,) vector)] for texts and file bytes, in order."""
+    from model.constants import SAMPLE_RATE
     from model.errors import InvalidInput, MissingModality
     from service.errors import ServiceError
-    from service.media import AUDIO_SAMPLING_RATE, decode_media
+    from service.media import decode_media
 
     out = []
     for label, value in inputs:
@@ -187,9 +189,7 @@ def _embed_inputs(
             if media.modality == "image":
                 vector = embedder.embed_images([media.value])[0]
             else:
-                vector = embedder.embed_audio(
-                    [media.value.samples], sampling_rate=AUDIO_SAMPLING_RATE
-                )[0]
+                vector = embedder.embed_audio([media.value.samples], sampling_rate=SAMPLE_RATE)[0]
             out.append((media.modality, vector))
         except ServiceError as exc:
             raise CliError(f"{label}: {exc.message}") from exc
@@ -394,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     find.add_argument("--k", type=int, default=10)
     find.add_argument("--dims", type=int, choices=[64, 128, 256, 512], default=512)
     find.add_argument("--mode", choices=["exact", "adaptive"], default="exact")
-    find.add_argument("--modality", choices=["image", "audio", "text"])
+    find.add_argument("--modality", choices=MODALITIES)
     _model_options(find)
     _data_option(find)
     find.set_defaults(func=cmd_index_search)

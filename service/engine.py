@@ -15,11 +15,12 @@ import numpy as np
 from PIL import Image
 
 from model import Embedder
+from model.constants import EMBED_DIM, SAMPLE_RATE
 from model.errors import InvalidInput
-from model.matryoshka import EMBED_DIM, truncate
+from model.matryoshka import truncate
 from service.batching import Batcher, BatchObserver
 from service.errors import InvalidRequest, ModalityUnavailable
-from service.media import AUDIO_SAMPLING_RATE, AudioClip
+from service.media import AudioClip
 from service.settings import Settings
 
 
@@ -82,7 +83,7 @@ class EmbeddingEngine:
 
     def _embed_audio(self, clips: list[AudioClip]) -> np.ndarray:
         return self.embedder.embed_audio(
-            [c.samples for c in clips], sampling_rate=AUDIO_SAMPLING_RATE, dims=EMBED_DIM
+            [c.samples for c in clips], sampling_rate=SAMPLE_RATE, dims=EMBED_DIM
         )
 
     # Public API -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from starlette._utils import AwaitableOrContextManager
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
-from model.matryoshka import MATRYOSHKA_DIMS
+from model.constants import MATRYOSHKA_DIMS
 from service.engine import EmbeddingEngine, Input
 from service.errors import (
     CorruptMedia,

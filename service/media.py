@@ -18,9 +18,9 @@ import soundfile as sf
 import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from model.constants import SAMPLE_RATE
 from service.errors import CorruptMedia, InvalidRequest, PayloadTooLarge, UnsupportedMedia
 
-AUDIO_SAMPLING_RATE = 16_000
 SUPPORTED_IMAGES = "PNG, JPEG, GIF, BMP, TIFF, WebP"
 SUPPORTED_AUDIO = "WAV, FLAC, OGG (Vorbis/Opus), MP3, AIFF"
 SUPPORTED = f"images ({SUPPORTED_IMAGES}) and audio ({SUPPORTED_AUDIO})"
@@ -30,10 +30,10 @@ Modality = Literal["image", "audio"]
 
 @dataclass(frozen=True)
 class AudioClip:
-    """Mono float32 samples at `AUDIO_SAMPLING_RATE`; shape (samples,)."""
+    """Mono float32 samples at `SAMPLE_RATE`; shape (samples,)."""
 
     samples: np.ndarray
-    sampling_rate: int = AUDIO_SAMPLING_RATE
+    sampling_rate: int = SAMPLE_RATE
 
     @property
     def seconds(self) -> float:
@@ -136,8 +136,8 @@ def decode_audio(data: bytes) -> AudioClip:
     mono = samples.mean(axis=1, dtype=np.float32)  # (samples,)
     if not np.isfinite(mono).all():
         raise InvalidRequest("audio contains NaN or infinite samples")
-    if rate != AUDIO_SAMPLING_RATE:
-        mono = soxr.resample(mono, rate, AUDIO_SAMPLING_RATE)
+    if rate != SAMPLE_RATE:
+        mono = soxr.resample(mono, rate, SAMPLE_RATE)
     return AudioClip(np.ascontiguousarray(mono, dtype=np.float32))
 
 

@@ -15,8 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-MODALITIES = ("image", "audio", "text")
-MATRYOSHKA_DIMS = (64, 128, 256, 512)
+from model.constants import MODALITIES
 
 
 def default_data_dir() -> Path:

@@ -18,10 +18,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index import IndexConfig, Item, NewItem, SearchHit, VectorStore
+from model.constants import MODALITIES
 
 R = TypeVar("R")
-
-MODALITIES = ("image", "audio", "text")
 
 
 class AsyncStore:

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from model.constants import EMBED_DIM
 from model.heads import Temperature
-from model.matryoshka import EMBED_DIM
 
 BASELINE_FORMAT = "mmembed-meanpool-baseline"
 

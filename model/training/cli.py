@@ -190,8 +190,8 @@ def _guard(func: Any) -> Any:
     """Print data and model errors as one line instead of a traceback."""
 
     def run(args: argparse.Namespace) -> int:
-        from model.training.data import DataError
         from model.errors import ModelError
+        from model.training.data import DataError
 
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from model.constants import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
 MEDIA_MODALITIES = ("image", "audio")
@@ -309,7 +311,7 @@ def read_dataset(spec: str, *, check_files: bool = True) -> PairSet:
     return read_jsonl(spec, check_files=check_files)
 
 
-def load_audio(path: str | Path, origin: str = "", sampling_rate: int = 16_000) -> np.ndarray:
+def load_audio(path: str | Path, origin: str = "", sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Decode an audio file to float32 mono at ``sampling_rate``; shape (samples,).
 
     Raises :class:`DataError` naming ``origin`` if it cannot be read, is

@@ -16,21 +16,14 @@ share of queries with rank < k and MRR the mean of 1 / (rank + 1).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from model.matryoshka import MATRYOSHKA_DIMS
+from model.constants import MATRYOSHKA_DIMS
+from model.matryoshka import truncate
 
 KS: tuple[int, ...] = (1, 5, 10)
-
-
-def truncate(embeddings: np.ndarray, dims: int) -> np.ndarray:
-    """First ``dims`` columns, renormalised to unit length; (N, 512) -> (N, dims) float32."""
-    out = np.ascontiguousarray(embeddings[:, :dims], dtype=np.float32)
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.maximum(norms, 1e-12)
 
 
 def first_relevant_ranks(
@@ -116,9 +109,3 @@ def format_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], title
                 f"| {m['MRR']:.3f} |"
             )
     return "\n".join(lines)
-
-
-def dump_json(results: Mapping, path: str) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
-        fh.write("\n")

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.constants import SAMPLE_RATE
 from model.training.data import DataError, Pair, SkipReport, load_media
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ class FeatureCache:
     def for_model(cls, root: str | Path, model: Any, modality: str) -> FeatureCache:
         """The cache of ``model``'s ``modality`` encoder (a :class:`MultimodalModel`)."""
         enc = model.config.encoders[modality]
-        preprocessing = {"sampling_rate": 16_000} if modality == "audio" else {}
+        preprocessing = {"sampling_rate": SAMPLE_RATE} if modality == "audio" else {}
         return cls(root, modality, cache_key_parts(enc, preprocessing))
 
     def _shard_paths(self) -> list[tuple[Path, Path]]:
@@ -410,7 +411,9 @@ def add_model_arguments(parser: Any) -> None:
 def add_arguments(parser: Any) -> None:
     """Arguments of ``mmembed data features``."""
     add_model_arguments(parser)
-    parser.add_argument("--data", nargs="+", required=True, help="dataset specs (see model.training.data)")
+    parser.add_argument(
+        "--data", nargs="+", required=True, help="dataset specs (see model.training.data)"
+    )
     parser.add_argument("--cache-dir", required=True)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--chunk", type=int, default=2000)

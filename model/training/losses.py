@@ -8,14 +8,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.matryoshka import MATRYOSHKA_DIMS, check_dims, truncate
+from model.constants import MATRYOSHKA_DIMS
+from model.matryoshka import check_dims, truncate
 
 
 def clip_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:

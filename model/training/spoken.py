@@ -34,9 +34,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from model.constants import SAMPLE_RATE
+
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16_000
 
 # espeak-ng language voices whose English is intelligible, and voice variants
 # (timbre) to combine them with; `espeak-ng --voices=en` lists them.

@@ -25,6 +25,8 @@ import numpy as np
 import soundfile as sf
 from PIL import Image, ImageDraw
 
+from model.constants import SAMPLE_RATE
+
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
     "green": (30, 190, 40),
@@ -47,7 +49,6 @@ PITCHES: dict[str, float] = {
     "piercing": 2263.0,
 }
 ENVELOPES: tuple[str, ...] = ("steady", "pulsing", "rising", "falling")
-SAMPLE_RATE = 16_000
 IMAGE_SIZE = 96
 
 

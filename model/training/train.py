@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.constants import MATRYOSHKA_DIMS
 from model.training.data import Pair, PairSet, SkipReport, read_dataset
 from model.training.evaluate import retrieval_report
 from model.training.features import FeatureCache, cache_pairs, collate, item_id, text_item_id
 from model.training.losses import MatryoshkaLoss, clip_loss
-from model.matryoshka import MATRYOSHKA_DIMS
 
 log = logging.getLogger(__name__)
 

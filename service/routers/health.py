@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from model.matryoshka import MATRYOSHKA_DIMS
+from model.constants import MATRYOSHKA_DIMS
 from service.deps import MetricsDep
 from service.errors import error_body
 from service.schemas import ErrorOut, HealthOut, ReadyOut

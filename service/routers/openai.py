@@ -13,7 +13,7 @@ import base64
 import numpy as np
 from fastapi import APIRouter, Depends
 
-from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS
+from model.constants import EMBED_DIM, MATRYOSHKA_DIMS
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep
 from service.engine import Input

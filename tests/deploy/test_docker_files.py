@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from service.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def _env_fields() -> set[str]:
@@ -33,9 +36,20 @@ def test_entrypoint_is_the_cli_serve_command(dockerfile, pyproject):
     assert pyproject["project"]["scripts"]["mmembed"] == "service.cli:main"
 
 
-def test_torch_pin_matches_pyproject(dockerfile, pyproject):
-    pins = [d for d in pyproject["project"]["dependencies"] if d.startswith("torch")]
-    assert pins == [f"torch=={dockerfile.args['TORCH_VERSION']}"]
+def test_pins_live_in_constraints_not_in_the_package(dockerfile, pyproject):
+    """Users get ranges; CI and the image get the exact versions of constraints.txt."""
+    deps = pyproject["project"]["dependencies"]
+    assert not [d for d in deps if "==" in d], "package metadata must not pin exact versions"
+    pins = dict(
+        line.split("==")
+        for line in (REPO_ROOT / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["torch"].startswith("2."), "constraints.txt pins torch"
+    installs = [
+        run for run in dockerfile.all("RUN") if "pip install" in run and "--no-deps" not in run
+    ]
+    assert installs and all("-c constraints.txt" in run for run in installs)
     assert dockerfile.args["TORCH_INDEX_URL"].endswith("/whl/cpu"), "CPU wheels by default"
 
 
@@ -43,7 +57,9 @@ def test_dependencies_install_before_the_source_is_copied(dockerfile):
     keywords = [(k, v) for k, v in dockerfile.instructions if k in {"RUN", "COPY"}]
     first_source_copy = next(i for i, (k, v) in enumerate(keywords) if k == "COPY" and "model" in v)
     dep_install = next(
-        i for i, (k, v) in enumerate(keywords) if k == "RUN" and "pip install ." in v
+        i
+        for i, (k, v) in enumerate(keywords)
+        if k == "RUN" and re.search(r"pip install (-c \S+ )?\.", v)
     )
     assert dep_install < first_source_copy
 

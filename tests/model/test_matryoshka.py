@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from model.constants import EMBED_DIM, MATRYOSHKA_DIMS
 from model.errors import InvalidInput
-from model.matryoshka import EMBED_DIM, MATRYOSHKA_DIMS, check_dims, truncate
+from model.matryoshka import check_dims, truncate
 
 
 def test_dims_are_the_nested_sizes():

@@ -11,8 +11,9 @@ import pytest
 import soundfile as sf
 from PIL import Image
 
+from model.constants import SAMPLE_RATE
 from service.errors import CorruptMedia, InvalidRequest, PayloadTooLarge, UnsupportedMedia
-from service.media import AUDIO_SAMPLING_RATE, AudioClip, decode_media, sniff
+from service.media import AudioClip, decode_media, sniff
 
 MAX_PIXELS = 4_000_000
 
@@ -35,7 +36,7 @@ def test_speech_wav_decodes_to_16k_mono(wav_bytes):
     media = decode_media(wav_bytes, max_pixels=MAX_PIXELS)
     assert media.modality == "audio"
     clip = media.value
-    assert isinstance(clip, AudioClip) and clip.sampling_rate == AUDIO_SAMPLING_RATE
+    assert isinstance(clip, AudioClip) and clip.sampling_rate == SAMPLE_RATE
     samples, rate = sf.read(io.BytesIO(wav_bytes))
     assert clip.samples.ndim == 1 and clip.samples.dtype == np.float32
     assert abs(clip.seconds - len(samples) / rate) < 0.01

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from model.matryoshka import truncate
 from model.training.evaluate import (
     chance_r1,
     first_relevant_ranks,
     format_table,
     metrics_from_ranks,
     retrieval_report,
-    truncate,
 )
 
 
@@ -69,5 +69,7 @@ def test_report_both_directions_at_each_dim() -> None:
 
 
 def test_truncate_renormalises() -> None:
-    x = np.array([[3.0, 4.0, 12.0]])
-    np.testing.assert_allclose(truncate(x, 2), [[0.6, 0.8]])
+    """Evaluation uses the model's one truncate: the first dims, renormalised."""
+    x = np.zeros((1, 512))
+    x[0, :2], x[0, 100] = (3.0, 4.0), 12.0
+    np.testing.assert_allclose(truncate(x, 64)[0, :2], [0.6, 0.8])

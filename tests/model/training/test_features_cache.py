@@ -12,6 +12,7 @@ import soundfile as sf
 import torch
 
 from model.config import preset
+from model.multimodal import MultimodalModel
 from model.training.data import read_jsonl
 from model.training.features import (
     FeatureCache,
@@ -22,7 +23,6 @@ from model.training.features import (
     collate,
     text_feature_items,
 )
-from model.multimodal import MultimodalModel
 
 
 @pytest.fixture(scope="module")

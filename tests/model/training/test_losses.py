@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from model.config import PRESETS, PerceiverConfig
 from model.heads import Temperature
-from model.training.losses import MatryoshkaLoss, alignment_uniformity, clip_loss
 from model.matryoshka import truncate
 from model.multimodal import MultimodalModel
+from model.training.losses import MatryoshkaLoss, alignment_uniformity, clip_loss
 
 
 def _unit(n: int, d: int = 512, seed: int = 0) -> torch.Tensor:
