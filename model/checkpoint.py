@@ -98,6 +98,7 @@ def load_model(
     directory: str | os.PathLike[str],
     encoder_overrides: Mapping[str, str] | None = None,
     device: str | torch.device = "cpu",
+    audio_window: str | None = None,
 ) -> MultimodalModel:
     """Rebuild the model saved in ``directory``.
 
@@ -107,6 +108,8 @@ def load_model(
             somewhere else; the weights found there must be the ones the checkpoint
             was trained with (same hidden size and weight fingerprint).
         device: where to put the model.
+        audio_window: run Whisper with this window instead of the saved one
+            ("full" or "trimmed"; the trained weights are the same either way).
 
     Raises:
         CheckpointMismatch: an encoder or a tensor does not match the checkpoint.
@@ -117,7 +120,7 @@ def load_model(
     except (TypeError, ValueError, KeyError) as exc:
         raise CheckpointMismatch(f"{directory}: unreadable model config: {exc}") from exc
     try:
-        config = config.with_sources(encoder_overrides)
+        config = config.with_sources(encoder_overrides).with_audio_window(audio_window)
     except ValueError as exc:
         raise CheckpointMismatch(f"{directory}: {exc}") from exc
     model = MultimodalModel(config)

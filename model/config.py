@@ -194,6 +194,49 @@ class ModelConfig:
         }
         return dataclasses.replace(self, encoders=encoders)
 
+    def with_overrides(self, overrides: Mapping[str, Any] | None) -> ModelConfig:
+        """A copy with some settings changed: ``{"perceiver": {"dim": 256}, "init_temperature": 0.05}``.
+
+        Keys are this config's fields; a part (``adapter``, ``perceiver``, ``head``)
+        takes a dict of its own fields. Encoders change through :meth:`with_sources`
+        and :meth:`with_modalities` instead. Unknown keys are an error.
+        """
+        if not overrides:
+            return self
+        changes: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if key in ("name", "encoders") or key not in {f.name for f in dataclasses.fields(self)}:
+                raise ValueError(
+                    f"cannot override model setting {key!r}; known: adapter, perceiver, head, "
+                    "init_temperature, min_temperature"
+                )
+            current = getattr(self, key)
+            if dataclasses.is_dataclass(current):
+                _reject_unknown(type(current), value, f"{key} override")
+                changes[key] = dataclasses.replace(current, **value)
+            else:
+                changes[key] = value
+        return dataclasses.replace(self, **changes)
+
+    def with_audio_window(self, window: str | None) -> ModelConfig:
+        """A copy whose audio encoder runs Whisper with ``window`` (None or no audio: unchanged)."""
+        if window is None or "audio" not in self.encoders:
+            return self
+        audio = dataclasses.replace(self.encoders["audio"], audio_window=window)
+        return dataclasses.replace(self, encoders={**self.encoders, "audio": audio})
+
+    def with_random_init(self, extra: Mapping[str, Mapping[str, Any]] | None) -> ModelConfig:
+        """A copy whose random encoders get more config arguments (``{"audio": {"init_std": 0.2}}``)."""
+        encoders = dict(self.encoders)
+        for modality, values in (extra or {}).items():
+            enc = encoders[modality]
+            if enc.random_init is None:
+                raise ValueError(
+                    f"{modality} encoder loads {enc.source}; only random encoders take init overrides"
+                )
+            encoders[modality] = dataclasses.replace(enc, random_init={**enc.random_init, **values})
+        return dataclasses.replace(self, encoders=encoders)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

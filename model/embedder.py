@@ -86,14 +86,17 @@ class Embedder:
         device: str | torch.device = "cpu",
         dtype: str = "float32",
         max_batch_size: int = 32,
+        audio_window: str | None = None,
     ) -> Embedder:
         """A model from a preset ("tiny" or "base") with untrained heads.
 
         Args:
             encoders: {modality: hub ID or folder} overriding the preset's sources.
             modalities: keep only these modalities (e.g. ("audio", "text")).
+            audio_window: "full" or "trimmed" Whisper window (default: the preset's).
         """
         config = preset(name, encoders=encoders, modalities=modalities)
+        config = config.with_audio_window(audio_window)
         return cls(
             MultimodalModel(config),
             device=device,
@@ -112,14 +115,18 @@ class Embedder:
         dtype: str = "float32",
         encoder_overrides: Mapping[str, str] | None = None,
         max_batch_size: int = 32,
+        audio_window: str | None = None,
     ) -> Embedder:
         """A model saved by :func:`model.checkpoint.save_checkpoint`.
 
         ``encoder_overrides`` ({modality: hub ID or folder}) loads the same encoder
-        weights from another place; different weights are refused.
+        weights from another place; different weights are refused. ``audio_window``
+        runs Whisper with another window than the checkpoint's.
         """
         document = read_checkpoint_config(path)
-        model = load_model(path, encoder_overrides=encoder_overrides, device="cpu")
+        model = load_model(
+            path, encoder_overrides=encoder_overrides, device="cpu", audio_window=audio_window
+        )
         return cls(
             model,
             device=device,

@@ -52,6 +52,7 @@ def load_embedder(settings: Settings) -> Embedder:
             device=settings.device,
             dtype=settings.dtype,
             encoder_overrides=settings.encoder_overrides or None,
+            audio_window=settings.audio_window,
         )
     # Untrained heads are random: seed them, so that every process (and every restart)
     # builds the same ones and vectors already in the index stay comparable to new ones.
@@ -63,6 +64,7 @@ def load_embedder(settings: Settings) -> Embedder:
             modalities=settings.modalities,
             device=settings.device,
             dtype=settings.dtype,
+            audio_window=settings.audio_window,
         )
 
 

@@ -8,8 +8,10 @@ share one batch; truncation and renormalisation happen per caller afterwards.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -19,7 +21,7 @@ from model.constants import EMBED_DIM, SAMPLE_RATE
 from model.errors import InvalidInput
 from model.matryoshka import truncate
 from service.batching import Batcher, BatchObserver
-from service.errors import InvalidRequest, ModalityUnavailable
+from service.errors import ModalityUnavailable
 from service.media import AudioClip
 from service.settings import Settings
 
@@ -32,6 +34,25 @@ class Input:
     value: str | Image.Image | AudioClip
 
 
+def embed_batch(embedder: Embedder, modality: str, values: Sequence[Any]) -> np.ndarray:
+    """Full 512-d embeddings of decoded inputs of one modality (texts, images or clips)."""
+    if modality == "text":
+        return embedder.embed_texts(list(values), dims=EMBED_DIM)
+    if modality == "image":
+        return embedder.embed_images(list(values), dims=EMBED_DIM)
+    return embedder.embed_audio(
+        [c.samples for c in values], sampling_rate=SAMPLE_RATE, dims=EMBED_DIM
+    )
+
+
+def require_modality(modality: str, loaded: Sequence[str]) -> None:
+    """ModalityUnavailable unless ``modality`` is one of the ``loaded`` ones."""
+    if modality not in loaded:
+        raise ModalityUnavailable(
+            f"this server has no {modality} encoder (loaded: {', '.join(loaded)})"
+        )
+
+
 class EmbeddingEngine:
     """Batches concurrent embedding requests per modality; run `start()` before use."""
 
@@ -40,15 +61,10 @@ class EmbeddingEngine:
     ) -> None:
         self.embedder = embedder
         self.settings = settings
-        functions = {
-            "text": self._embed_texts,
-            "image": self._embed_images,
-            "audio": self._embed_audio,
-        }
         self.batchers: dict[str, Batcher] = {
             modality: Batcher(
                 modality,
-                functions[modality],
+                functools.partial(embed_batch, embedder, modality),
                 max_batch_size=settings.max_batch_size,
                 max_wait_ms=settings.max_wait_ms,
                 queue_size=settings.queue_size,
@@ -73,38 +89,9 @@ class EmbeddingEngine:
     def queue_depths(self) -> dict[str, int]:
         return {m: b.depth for m, b in self.batchers.items()}
 
-    # Batch functions (run on each batcher's worker thread) ------------------------
-
-    def _embed_texts(self, texts: list[str]) -> np.ndarray:
-        return self.embedder.embed_texts(texts, dims=EMBED_DIM)
-
-    def _embed_images(self, images: list[Image.Image]) -> np.ndarray:
-        return self.embedder.embed_images(images, dims=EMBED_DIM)
-
-    def _embed_audio(self, clips: list[AudioClip]) -> np.ndarray:
-        return self.embedder.embed_audio(
-            [c.samples for c in clips], sampling_rate=SAMPLE_RATE, dims=EMBED_DIM
-        )
-
-    # Public API -------------------------------------------------------------------
-
-    def check_text(self, text: str) -> str:
-        """The text itself if it is usable, else InvalidRequest naming the problem."""
-        if not text.strip():
-            raise InvalidRequest("text is empty")
-        if len(text) > self.settings.max_text_chars:
-            raise InvalidRequest(
-                f"text is {len(text)} characters; the limit is {self.settings.max_text_chars}"
-            )
-        return text
-
     def require(self, modality: str) -> Batcher:
-        batcher = self.batchers.get(modality)
-        if batcher is None:
-            raise ModalityUnavailable(
-                f"this server has no {modality} encoder (loaded: {', '.join(self.modalities)})"
-            )
-        return batcher
+        require_modality(modality, self.modalities)
+        return self.batchers[modality]
 
     async def embed(self, inputs: Sequence[Input]) -> np.ndarray:
         """Full 512-d unit embeddings for mixed inputs, shape (N, 512), in input order."""

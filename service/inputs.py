@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from model.constants import MATRYOSHKA_DIMS
-from service.engine import EmbeddingEngine, Input
+from service.engine import EmbeddingEngine, Input, require_modality
 from service.errors import (
     CorruptMedia,
     InvalidRequest,
@@ -213,18 +214,38 @@ async def read_single_input(request: Request, settings: Settings) -> list[RawInp
     return inputs
 
 
-async def _decode(raw: RawInput, engine: EmbeddingEngine, settings: Settings) -> Input:
+def check_text(text: str, settings: Settings) -> str:
+    """The text itself if it is usable, else InvalidRequest naming the problem."""
+    if not text.strip():
+        raise InvalidRequest("text is empty")
+    if len(text) > settings.max_text_chars:
+        raise InvalidRequest(
+            f"text is {len(text)} characters; the limit is {settings.max_text_chars}"
+        )
+    return text
+
+
+def decode_input(raw: RawInput, settings: Settings, loaded: Sequence[str]) -> Input:
+    """A checked text or a decoded file of one of the ``loaded`` modalities.
+
+    Errors name the input (``raw.label``); the HTTP routes and the command line
+    both decode through here.
+    """
     try:
         if raw.text is not None:
-            return Input("text", engine.check_text(raw.text))
+            return Input("text", check_text(raw.text, settings))
         assert raw.data is not None
-        media = await run_in_threadpool(
-            decode_media, raw.data, max_pixels=settings.max_image_pixels
-        )
-        engine.require(media.modality)
+        media = decode_media(raw.data, max_pixels=settings.max_image_pixels)
+        require_modality(media.modality, loaded)
         return Input(media.modality, media.value)
     except (CorruptMedia, UnsupportedMedia, PayloadTooLarge, InvalidRequest) as exc:
         raise type(exc)(f"{raw.label}: {exc.message}") from exc
+
+
+async def _decode(raw: RawInput, engine: EmbeddingEngine, settings: Settings) -> Input:
+    if raw.text is not None:
+        return decode_input(raw, settings, engine.modalities)
+    return await run_in_threadpool(decode_input, raw, settings, engine.modalities)
 
 
 async def decode_inputs(

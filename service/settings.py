@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     text_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
     image_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
     audio_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
+    audio_window: Literal["full", "trimmed"] | None = Field(
+        None,
+        description="Whisper window: 'full' (exact Whisper) or 'trimmed' (cost follows the "
+        "clip); default: the checkpoint's or preset's.",
+    )
     modalities: Annotated[list[Literal["image", "audio", "text"]], NoDecode] = Field(
         default_factory=lambda: list(MODALITIES),
         description="Comma-separated modalities to load (image, audio, text).",

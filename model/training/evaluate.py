@@ -17,11 +17,19 @@ share of queries with rank < k and MRR the mean of 1 / (rank + 1).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
-from model.constants import MATRYOSHKA_DIMS
+from model.constants import EMBED_DIM, MATRYOSHKA_DIMS
 from model.matryoshka import truncate
+from model.training.features import FeatureCache, collate
+from model.training.runtime import autocast
+
+if TYPE_CHECKING:
+    from model.training.pairs import CachedPairs
+    from model.training.trainable import AlignmentModel
 
 KS: tuple[int, ...] = (1, 5, 10)
 
@@ -109,3 +117,67 @@ def format_table(results: Mapping[str, Mapping[str, Mapping[str, float]]], title
                 f"| {m['MRR']:.3f} |"
             )
     return "\n".join(lines)
+
+
+@torch.no_grad()
+def embed_cached(
+    model: AlignmentModel,
+    modality: str,
+    cache: FeatureCache,
+    ids: Sequence[str],
+    device: torch.device,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Embeddings (N, 512) float32 of cached items, in eval mode, batched by length."""
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(ids)), key=lambda i: cache.length(ids[i]))
+    out = np.zeros((len(ids), EMBED_DIM), dtype=np.float32)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        tokens, mask = collate([cache.get(ids[i]) for i in chunk])
+        with autocast(device):
+            emb = model.forward_features(
+                modality, tokens.to(device), mask.to(device), with_llm_tokens=False
+            ).embedding
+        out[chunk] = emb.float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+def evaluate_cached(
+    model: AlignmentModel,
+    data: CachedPairs,
+    caches: dict[str, FeatureCache],
+    device: torch.device,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """Retrieval report of every media modality against the captions of ``data``."""
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for modality in sorted({p.modality for p in data.pairs}):
+        rows = [i for i, p in enumerate(data.pairs) if p.modality == modality]
+        media = embed_cached(
+            model, modality, caches[modality], [data.media_ids[i] for i in rows], device
+        )
+        first: dict[int, int] = {}
+        for i in rows:
+            first.setdefault(int(data.groups[i]), i)
+        text_rows = list(first.values())
+        texts = embed_cached(
+            model, "text", caches["text"], [data.text_ids[i] for i in text_rows], device
+        )
+        results.update(
+            retrieval_report(
+                media,
+                texts,
+                data.groups[rows],
+                data.groups[text_rows],
+                media_name=modality,
+            )
+        )
+    return results
+
+
+def score(results: dict[str, dict[str, dict[str, float]]]) -> float:
+    """Model-selection score: mean R@1 at 512 dims over every direction."""
+    values = [by_dim["512"]["R@1"] for by_dim in results.values() if "512" in by_dim]
+    return float(np.mean(values)) if values else 0.0

@@ -197,6 +197,17 @@ def encode_items(
     return [tokens[i][mask[i]].astype(np.float16) for i in range(tokens.shape[0])]
 
 
+@dataclass
+class FeatureJob:
+    """One item to encode: its cache id, how to load it, where it came from (for errors),
+    and a sort key (duration or length) so that similar lengths share a batch."""
+
+    id: str
+    load: Callable[[], Any]
+    origin: str
+    sort_key: float
+
+
 def feature_bar(modality: str, total: int, progress: bool) -> Any:
     """A progress bar over ``total`` items to encode; hidden when there are none."""
     from tqdm.auto import tqdm
@@ -209,7 +220,7 @@ def feature_bar(modality: str, total: int, progress: bool) -> Any:
 def build_features(
     model: Any,
     cache: FeatureCache,
-    items: Sequence[tuple[str, Callable[[], Any], str, float]],
+    items: Sequence[FeatureJob],
     *,
     batch_size: int = 16,
     shard_items: int = SHARD_ITEMS,
@@ -220,9 +231,8 @@ def build_features(
     """Encode and cache every item not already in ``cache``.
 
     Args:
-        items: (item id, loader returning the raw item, origin for errors,
-            sort key such as duration) per item; loaders raise
-            :class:`DataError` for unreadable media, which is reported and skipped.
+        items: the jobs; their loaders raise :class:`DataError` for unreadable
+            media, which is reported and skipped.
         bar: a progress bar shared by several calls (the caller closes it);
             without one, a bar of this call's own is shown when ``progress``
             is set and something is left to encode.
@@ -231,10 +241,13 @@ def build_features(
         The skip report and timing: ``{"items": n encoded, "seconds": s,
         "seconds_per_item": s/n}``.
     """
-    todo = [it for it in items if it[0] not in cache]
+    todo: list[FeatureJob] = []
     seen: set[str] = set()
-    todo = [it for it in todo if not (it[0] in seen or seen.add(it[0]))]
-    todo.sort(key=lambda it: it[3])  # similar lengths together: less padding
+    for job in items:
+        if job.id not in cache and job.id not in seen:
+            seen.add(job.id)
+            todo.append(job)
+    todo.sort(key=lambda job: job.sort_key)  # similar lengths together: less padding
     skipped = SkipReport()
     pending_ids: list[str] = []
     pending_tokens: list[np.ndarray] = []
@@ -247,12 +260,12 @@ def build_features(
         chunk = todo[i : i + batch_size]
         ids: list[str] = []
         raw: list[Any] = []
-        for ident, loader, origin, _ in chunk:
+        for job in chunk:
             try:
-                raw.append(loader())
-                ids.append(ident)
+                raw.append(job.load())
+                ids.append(job.id)
             except DataError as exc:
-                skipped.add(origin, str(exc).removeprefix(f"{origin}: "))
+                skipped.add(job.origin, str(exc).removeprefix(f"{job.origin}: "))
         if raw:
             pending_tokens.extend(encode_items(model, cache.modality, raw, device))
             pending_ids.extend(ids)
@@ -272,10 +285,8 @@ def build_features(
     }
 
 
-def pair_feature_items(
-    pairs: Sequence[Pair],
-) -> tuple[list[tuple[str, Callable[[], Any], str, float]], SkipReport]:
-    """Feature jobs of the media of ``pairs`` (id, loader, origin, sort key)."""
+def pair_feature_items(pairs: Sequence[Pair]) -> tuple[list[FeatureJob], SkipReport]:
+    """Feature jobs of the media of ``pairs`` (sort key: duration, else file size)."""
     items = []
     skipped = SkipReport()
     for pair in pairs:
@@ -285,13 +296,15 @@ def pair_feature_items(
             skipped.add(pair.origin, f"missing file {pair.path}: {exc.strerror}")
             continue
         size = float(pair.meta.get("duration_s", pair.path.stat().st_size))
-        items.append((ident, lambda p=pair: load_media(p), pair.origin, size))
+        items.append(FeatureJob(ident, lambda p=pair: load_media(p), pair.origin, size))
     return items, skipped
 
 
-def text_feature_items(texts: Sequence[str]) -> list[tuple[str, Callable[[], Any], str, float]]:
-    """Feature jobs of captions (id, loader, origin, sort key = length)."""
-    return [(text_item_id(t), lambda t=t: t, f"caption {t[:40]!r}", len(t)) for t in texts]
+def text_feature_items(texts: Sequence[str]) -> list[FeatureJob]:
+    """Feature jobs of captions (sort key: length)."""
+    return [
+        FeatureJob(text_item_id(t), lambda t=t: t, f"caption {t[:40]!r}", len(t)) for t in texts
+    ]
 
 
 def collate(features: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,21 +327,6 @@ def collate(features: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor
         tokens[i, : t.shape[0]] = t.float()
         mask[i, : t.shape[0]] = True
     return tokens, mask
-
-
-def build_model_from_args(args: Any) -> Any:
-    """A :class:`MultimodalModel` from ``--preset/--encoder/--modalities/--audio-window`` args."""
-    import dataclasses
-
-    from model.config import preset
-    from model.multimodal import MultimodalModel
-
-    encoders = dict(args.encoder or [])
-    config = preset(args.preset, encoders=encoders or None, modalities=args.modalities)
-    if "audio" in config.encoders and getattr(args, "audio_window", None):
-        audio = dataclasses.replace(config.encoders["audio"], audio_window=args.audio_window)
-        config = dataclasses.replace(config, encoders={**config.encoders, "audio": audio})
-    return MultimodalModel(config)
 
 
 def cache_pairs(
@@ -368,7 +366,7 @@ def cache_pairs(
         items, rep = pair_feature_items([p for p in pairs if p.modality == modality])
         skipped.extend(rep)
         total = {"items": 0, "seconds": 0.0}
-        left = len({it[0] for it in items if it[0] not in cache})
+        left = len({job.id for job in items if job.id not in cache})
         with feature_bar(modality, left, progress) as bar:
             for start in range(0, len(items), chunk):
                 rep, t = build_features(
@@ -385,81 +383,6 @@ def cache_pairs(
         total["seconds_per_item"] = total["seconds"] / total["items"] if total["items"] else 0.0
         timing[modality] = total
     return skipped, timing
-
-
-def add_model_arguments(parser: Any) -> None:
-    """Arguments that choose the model: preset, encoder sources, modalities, audio window."""
-
-    def encoder_spec(value: str) -> tuple[str, str]:
-        modality, sep, source = value.partition("=")
-        if not sep or not source:
-            raise ValueError(f"expected MODALITY=SOURCE, got {value!r}")
-        return modality, source
-
-    parser.add_argument("--preset", default="tiny", help="model preset: tiny or base")
-    parser.add_argument(
-        "--encoder",
-        action="append",
-        type=encoder_spec,
-        metavar="MODALITY=SOURCE",
-        help="encoder source override (hub ID or folder), repeatable",
-    )
-    parser.add_argument("--modalities", nargs="+", default=None, help="e.g. audio text")
-    parser.add_argument("--audio-window", choices=("full", "trimmed"), default=None)
-
-
-def add_arguments(parser: Any) -> None:
-    """Arguments of ``mmembed data features``."""
-    add_model_arguments(parser)
-    parser.add_argument(
-        "--data", nargs="+", required=True, help="dataset specs (see model.training.data)"
-    )
-    parser.add_argument("--cache-dir", required=True)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--chunk", type=int, default=2000)
-    parser.add_argument("--limit", type=int, default=None, help="first N pairs of each dataset")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads")
-
-
-def run(args: Any) -> int:
-    """Entry point of ``mmembed data features``: fill the cache, print timing."""
-    from model.training.data import read_dataset
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model = build_model_from_args(args).to(args.device).eval()
-    pairs: list[Pair] = []
-    skipped = SkipReport()
-    for spec in args.data:
-        data = read_dataset(spec)
-        skipped.extend(data.skipped)
-        pairs.extend(data.pairs[: args.limit] if args.limit else data.pairs)
-    rep, timing = cache_pairs(
-        model,
-        args.cache_dir,
-        pairs,
-        batch_size=args.batch_size,
-        chunk=args.chunk,
-        device=args.device,
-    )
-    skipped.extend(rep)
-    print(skipped.summary())
-    print(json.dumps(timing, indent=2))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m model.training.features", description=__doc__)
-    add_arguments(parser)
-    logging.basicConfig(level=logging.INFO)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def frame_agreement(a: FeatureCache, b: FeatureCache, items: Sequence[str]) -> dict[str, float]:
@@ -484,38 +407,3 @@ def frame_agreement(a: FeatureCache, b: FeatureCache, items: Sequence[str]) -> d
         "min_item_cosine": float(np.min(cosines)) if cosines else float("nan"),
         "same_length_share": same_length / max(1, len(cosines)),
     }
-
-
-def compare_windows(args: Any) -> int:
-    """``mmembed data compare-windows``: time both Whisper windows on the same clips.
-
-    Encodes the first ``--limit`` clips of ``--data`` with ``audio_window="full"``
-    and ``"trimmed"`` (each into its own cache under ``--cache-dir``, timing
-    only what is not cached yet) and prints seconds per clip and how close
-    the two windows' frames are.
-    """
-    from model.training.data import read_dataset
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    pairs = [p for spec in args.data for p in read_dataset(spec).pairs[: args.limit]]
-    audio = [p for p in pairs if p.modality == "audio"]
-    items, skipped = pair_feature_items(audio)
-    caches: dict[str, FeatureCache] = {}
-    report: dict[str, Any] = {"clips": len(items)}
-    for window in ("trimmed", "full"):
-        args.audio_window = window
-        model = build_model_from_args(args).eval()
-        caches[window] = FeatureCache.for_model(args.cache_dir, model, "audio")
-        timed = [it for it in items if it[0] not in caches[window]]
-        rep, timing = build_features(
-            model, caches[window], timed, batch_size=args.batch_size, progress=False
-        )
-        skipped.extend(rep)
-        report[window] = timing
-    ids = [it[0] for it in items if it[0] in caches["full"] and it[0] in caches["trimmed"]]
-    report["agreement"] = frame_agreement(caches["full"], caches["trimmed"], ids)
-    if skipped.count:
-        print(skipped.summary())
-    print(json.dumps(report, indent=2))
-    return 0

@@ -15,7 +15,6 @@ evaluates retrieval on the held-out split.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -150,90 +149,76 @@ def build_synthetic_dataset(
     return summary
 
 
-def recipe_config(data_dir: str | Path, out_dir: str | Path, **overrides: Any) -> Any:
-    """The CI recipe's :class:`~model.training.train.TrainConfig` (tiny preset, small resampler)."""
-    from model.training.train import TrainConfig
+def recipe_config(data_dir: str | Path, out_dir: str | Path, **values: Any) -> Any:
+    """The CI recipe's :class:`~model.training.recipe.TrainConfig` (tiny preset, small resampler).
+
+    ``values`` change it: ``{"optim.epochs": 3}`` (see :meth:`TrainConfig.with_values`).
+    """
+    from model.training.recipe import TrainConfig
 
     data = Path(data_dir)
-    settings: dict[str, Any] = {
-        "train": [str(data / "train.jsonl")],
-        "val": [str(data / "test.jsonl")],
-        "out": str(Path(out_dir) / "run"),
-        "cache_dir": str(Path(out_dir) / "features"),
-        "preset": "tiny",
-        "audio_window": "trimmed",
-        "perceiver_dim": 128,
-        "num_latents": 16,
-        "llm_dim": 64,
-        "epochs": 12,
-        "batch_size": 64,
-        "lr": 2e-3,
-        "warmup_steps": 10,
-        "weight_decay": 0.01,
-        "feature_noise": 0.0,
-        "progress": False,
-        "seed": 0,
-        "threads": 1,
-        # The tiny preset's random Whisper (init_std 0.02) buries the content of a
-        # clip under its position table (content is ~1% of the feature variance);
-        # a larger init scale keeps the encoder random but its output informative.
-        "random_init_overrides": {"audio": {"init_std": 0.2}},
-    }
-    settings.update(overrides)
-    return TrainConfig(**settings)
+    return TrainConfig.from_dict(
+        {
+            "data": {
+                "train": [str(data / "train.jsonl")],
+                "val": [str(data / "test.jsonl")],
+                "cache_dir": str(Path(out_dir) / "features"),
+            },
+            "model": {
+                "preset": "tiny",
+                "audio_window": "trimmed",
+                "overrides": {
+                    "perceiver": {"dim": 128, "num_latents": 16},
+                    "head": {"llm_dim": 64},
+                },
+                # The tiny preset's random Whisper (init_std 0.02) buries the content of a
+                # clip under its position table (content is ~1% of the feature variance);
+                # a larger init scale keeps the encoder random but its output informative.
+                "random_init": {"audio": {"init_std": 0.2}},
+            },
+            "optim": {
+                "epochs": 12,
+                "batch_size": 64,
+                "lr": 2e-3,
+                "warmup_steps": 10,
+                "weight_decay": 0.01,
+            },
+            "augment": {"feature_noise": 0.0},
+            "run": {
+                "out": str(Path(out_dir) / "run"),
+                "progress": False,
+                "seed": 0,
+                "torch_threads": 1,
+            },
+        }
+    ).with_values(values)
 
 
 def run_recipe(
-    data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, **overrides: Any
+    data_dir: str | Path, out_dir: str | Path, *, seed: int = 0, **values: Any
 ) -> dict[str, Any]:
     """Build the synthetic data (if absent), train the tiny preset, evaluate on the test split.
 
-    Returns ``{"summary": training summary, "test": retrieval report, "chance_r1": 1/32}``.
+    ``values`` change the recipe (``{"optim.epochs": 10}``). Returns ``{"summary":
+    training summary, "test": retrieval report, "chance_r1": 1/32}``.
     """
     import torch
 
     from model.checkpoint import load_model
+    from model.training.evaluate import evaluate_cached
     from model.training.features import FeatureCache
-    from model.training.train import _load_split, cached_pairs, evaluate_cached, train
+    from model.training.pairs import cached_pairs, load_split
+    from model.training.train import train
 
     data = Path(data_dir)
     if not (data / "test.jsonl").exists():
         build_synthetic_dataset(data, seed=seed)
-    cfg = recipe_config(data, out_dir, seed=seed, **overrides)
+    cfg = recipe_config(data, out_dir, **{"run.seed": seed, **values})
     summary = train(cfg)
-    model = load_model(Path(cfg.out) / "best")
-    caches = {m: FeatureCache.for_model(cfg.cache_dir, model, m) for m in model.config.modalities}
-    test, _ = cached_pairs(_load_split(cfg.val).pairs, caches)
+    model = load_model(Path(cfg.run.out) / "best")
+    caches = {
+        m: FeatureCache.for_model(cfg.data.cache_dir, model, m) for m in model.config.modalities
+    }
+    test, _ = cached_pairs(load_split(cfg.data.val).pairs, caches)
     results = evaluate_cached(model, test, caches, torch.device("cpu"))
     return {"summary": summary, "test": results, "chance_r1": 1 / 32}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mmembed data synthetic``."""
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--per-caption-train", type=int, default=12)
-    parser.add_argument("--per-caption-test", type=int, default=3)
-    parser.add_argument("--modalities", nargs="+", default=["image", "audio"])
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = build_synthetic_dataset(
-        args.out,
-        per_caption_train=args.per_caption_train,
-        per_caption_test=args.per_caption_test,
-        modalities=args.modalities,
-        seed=args.seed,
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.training.synthetic", description=__doc__)
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -18,6 +18,7 @@ from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep
 from service.engine import Input
 from service.errors import InvalidRequest
+from service.inputs import check_text
 from service.schemas import (
     ERROR_RESPONSES,
     OpenAIEmbedding,
@@ -71,7 +72,7 @@ async def create_embeddings(body: OpenAIEmbeddingsIn, engine: EngineDep, setting
     items = []
     for i, text in enumerate(texts):
         try:
-            items.append(Input("text", engine.check_text(text)))
+            items.append(Input("text", check_text(text, settings)))
         except InvalidRequest as exc:
             raise InvalidRequest(f"input[{i}]: {exc.message}") from exc
     vectors = engine.at_dims(await engine.embed(items), dims)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -116,3 +117,88 @@ def test_help(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 0 and "usage: mmembed" in capsys.readouterr().out
+
+
+MODEL_FLAGS = {
+    "--preset",
+    "--checkpoint",
+    "--text-encoder",
+    "--image-encoder",
+    "--audio-encoder",
+    "--modalities",
+    "--device",
+    "--dtype",
+    "--torch-threads",
+    "--audio-window",
+}
+MODEL_COMMANDS = [
+    ["serve"],
+    ["embed"],
+    ["index", "add"],
+    ["index", "search"],
+    ["download"],
+    ["train"],
+    ["eval"],
+    ["data", "features"],
+    ["data", "compare-windows"],
+]
+ALL_COMMANDS = [*MODEL_COMMANDS, ["index", "stats"], ["data", "spoken"], ["data", "synthetic"]]
+
+
+def _help(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--help"])
+    assert info.value.code == 0
+    return capsys.readouterr().out
+
+
+def _model_group(text: str) -> list[str]:
+    """The flags listed under the help's 'model' heading, in order."""
+    block = text.split("\nmodel (", 1)[1].split("\n\n", 1)[0]
+    return re.findall(r"^  (--[a-z-]+)", block, re.M)
+
+
+def test_top_level_help_lists_every_command(capsys):
+    listed = set(re.findall(r"^    ([a-z-]+)\s", _help([], capsys), re.M))
+    assert {argv[0] for argv in ALL_COMMANDS} <= listed
+
+
+@pytest.mark.parametrize("argv", ALL_COMMANDS, ids=" ".join)
+def test_each_help_fits_on_a_screen(argv, capsys):
+    text = _help(argv, capsys)
+    assert len(text.splitlines()) <= 40, f"mmembed {' '.join(argv)} --help:\n{text}"
+
+
+def test_every_model_command_has_the_same_model_flags(capsys):
+    """Same names, same order, same help (so the same defaults) on every command."""
+    groups = {" ".join(argv): _model_group(_help(argv, capsys)) for argv in MODEL_COMMANDS}
+    first = groups["serve"]
+    assert set(first) == MODEL_FLAGS
+    for command, flags in groups.items():
+        assert flags == first, f"mmembed {command} has model flags {flags}, serve has {first}"
+    parser = build_parser()
+    required = {"eval": ["--data", "t.jsonl"], "data": ["--data", "t.jsonl", "--cache-dir", "c"]}
+    for argv in MODEL_COMMANDS:
+        extra = required.get(argv[0], [])
+        args = parser.parse_args(
+            [*argv, *extra, "--modalities", "audio,text", "--torch-threads", "2"]
+        )
+        assert (args.modalities, args.torch_threads, args.preset) == ("audio,text", 2, None)
+
+
+def test_embed_checks_text_like_the_http_api(capsys, monkeypatch):
+    """The CLI decodes through service.inputs: the text length limit applies here too."""
+    monkeypatch.setenv("MMEMBED_MAX_TEXT_CHARS", "5")
+    assert main(["embed", "--preset", "tiny", "--text", "too long a text"]) == 1
+    assert "text 0: text is 15 characters; the limit is 5" in capsys.readouterr().err
+
+
+def test_torch_threads_is_applied_when_the_model_is_built(monkeypatch, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert main(["embed", "--preset", "tiny", "--torch-threads", "1", "--text", "hi"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

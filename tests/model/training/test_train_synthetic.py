@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.training.augment import augment_tokens
+from model.training.pairs import unique_group_batches
+from model.training.recipe import AugmentPart, TrainConfig
 from model.training.synthetic import build_synthetic_dataset, run_recipe
-from model.training.train import TrainConfig, augment_tokens, lr_lambda, train, unique_group_batches
+from model.training.train import lr_lambda, train
 
 CHANCE = 1 / 32
 
@@ -21,7 +24,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> dict:
         root / "data", per_caption_train=10, per_caption_test=2, seed=0
     )
     assert summary == {"train": 640, "test": 128, "captions_per_modality": 32, "chance_r1": CHANCE}
-    result = run_recipe(root / "data", root / "out", epochs=10)
+    result = run_recipe(root / "data", root / "out", **{"optim.epochs": 10})
     result["root"] = root
     return result
 
@@ -44,10 +47,13 @@ def test_recipe_retrieves_far_above_chance(recipe: dict) -> None:
 def test_resume_continues_from_the_last_checkpoint(recipe: dict) -> None:
     root = recipe["root"]
     first = json.loads((root / "out" / "run" / "train_config.json").read_text())
-    cfg = TrainConfig(
-        **{**first, "out": str(root / "resumed"), "resume": str(root / "out" / "run" / "last")}
+    cfg = TrainConfig.from_dict(first).with_values(
+        {
+            "run.out": str(root / "resumed"),
+            "run.resume": str(root / "out" / "run" / "last"),
+            "optim.max_steps": recipe["summary"]["steps"] + 2,
+        }
     )
-    cfg.max_steps = recipe["summary"]["steps"] + 2
     summary = train(cfg)
     assert summary["steps"] == recipe["summary"]["steps"] + 2
     assert summary["feature_timing"]["image"]["items"] == 0  # every feature came from the cache
@@ -70,12 +76,12 @@ def test_warmup_then_cosine() -> None:
 
 
 def test_augmentation_drops_frames_and_keeps_at_least_one() -> None:
-    cfg = TrainConfig(train=[], frame_drop=0.5, time_masks=2, time_mask_frac=0.2, feature_noise=0.1)
+    cfg = AugmentPart(frame_drop=0.5, time_masks=2, time_mask_frac=0.2, feature_noise=0.1)
     rng = np.random.default_rng(0)
     x = np.random.default_rng(1).normal(size=(100, 8)).astype(np.float16)
     out = augment_tokens(x, cfg, rng)
     assert 10 < out.shape[0] < 80 and out.shape[1] == 8
-    one = augment_tokens(x[:1], TrainConfig(train=[], frame_drop=1.0), rng)
+    one = augment_tokens(x[:1], AugmentPart(frame_drop=1.0), rng)
     assert one.shape == (1, 8)
     text = augment_tokens(x[:2], cfg, rng, text=True)
     assert text.shape == (2, 8)  # captions of two tokens are never thinned

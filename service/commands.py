@@ -1,0 +1,538 @@
+"""What each `mmembed` command does once its flags are parsed (the parser is `service/cli.py`).
+
+Every handler takes the parsed ``argparse.Namespace`` and returns an exit code;
+expected failures raise :class:`CliError`, which the CLI prints as one line.
+The training commands (``train``, ``eval``, ``data ...``) import
+``model.training`` inside their handlers only, so the service runs without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+logger = logging.getLogger("mmembed")
+
+LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+class CliError(Exception):
+    """A problem to report in one line, without a traceback."""
+
+
+# Settings and the model, the same for every command ----------------------------------
+
+SETTING_FLAGS = (
+    "host",
+    "port",
+    "preset",
+    "checkpoint",
+    "device",
+    "dtype",
+    "text_encoder",
+    "image_encoder",
+    "audio_encoder",
+    "audio_window",
+    "modalities",
+    "torch_threads",
+    "data_dir",
+    "log_level",
+)
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings flags given on the command line (absent flags are None)."""
+    return {n: getattr(args, n) for n in SETTING_FLAGS if getattr(args, n, None) is not None}
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from the environment, overridden by the flags that were given."""
+    try:
+        return Settings(**given_flags(args))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
+        )
+        raise CliError(f"invalid settings: {problems}") from exc
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT, stream=sys.stderr, force=True)
+
+
+def apply_torch_threads(threads: int | None) -> None:
+    """``torch.set_num_threads`` when ``--torch-threads`` / MMEMBED_TORCH_THREADS is set."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def load_embedder(settings: Settings) -> Any:
+    """The settings' model, or a CliError saying how to get the weights it needs."""
+    from model.errors import ModelError
+    from service.app import load_embedder as load
+
+    apply_torch_threads(settings.torch_threads)
+    if settings.checkpoint is not None and not settings.checkpoint.exists():
+        raise CliError(f"checkpoint {settings.checkpoint} does not exist")
+    logger.info(
+        "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
+    )
+    try:
+        return load(settings)
+    except (ModelError, OSError, ValueError) as exc:
+        hint = ""
+        if settings.checkpoint is None and settings.preset == "base":
+            hint = (
+                "\nThe base preset needs the real encoder weights: fetch them once with "
+                "`mmembed download` (needs the network), or point MMEMBED_TEXT_ENCODER / "
+                "MMEMBED_AUDIO_ENCODER / MMEMBED_IMAGE_ENCODER at local folders, or choose the "
+                "modalities you have with --modalities. `--preset tiny` runs a demo model with "
+                "no download."
+            )
+        raise CliError(f"could not load the model: {exc}{hint}") from exc
+
+
+# serve --------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from service.app import create_app
+    from service.auth import UnsafeBind, check_bind
+
+    settings = settings_from(args)
+    setup_logging(settings.log_level)
+    try:
+        check_bind(settings)
+    except UnsafeBind as exc:
+        raise CliError(str(exc)) from exc
+    embedder = load_embedder(settings)
+    app = create_app(settings, embedder=embedder)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=10,
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises the signal to the handler
+    # that was installed before it; make that one a clean exit (status 0, as a process
+    # manager expects after a requested stop) rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+# embed and index ----------------------------------------------------------------------
+
+
+def _raw_inputs(args: argparse.Namespace) -> list[Any]:
+    from service.inputs import RawInput
+
+    inputs = [RawInput(f"text {i}", text=t) for i, t in enumerate(args.text)]
+    for path in args.files:
+        try:
+            inputs.append(RawInput(str(path), data=Path(path).read_bytes()))
+        except OSError as exc:
+            raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    if not inputs:
+        raise CliError("nothing to embed: give FILE arguments and/or --text TEXT")
+    return inputs
+
+
+def _embed_inputs(embedder: Any, settings: Settings, inputs: list[Any]) -> list[tuple[str, Any]]:
+    """[(modality, (512,) vector)] for texts and file bytes, in order.
+
+    Inputs go through the HTTP API's own checks (:func:`service.inputs.decode_input`:
+    empty or over-long text, corrupt or oversized media, a modality not loaded).
+    """
+    from model.errors import InvalidInput, MissingModality
+    from service.engine import embed_batch
+    from service.errors import ServiceError
+    from service.inputs import decode_input
+
+    out = []
+    for raw in inputs:
+        try:
+            item = decode_input(raw, settings, embedder.modalities)
+            out.append((item.modality, embed_batch(embedder, item.modality, [item.value])[0]))
+        except ServiceError as exc:
+            message = exc.message
+            if not message.startswith(raw.label):
+                message = f"{raw.label}: {message}"
+            raise CliError(message) from exc
+        except (InvalidInput, MissingModality) as exc:
+            raise CliError(f"{raw.label}: {exc}") from exc
+    return out
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from model.matryoshka import truncate
+
+    settings = settings_from(args)
+    setup_logging("warning")
+    inputs = _raw_inputs(args)
+    embedder = load_embedder(settings)
+    for raw, (modality, vector) in zip(
+        inputs, _embed_inputs(embedder, settings, inputs), strict=True
+    ):
+        row = {
+            "input": raw.label,
+            "modality": modality,
+            "dims": args.dims,
+            "embedding": truncate(vector, args.dims).tolist(),
+        }
+        print(json.dumps(row))
+    return 0
+
+
+@contextmanager
+def _open_store(settings: Settings) -> Iterator[Any]:
+    from index import IndexConfig, VectorStore
+    from index.errors import StoreError, StoreLocked
+
+    try:
+        store = VectorStore.open(
+            settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
+        )
+    except StoreLocked as exc:
+        raise CliError(f"{exc}; stop `mmembed serve` or add items through its HTTP API") from exc
+    with store:
+        try:
+            yield store
+        except StoreError as exc:
+            raise CliError(str(exc)) from exc
+
+
+def _metadata(text: str | None) -> dict[str, Any]:
+    from service.errors import InvalidRequest
+    from service.inputs import parse_json_object
+
+    try:
+        return parse_json_object(text, name="--metadata") or {}
+    except InvalidRequest as exc:
+        raise CliError(str(exc)) from exc
+
+
+def cmd_index_add(args: argparse.Namespace) -> int:
+    from index import NewItem
+
+    settings = settings_from(args)
+    setup_logging("warning")
+    inputs = _raw_inputs(args)
+    if args.id is not None and len(inputs) != 1:
+        raise CliError("--id needs exactly one input")
+    metadata = _metadata(args.metadata)
+    embedder = load_embedder(settings)
+    embedded = _embed_inputs(embedder, settings, inputs)
+    items = []
+    for raw, (modality, vector) in zip(inputs, embedded, strict=True):
+        meta = dict(metadata)
+        if raw.text is not None:
+            meta.setdefault("text", raw.text)
+        else:
+            meta.setdefault("source", raw.label)
+        items.append(NewItem(vector=vector, modality=modality, metadata=meta, id=args.id))
+    with _open_store(settings) as store:
+        ids = store.add_many(items)
+        for item_id, item in zip(ids, items, strict=True):
+            print(json.dumps({"id": item_id, "modality": item.modality}))
+        print(f"{len(ids)} added; the index now holds {store.count()} items", file=sys.stderr)
+    return 0
+
+
+def cmd_index_search(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    setup_logging("warning")
+    inputs = _raw_inputs(args)
+    if len(inputs) != 1:
+        raise CliError("give exactly one query: --text TEXT or one FILE")
+    embedder = load_embedder(settings)
+    ((_, vector),) = _embed_inputs(embedder, settings, inputs)
+    with _open_store(settings) as store:
+        hits = store.search(
+            vector, k=args.k, dims=args.dims, mode=args.mode, modality=args.modality
+        )
+    for hit in hits:
+        row = {"id": hit.id, "score": hit.score, "modality": hit.modality}
+        print(json.dumps(row | {"metadata": hit.metadata}))
+    return 0
+
+
+def cmd_index_stats(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    with _open_store(settings) as store:
+        print(json.dumps(store.info(), indent=2, default=str))
+    return 0
+
+
+# download -----------------------------------------------------------------------------
+
+IGNORE_PATTERNS = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "*.tflite", "flax_model*", "tf_model*"]
+IGNORE_PATTERNS += ["rust_model*", "onnx/*", "openvino/*", "coreml/*", "*.mlmodel"]
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from model.config import preset
+
+    settings = settings_from(args)
+    setup_logging("warning")
+    config = preset(
+        settings.preset,
+        encoders=settings.encoder_overrides or None,
+        modalities=settings.modalities,
+    )
+    failed = False
+    for modality, source in ((m, e.source) for m, e in config.encoders.items()):
+        if source is None:
+            print(f"{modality}: random demo encoder, nothing to download")
+        elif Path(source).is_dir():
+            print(f"{modality}: local folder {source}, nothing to download")
+        else:
+            try:
+                path = _snapshot(source, args.cache_dir)
+            except CliError as exc:
+                print(f"{modality}: {exc}", file=sys.stderr)
+                failed = True
+                continue
+            print(f"{modality}: {source} -> {path}")
+    return 1 if failed else 0
+
+
+def _snapshot(repo_id: str, cache_dir: Path | None) -> str:
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, cache_dir=cache_dir, ignore_patterns=IGNORE_PATTERNS)
+    except Exception as exc:  # the hub client raises many kinds; all mean "not fetched"
+        raise CliError(
+            f"could not download {repo_id} ({type(exc).__name__}: {exc}). Check the network "
+            "(HF_HUB_OFFLINE must not be set) or copy the model folder here and point "
+            "MMEMBED_<MODALITY>_ENCODER at it."
+        ) from exc
+
+
+# train, eval, data: model.training, imported only here --------------------------------
+
+# Settings fields -> TrainConfig keys (see model.training.recipe).
+TRAIN_KEYS = {
+    "preset": "model.preset",
+    "checkpoint": "model.checkpoint",
+    "modalities": "model.modalities",
+    "audio_window": "model.audio_window",
+    "device": "run.device",
+    "torch_threads": "run.torch_threads",
+}
+# Training flags -> TrainConfig keys.
+TRAIN_FLAGS = {
+    "train": "data.train",
+    "val": "data.val",
+    "cache_dir": "data.cache_dir",
+    "out": "run.out",
+    "resume": "run.resume",
+    "epochs": "optim.epochs",
+    "max_steps": "optim.max_steps",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.lr",
+    "seed": "run.seed",
+}
+
+
+def _model_values(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig values of the model flags, and of MMEMBED_* settings set in the environment."""
+    settings = settings_from(args)
+    if settings.dtype != "float32":
+        raise CliError(
+            "training, evaluation and feature caching run in float32 (with bfloat16 autocast "
+            "on CUDA); --dtype is for serve, embed and index"
+        )
+    explicit = settings.model_fields_set
+    values: dict[str, Any] = {}
+    for field, key in TRAIN_KEYS.items():
+        if field in explicit:
+            value = getattr(settings, field)
+            values[key] = str(value) if isinstance(value, Path) else value
+    for modality, source in settings.encoder_overrides.items():
+        if f"{modality}_encoder" in explicit:
+            values[f"model.encoders.{modality}"] = source
+    return values
+
+
+def _set_value(text: str) -> tuple[str, Any]:
+    """``--set optim.lr=1e-3``: the key and the value read as TOML (else as a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise CliError(f"--set {text!r}: expected SECTION.KEY=VALUE, e.g. optim.lr=1e-3")
+    try:
+        return key.strip(), tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key.strip(), raw
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _flag_of(key: str) -> str:
+    """The flag (Settings field) a TrainConfig key comes from: model.encoders.audio -> audio_encoder."""
+    *parents, last = key.split(".")
+    return f"{last}_encoder" if parents[-1] == "encoders" else last
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of a `train` command line.
+
+    Built from, each overriding the one before: the defaults, MMEMBED_* model
+    settings in the environment, the ``--recipe`` file, ``--set`` values, the flags.
+    """
+    from model.training.recipe import TrainConfig
+
+    model_values = _model_values(args)
+    flags = set(given_flags(args))
+    values = {k: v for k, v in model_values.items() if _flag_of(k) not in flags}
+    if args.recipe:
+        try:
+            with open(args.recipe, "rb") as fh:
+                values.update(_flatten(tomllib.load(fh)))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise CliError(f"recipe {args.recipe}: {exc}") from exc
+    values.update(_set_value(text) for text in args.set)
+    values.update({k: v for k, v in model_values.items() if _flag_of(k) in flags})
+    values.update(
+        {key: getattr(args, f) for f, key in TRAIN_FLAGS.items() if getattr(args, f) is not None}
+    )
+    if args.baseline:
+        values["model.baseline"] = True
+    if args.no_progress:
+        values["run.progress"] = False
+    try:
+        return TrainConfig().with_values(values)
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"invalid training config: {exc}") from exc
+
+
+def _training_errors(run: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """Run a training command: offline hub, INFO logs, data and model errors as one line."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        from model.errors import ModelError
+        from model.training.data import DataError
+
+        setup_logging("info")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            return run(args)
+        except (DataError, ModelError, FileNotFoundError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+
+    return wrapped
+
+
+@_training_errors
+def cmd_train(args: argparse.Namespace) -> int:
+    from model.training.commands import train_command
+
+    return train_command(train_config(args))
+
+
+def _model_part(args: argparse.Namespace) -> tuple[Any, str]:
+    """The model part and device of an `eval` or `data` command line."""
+    from model.training.recipe import TrainConfig
+
+    cfg = TrainConfig().with_values(_model_values(args))
+    apply_torch_threads(cfg.run.torch_threads)
+    return cfg.model, cfg.run.device
+
+
+@_training_errors
+def cmd_eval(args: argparse.Namespace) -> int:
+    from model.training.commands import eval_command
+
+    part, device = _model_part(args)
+    return eval_command(
+        part,
+        data=args.data,
+        cache_dir=args.cache_dir,
+        device=device,
+        limit=args.limit,
+        baseline=args.baseline,
+        json_out=args.json,
+    )
+
+
+@_training_errors
+def cmd_data_features(args: argparse.Namespace) -> int:
+    from model.training.commands import features_command
+
+    part, device = _model_part(args)
+    return features_command(
+        part,
+        data=args.data,
+        cache_dir=args.cache_dir,
+        device=device,
+        batch_size=args.batch_size,
+        chunk=args.chunk,
+        limit=args.limit,
+    )
+
+
+@_training_errors
+def cmd_data_compare_windows(args: argparse.Namespace) -> int:
+    from model.training.commands import compare_windows_command
+
+    part, _ = _model_part(args)
+    return compare_windows_command(
+        part, data=args.data, cache_dir=args.cache_dir, batch_size=args.batch_size, limit=args.limit
+    )
+
+
+@_training_errors
+def cmd_data_spoken(args: argparse.Namespace) -> int:
+    from model.training import spoken
+
+    return spoken.run(args)
+
+
+@_training_errors
+def cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from model.training.synthetic import build_synthetic_dataset
+
+    summary = build_synthetic_dataset(
+        args.out,
+        per_caption_train=args.per_caption_train,
+        per_caption_test=args.per_caption_test,
+        modalities=args.modalities.split(","),
+        seed=args.seed,
+    )
+    print(json.dumps(summary, indent=2))
+    return 0

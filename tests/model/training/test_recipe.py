@@ -1,0 +1,84 @@
+"""TrainConfig: its parts, the TOML recipe files, and the model config it describes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from model.training.recipe import TrainConfig
+from model.training.trainable import model_config
+
+
+def test_round_trip_through_a_dict_and_json() -> None:
+    cfg = TrainConfig().with_values({"optim.lr": 1e-3, "model.encoders.text": "/w/minilm"})
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg and again.optim.lr == 1e-3 and again.model.encoders == {"text": "/w/minilm"}
+
+
+def test_recipe_file_sets_only_what_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(
+        '[model]\npreset = "tiny"\n[model.overrides.perceiver]\ndim = 64\n[optim]\nepochs = 3\n'
+    )
+    cfg = TrainConfig.from_recipe(path)
+    assert cfg.model.preset == "tiny" and cfg.optim.epochs == 3
+    assert cfg.optim.lr == TrainConfig().optim.lr  # untouched fields keep their defaults
+    assert model_config(cfg.model).perceiver.dim == 64
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[optimizer]\nlr = 1\n", "unknown sections ['optimizer']"),
+        ("[run]\nthreads = 2\n", "unknown keys in [run]: ['threads']"),
+        ("[run\n", "recipe"),
+    ],
+)
+def test_bad_recipes_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        TrainConfig.from_recipe(path)
+
+
+def test_model_part_builds_the_same_config_as_the_old_flags() -> None:
+    """The nested overrides reach the same ModelConfig fields the flat flags did."""
+    cfg = TrainConfig().with_values(
+        {
+            "model.preset": "tiny",
+            "model.audio_window": "trimmed",
+            "model.overrides": {
+                "perceiver": {"dim": 256, "num_latents": 16, "depth": 2, "ff_mult": 2},
+                "adapter": {"hidden_mult": 1, "audio_frame_pool": 4},
+                "head": {"llm_dim": 64},
+            },
+            "model.random_init": {"audio": {"init_std": 0.2}},
+        }
+    )
+    config = model_config(cfg.model)
+    assert (config.perceiver.dim, config.perceiver.num_latents) == (256, 16)
+    assert (config.perceiver.depth, config.perceiver.ff_mult) == (2, 2)
+    assert (config.adapter.hidden_mult, config.adapter.audio_frame_pool) == (1, 4)
+    assert config.head.llm_dim == 64 and config.encoders["audio"].audio_window == "trimmed"
+    assert config.encoders["audio"].random_init["init_std"] == 0.2
+
+
+def test_unknown_model_overrides_are_refused() -> None:
+    cfg = TrainConfig().with_values({"model.preset": "tiny", "model.overrides.perceiver.width": 1})
+    with pytest.raises(ValueError, match="width"):
+        model_config(cfg.model)
+    cfg = TrainConfig().with_values({"model.preset": "tiny", "model.overrides.encoders": {}})
+    with pytest.raises(ValueError, match="cannot override"):
+        model_config(cfg.model)
+
+
+def test_shipped_recipes_load() -> None:
+    folder = Path(__file__).resolve().parents[3] / "model" / "training" / "recipes"
+    recipes = sorted(folder.glob("*.toml"))
+    assert recipes, f"no recipes in {folder}"
+    for path in recipes:
+        cfg = TrainConfig.from_recipe(path)
+        assert cfg.data.train, f"{path.name} names no training data"
+        model_config(cfg.model)
