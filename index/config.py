@@ -18,7 +18,7 @@ class IndexConfig:
     kind: "flat" (exact inner product, the default) or "hnsw" (approximate graph
         search for large collections; deletes become tombstones, see faiss_index.py).
     shortlist_codec: how the flat kind stores the 64-d index: "fp16" (default; half the
-        memory, and a 3x faster scan than float32 on the benchmark machine; hits are
+        memory and a faster scan than float32, see index/README.md; hits are
         re-scored in float32, so scores stay exact) or "float32".
     adaptive_factor: adaptive search re-ranks the top `k * adaptive_factor` of the
         64-d index with the full vectors.
@@ -36,12 +36,11 @@ class IndexConfig:
     faiss_threads: OpenMP threads FAISS may use per search, set process-wide on open
         (None leaves FAISS's default, one per core). The service searches from many
         threads at once, so parallelism comes from concurrent requests; OpenMP threads
-        on top oversubscribe the cores (on the shared 2-core box a batch-1 512-d search
-        over 20k items took 6 ms with 1 thread and 55 ms with 2).
+        on top oversubscribe the cores, which slows each search on a busy machine.
     blas_threads: threads of the OpenBLAS libraries loaded in the process (numpy's, used
         for the 128/256-d scans and filtered scoring, and FAISS's), set on open through
-        threadpoolctl; None leaves them. OpenBLAS threads spin after each call, and on the
-        shared 2-core box that slowed the next FAISS search by half. MKL (torch) is untouched.
+        threadpoolctl; None leaves them. OpenBLAS threads spin after each call, which
+        slows the next FAISS search on a busy machine. MKL (torch) is untouched.
     rebuild_progress_min: show a tqdm progress bar for rebuilds of at least this
         many items (and only when stderr is a terminal).
     """

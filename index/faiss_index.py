@@ -8,7 +8,7 @@ zero-copy view of the flat storage), so no third copy is kept in memory.
 Kinds:
 - "flat" (default): exact. The 512-d index is `IndexFlatIP`; the 64-d one holds fp16
   codes (`IndexScalarQuantizer` QT_fp16, `shortlist_codec="fp16"`): half the bytes of
-  float32 and its scan ran 3x faster here; 64-d results are re-scored in float32 from
+  float32 and a faster scan (index/README.md has the numbers); 64-d results are re-scored in float32 from
   the 512-d storage, so returned scores are exact. `remove_ids` compacts the arrays.
 - "hnsw": `IndexHNSWFlat`, approximate, for large collections. HNSW cannot remove
   ids, so a delete (or the old version of an upsert) becomes a tombstone that

@@ -42,17 +42,6 @@ def as_unit_matrix(vectors: Any, *, what: str = "vector") -> np.ndarray:
     return np.ascontiguousarray(array / norms, dtype=np.float32)
 
 
-def as_unit_vector(vector: Any, *, what: str = "vector") -> np.ndarray:
-    """Validate and L2-normalise one full embedding: (512,) -> (512,) float32 unit."""
-    try:
-        array = np.asarray(vector)
-    except (TypeError, ValueError) as exc:
-        raise InvalidVector(f"{what} is not a numeric array: {exc}") from exc
-    if array.ndim != 1 or array.shape[0] != EMBED_DIM:
-        raise InvalidVector(f"{what} must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
-    return as_unit_matrix(array[None, :], what=what)[0]
-
-
 def check_dims(dims: Any) -> int:
     """Return `dims` if it is one of MATRYOSHKA_DIMS, else raise InvalidQuery."""
     if (

@@ -197,6 +197,3 @@ class MultimodalModel(nn.Module):
         return self.forward_features(
             modality, out.tokens, out.mask, with_llm_tokens=with_llm_tokens
         )
-
-    def encoder_fingerprints(self) -> dict[str, dict[str, list[float]]]:
-        return {m: enc.fingerprint() for m, enc in self.encoders.items()}

@@ -23,7 +23,7 @@ from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.routers import embed, health, items, openai, search
-from service.settings import Settings
+from service.settings import Settings, get_settings
 from service.state import ServiceState
 from service.store import AsyncStore
 
@@ -45,7 +45,13 @@ UNTRAINED_WARNING = (
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings ask for: a checkpoint if given, else a preset."""
+    """The embedder the settings ask for: a checkpoint if given, else a preset.
+
+    Sets torch's thread count first when `torch_threads` is given, so every path
+    that builds a model (the CLI, the service's lifespan, tests) applies it.
+    """
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
     if settings.checkpoint is not None:
         return Embedder.from_checkpoint(
             settings.checkpoint,
@@ -168,7 +174,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     `embedder` lets a caller share an already loaded model (tests, benchmarks);
     by default the lifespan loads the one the settings name.
     """
-    settings = settings or Settings()
+    settings = settings or get_settings()
     check_bind(settings)
     metrics = Metrics()
 
@@ -212,7 +218,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    # Every route and dependency reads the settings through get_settings: this app's own.
+    app.dependency_overrides[get_settings] = lambda: settings
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from service.errors import Unauthorized
-from service.settings import Settings, is_loopback
+from service.settings import Settings, get_settings, is_loopback
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from MMEMBED_API_KEYS.")
 
@@ -46,11 +46,10 @@ def key_matches(candidate: str, settings: Settings) -> bool:
 
 
 async def require_api_key(
-    request: Request,
+    settings: Annotated[Settings, Depends(get_settings)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Dependency for protected routers; a no-op when no keys are configured."""
-    settings: Settings = request.app.state.settings
     if not settings.auth_enabled:
         return
     if credentials is None or credentials.scheme.lower() != "bearer":

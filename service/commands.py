@@ -86,7 +86,6 @@ def load_embedder(settings: Settings) -> Any:
     from model.errors import ModelError
     from service.app import load_embedder as load
 
-    apply_torch_threads(settings.torch_threads)
     if settings.checkpoint is not None and not settings.checkpoint.exists():
         raise CliError(f"checkpoint {settings.checkpoint} does not exist")
     logger.info(

@@ -1,4 +1,8 @@
-"""Typed dependencies: routes ask for what they need, never reach into `app.state`."""
+"""Typed dependencies: routes ask for what they need, never reach into `app.state`.
+
+Settings come from `service.settings.get_settings`, the one settings dependency;
+`create_app(settings)` overrides it with the app's own settings.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import Depends, Request
 from service.engine import EmbeddingEngine
 from service.errors import NotReady
 from service.metrics import Metrics
-from service.settings import Settings
+from service.settings import Settings, get_settings
 from service.state import ServiceState
 from service.store import AsyncStore
 
@@ -19,10 +23,6 @@ def get_state(request: Request) -> ServiceState:
     if state is None:
         raise NotReady("the model and index are still loading; see /readyz")
     return state
-
-
-def get_app_settings(request: Request) -> Settings:
-    return request.app.state.settings
 
 
 def get_engine(state: Annotated[ServiceState, Depends(get_state)]) -> EmbeddingEngine:
@@ -38,7 +38,7 @@ def get_metrics(request: Request) -> Metrics:
 
 
 StateDep = Annotated[ServiceState, Depends(get_state)]
-SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
 EngineDep = Annotated[EmbeddingEngine, Depends(get_engine)]
 StoreDep = Annotated[AsyncStore, Depends(get_store)]
 MetricsDep = Annotated[Metrics, Depends(get_metrics)]

@@ -50,14 +50,6 @@ class ItemIn(_Strict):
         return self
 
 
-class ItemTextIn(_Strict):
-    """An item to store, as JSON."""
-
-    text: str = Field(description="Text content.")
-    id: str | None = ITEM_ID
-    metadata: dict[str, Any] | None = METADATA
-
-
 class ItemsIn(_Strict):
     """Several items to store in one call; all are stored or none."""
 

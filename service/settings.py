@@ -1,7 +1,8 @@
 """Service settings: every option from an `MMEMBED_*` environment variable.
 
 `Settings` is validated once at start-up; routes receive it through the cached
-`get_settings` dependency, which tests override with their own instance.
+`get_settings` dependency, the only one: `create_app(settings)` overrides it with
+the app's settings, which is how tests give an app their own instance.
 """
 
 from __future__ import annotations

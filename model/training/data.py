@@ -22,7 +22,7 @@ import csv
 import json
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,9 +107,6 @@ class PairSet:
 
     def modalities(self) -> tuple[str, ...]:
         return tuple(sorted({p.modality for p in self.pairs}))
-
-    def subset(self, modality: str) -> PairSet:
-        return PairSet([p for p in self.pairs if p.modality == modality], self.skipped)
 
 
 def _check_caption(text: Any, origin: str) -> str:
@@ -354,9 +351,3 @@ def load_media(pair: Pair) -> Any:
     if pair.modality == "image":
         return load_image(pair.path, pair.origin)
     raise DataError(f"{pair.origin}: unknown modality {pair.modality!r}")
-
-
-def group_ids(pairs: Sequence[Pair]) -> np.ndarray:
-    """Integer id per pair's caption group, shape (N,); same caption group -> same id."""
-    index: dict[str, int] = {}
-    return np.array([index.setdefault(p.group, len(index)) for p in pairs], dtype=np.int64)

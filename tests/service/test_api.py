@@ -201,7 +201,7 @@ def test_metrics_count_requests_by_route_template(client):
     assert 'mmembed_batch_size_count{modality="text"}' in text
 
 
-def test_partial_modalities_refuse_the_missing_one(make_client, png_bytes):
+def test_partial_modalities_refuse_the_missing_one(tmp_path, png_bytes):
     from fastapi.testclient import TestClient
 
     from model import Embedder
@@ -209,7 +209,7 @@ def test_partial_modalities_refuse_the_missing_one(make_client, png_bytes):
     from service.settings import Settings
 
     text_only = Embedder.from_preset("tiny", modalities=("text",))
-    data_dir = make_client().app.state.settings.data_dir.parent / "text-only"
+    data_dir = tmp_path / "text-only"
     settings = Settings(preset="tiny", modalities="text", data_dir=data_dir)
     with TestClient(create_app(settings, embedder=text_only)) as c:
         response = c.post("/embed", files={"file": ("p", png_bytes)})

@@ -75,3 +75,37 @@ def test_invalid_values_are_refused(values):
 def test_xdg_data_home_is_respected(monkeypatch, tmp_path):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     assert default_data_dir() == Path(tmp_path) / "mmembed"
+
+
+def test_get_settings_is_the_dependency_routes_read(make_client):
+    """Overriding get_settings changes what every route sees (the app sets it to its own)."""
+    from service.settings import Settings, get_settings
+
+    client = make_client()
+    assert client.post("/embed", json={"text": "twelve chars"}).status_code == 200
+    strict = Settings(preset="tiny", max_text_chars=5)
+    client.app.dependency_overrides[get_settings] = lambda: strict
+    response = client.post("/embed", json={"text": "twelve chars"})
+    assert response.status_code == 400 and "the limit is 5" in response.json()["error"]["message"]
+
+
+def test_torch_threads_applied_when_the_service_builds_its_model(tmp_path):
+    import torch
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    before = torch.get_num_threads()
+    settings = Settings(preset="tiny", modalities="text", torch_threads=1, data_dir=tmp_path)
+    try:
+        with TestClient(create_app(settings)) as client:  # the lifespan loads the model
+            assert client.get("/readyz").status_code == 200
+            # The model runs on the batchers' worker threads: ask one of them.
+            state = client.app.state.service
+            threads = client.portal.call(
+                state.engine.batchers["text"].run_on_worker, torch.get_num_threads
+            )
+            assert threads == 1
+    finally:
+        torch.set_num_threads(before)
