@@ -76,6 +76,11 @@ def _dir_bytes(directory: Path, pattern: str) -> int:
 
 
 def run(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """Every measurement, in the order of the printed report: fill, search, disk, start-up.
+
+    Long on purpose: one store goes through its whole life here, and the report's
+    rows follow the code line by line.
+    """
     rows: list[tuple[str, str]] = []
 
     def row(name: str, value: str) -> None:

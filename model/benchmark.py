@@ -21,7 +21,6 @@ prints one table:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import resource
 import statistics
 import time
@@ -80,7 +79,7 @@ def _row(name: str, batch: int, enc_s: float, res_s: float) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     here = Path(__file__).resolve().parents[1]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models-dir", type=Path, default=here.parent / "shared" / "models")
@@ -93,78 +92,79 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per cell (median)")
     parser.add_argument("--budget", type=float, default=10.0, help="seconds per cell, at most")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    batches = [int(b) for b in args.batch_sizes.split(",")]
-    full_batches = [int(b) for b in args.full_batch_sizes.split(",")]
+    parser.add_argument("--torch-threads", type=int, help="torch threads (default: torch's)")
+    return parser.parse_args(argv)
 
+
+def _load_models(models_dir: Path) -> tuple[MultimodalModel, MultimodalModel, float]:
+    """The real-weights model with the full Whisper window, the same with the trimmed one,
+    and the seconds loading took."""
     config = preset(
         "base",
         encoders={
-            "text": str(args.models_dir / "all-MiniLM-L6-v2"),
-            "audio": str(args.models_dir / "whisper-base-encoder"),
+            "text": str(models_dir / "all-MiniLM-L6-v2"),
+            "audio": str(models_dir / "whisper-base-encoder"),
         },
         modalities=("audio", "text"),
     )
-    audio_cfg = config.encoders["audio"]
-    trimmed_cfg = dataclasses.replace(
-        config,
-        encoders={
-            **config.encoders,
-            "audio": dataclasses.replace(audio_cfg, audio_window="trimmed"),
-        },
-    )
     load_start = time.perf_counter()
     model = MultimodalModel(config).eval()
-    trimmed = MultimodalModel(trimmed_cfg).eval()
+    trimmed = MultimodalModel(config.with_audio_window("trimmed")).eval()
     trimmed.load_state_dict(model.state_dict())
-    load_s = time.perf_counter() - load_start
-    trainable = sum(p.numel() for p in model.trainable_parameters())
+    return model, trimmed, time.perf_counter() - load_start
 
-    print(
-        f"mmembed model benchmark: CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; "
-        f"real MiniLM + Whisper-base, base heads ({trainable / 1e6:.1f}M trainable params); "
-        f"models loaded in {load_s:.1f} s; peak RSS {_peak_rss_mib():.0f} MiB after loading"
-    )
-    print()
+
+def _measure(
+    args: argparse.Namespace,
+    name: str,
+    m: MultimodalModel,
+    modality: str,
+    items: list,
+    sizes: list[int],
+    **kw: object,
+) -> None:
+    """One table row per batch size: the encoder's time and the resampler's, and its share."""
+    with torch.inference_mode():  # warm-up
+        m(modality, m.preprocess(modality, items[:1], **kw))
+    for b in sizes:
+        chunk = (items * (b // len(items) + 1))[:b]
+        with torch.inference_mode():
+            enc_s = _time(
+                lambda chunk=chunk: m.encode(modality, m.preprocess(modality, chunk, **kw)),
+                args.repeats,
+                args.budget,
+            )
+            out = m.encode(modality, m.preprocess(modality, chunk, **kw))
+            res_s = _time(
+                lambda out=out: m.forward_features(
+                    modality, out.tokens, out.mask, with_llm_tokens=False
+                ),
+                args.repeats,
+                args.budget,
+            )
+        print(_row(name, b, enc_s, res_s), flush=True)
+
+
+def _paths_table(
+    args: argparse.Namespace, model: MultimodalModel, trimmed: MultimodalModel
+) -> None:
+    batches = [int(b) for b in args.batch_sizes.split(",")]
+    full_batches = [int(b) for b in args.full_batch_sizes.split(",")]
     print(
         "| path                   | batch | emb/s     | encoder ms | resampler ms | share  | RSS MiB  |"
     )
     print(
         "|------------------------|-------|-----------|------------|--------------|--------|----------|"
     )
-
-    def measure(
-        name: str, m: MultimodalModel, modality: str, items: list, sizes: list[int], **kw: object
-    ) -> None:
-        with torch.inference_mode():  # warm-up
-            m(modality, m.preprocess(modality, items[:1], **kw))
-        for b in sizes:
-            chunk = (items * (b // len(items) + 1))[:b]
-            with torch.inference_mode():
-                enc_s = _time(
-                    lambda chunk=chunk: m.encode(modality, m.preprocess(modality, chunk, **kw)),
-                    args.repeats,
-                    args.budget,
-                )
-                out = m.encode(modality, m.preprocess(modality, chunk, **kw))
-                res_s = _time(
-                    lambda out=out: m.forward_features(
-                        modality, out.tokens, out.mask, with_llm_tokens=False
-                    ),
-                    args.repeats,
-                    args.budget,
-                )
-            print(_row(name, b, enc_s, res_s), flush=True)
-
-    measure("text (MiniLM)", model, "text", SENTENCES, batches)
+    _measure(args, "text (MiniLM)", model, "text", SENTENCES, batches)
     clips = [_clip(3.0, s) for s in range(8)]
-    measure("audio 3 s, trimmed", trimmed, "audio", clips, batches, sampling_rate=SAMPLE_RATE)
-    measure("audio 3 s, full 30 s", model, "audio", clips, full_batches, sampling_rate=SAMPLE_RATE)
+    rate = {"sampling_rate": SAMPLE_RATE}
+    _measure(args, "audio 3 s, trimmed", trimmed, "audio", clips, batches, **rate)
+    _measure(args, "audio 3 s, full 30 s", model, "audio", clips, full_batches, **rate)
 
-    print()
+
+def _resampler_table(args: argparse.Namespace, model: MultimodalModel) -> None:
+    batches = [int(b) for b in args.batch_sizes.split(",")]
     print("Resampler alone (adapter + Perceiver Resampler + heads) on prepared encoder tokens:")
     print()
     print("| tokens                    | batch | emb/s     | ms/batch   |")
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> None:
         ("audio 3 s, 150 frames", "audio", 150),
         ("audio 30 s, 1500 frames", "audio", 1500),
     ):
-        width = config.encoders[modality].hidden_size
+        width = model.config.encoders[modality].hidden_size
         # 30 s tokens at batch 32 add half a minute to the run and nothing new: cost is linear.
         for b in batches if length < 1500 else [b for b in batches if b <= 8]:
             tokens = torch.randn(b, length, width)
@@ -190,7 +190,10 @@ def main(argv: list[str] | None = None) -> None:
                 )
             print(f"| {label:<25} | {b:>5} | {b / sec:>9.1f} | {1000 * sec:>10.1f} |", flush=True)
 
-    print()
+
+def _length_table(
+    args: argparse.Namespace, model: MultimodalModel, trimmed: MultimodalModel
+) -> None:
     print("Cost against clip length: one layer's cross-attention and the resampler at batch 8,")
     print("the whole audio path (preprocess, Whisper, resampler, heads) for one clip:")
     print()
@@ -200,11 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         "|-------|--------------|---------------|--------------|------------------|---------------|"
     )
+    config = model.config
     cross = model.resampler.layers[0].cross_attn
     latents = model.resampler.latents.expand(8, -1, -1)
     for seconds in (3.0, 30.0):
         frames = int(seconds * 50)
-        batch_clips = [_clip(seconds, s) for s in range(8)]
+        one_clip = [_clip(seconds, 0)]
         with torch.inference_mode():
             cross(
                 latents, torch.randn(8, 4, config.perceiver.dim), torch.ones(8, 4, dtype=torch.bool)
@@ -212,29 +216,46 @@ def main(argv: list[str] | None = None) -> None:
             x = torch.randn(8, frames, config.perceiver.dim)
             valid = torch.ones(8, frames, dtype=torch.bool)
             cross_s = _time(lambda x=x, v=valid: cross(latents, x, v), args.repeats, args.budget)
-            tok = torch.randn(8, frames, audio_cfg.hidden_size)
+            tok = torch.randn(8, frames, config.encoders["audio"].hidden_size)
             res_s = _time(
                 lambda t=tok, v=valid: model.forward_features("audio", t, v, with_llm_tokens=False),
                 args.repeats,
                 args.budget,
             )
-            totals = []
-            for m in (trimmed, model):
-                one = batch_clips[:1]
-                totals.append(
-                    _time(
-                        lambda m=m, c=one: m(
-                            "audio", m.preprocess("audio", c), with_llm_tokens=False
-                        ),
-                        1,
-                        args.budget,
-                    )
+            totals = [
+                _time(
+                    lambda m=m, c=one_clip: m(
+                        "audio", m.preprocess("audio", c), with_llm_tokens=False
+                    ),
+                    1,
+                    args.budget,
                 )
+                for m in (trimmed, model)
+            ]
         print(
             f"| {seconds:>3.0f} s | {frames:>12} | {1000 * cross_s:>13.2f} | {1000 * res_s:>12.1f} | "
             f"{1000 * totals[0]:>16.0f} | {1000 * totals[1]:>13.0f} |",
             flush=True,
         )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    model, trimmed, load_s = _load_models(args.models_dir)
+    trainable = sum(p.numel() for p in model.trainable_parameters())
+    print(
+        f"mmembed model benchmark: CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+        f"real MiniLM + Whisper-base, base heads ({trainable / 1e6:.1f}M trainable params); "
+        f"models loaded in {load_s:.1f} s; peak RSS {_peak_rss_mib():.0f} MiB after loading"
+    )
+    print()
+    _paths_table(args, model, trimmed)
+    print()
+    _resampler_table(args, model)
+    print()
+    _length_table(args, model, trimmed)
     print()
     print(f"Peak resident memory of the whole run: {_peak_rss_mib():.0f} MiB")
 

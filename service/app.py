@@ -218,8 +218,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         version="0.1.0",
         lifespan=lifespan,
     )
-    # Every route and dependency reads the settings through get_settings: this app's own.
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.dependency_overrides[get_settings] = lambda: settings  # what every route reads
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)

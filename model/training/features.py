@@ -217,6 +217,18 @@ def feature_bar(modality: str, total: int, progress: bool) -> Any:
     )
 
 
+def _pending(items: Sequence[FeatureJob], cache: FeatureCache) -> list[FeatureJob]:
+    """The jobs not cached yet, each id once, shortest first (similar lengths share a batch)."""
+    todo: list[FeatureJob] = []
+    seen: set[str] = set()
+    for job in items:
+        if job.id not in cache and job.id not in seen:
+            seen.add(job.id)
+            todo.append(job)
+    todo.sort(key=lambda job: job.sort_key)
+    return todo
+
+
 def build_features(
     model: Any,
     cache: FeatureCache,
@@ -241,13 +253,7 @@ def build_features(
         The skip report and timing: ``{"items": n encoded, "seconds": s,
         "seconds_per_item": s/n}``.
     """
-    todo: list[FeatureJob] = []
-    seen: set[str] = set()
-    for job in items:
-        if job.id not in cache and job.id not in seen:
-            seen.add(job.id)
-            todo.append(job)
-    todo.sort(key=lambda job: job.sort_key)  # similar lengths together: less padding
+    todo = _pending(items, cache)
     skipped = SkipReport()
     pending_ids: list[str] = []
     pending_tokens: list[np.ndarray] = []

@@ -57,6 +57,8 @@ def _wait_ready(port: int, proc: subprocess.Popen, timeout: float = 120) -> None
 
 @pytest.mark.slow
 def test_dockerfile_install_and_start_commands_work(tmp_path, dockerfile, compose):
+    """Replays the Dockerfile's RUN and COPY steps in order, then starts its entry point
+    (long on purpose: one build, step by step, as Docker would run it)."""
     app = tmp_path / "app"
     app.mkdir()
     venv = tmp_path / "venv"

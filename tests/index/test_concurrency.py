@@ -12,6 +12,8 @@ from index import IndexConfig, NewItem
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
 def test_searches_run_safely_alongside_writes(open_store, unit_vectors, kind):
+    """Readers and writers on one store at once (long on purpose: the threads share setup
+    and their checks only make sense together)."""
     store = open_store(IndexConfig(kind=kind, snapshot_every=150))
     stable = unit_vectors(300)
     stable_ids = store.add_many([NewItem(v, "image", id=f"s{i}") for i, v in enumerate(stable)])

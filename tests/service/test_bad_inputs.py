@@ -31,7 +31,10 @@ MANY_TOKENS = " ".join(["word"] * 400)  # under the character limit, over the ti
 
 
 def cases(png: bytes) -> list[tuple[str, str, str, dict, int, str, str]]:
-    """(name, method, path, request kwargs, status, error type, text in the message)."""
+    """(name, method, path, request kwargs, status, error type, text in the message).
+
+    Long on purpose: a table, one row per bad request, read down rather than called.
+    """
     corrupt = truncated_png(png)
     b64_corrupt = base64.b64encode(corrupt).decode()
     return [

@@ -11,6 +11,8 @@ from model.matryoshka import truncate
 
 
 def test_embed_store_search_delete_restart(server_factory, png_bytes, png_bytes_2, wav_bytes):
+    """One user's session against a real server, start to restart (long on purpose: each
+    step depends on the state the steps before it left)."""
     server = server_factory()
     server.start()
     http = httpx.Client(base_url=server.url, timeout=30)
