@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -29,6 +30,16 @@ def rows_for(items: list[int]) -> np.ndarray:
     if any(i < 0 for i in items):
         raise BadItem(f"negative item in {items}")
     return np.array([[i, 2 * i] for i in items], dtype=np.float32)
+
+
+def blocked_until(release: threading.Event) -> Callable[[list[int]], np.ndarray]:
+    """A batch function that waits (up to 5 s) for `release` before answering."""
+
+    def slow(items: list[int]) -> np.ndarray:
+        release.wait(5)
+        return rows_for(items)
+
+    return slow
 
 
 def run(coro):
@@ -91,10 +102,7 @@ def test_submit_many_keeps_order():
 
 def test_full_queue_is_refused_with_retry_after():
     release = threading.Event()
-
-    def slow(items: list[int]) -> np.ndarray:
-        release.wait(5)
-        return rows_for(items)
+    slow = blocked_until(release)
 
     async def main():
         batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0, queue_size=2)
@@ -203,10 +211,7 @@ def test_wrong_row_count_is_an_error_not_a_mixup():
 
 def test_not_started_and_stopped_batchers_refuse_work():
     release = threading.Event()
-
-    def slow(items: list[int]) -> np.ndarray:
-        release.wait(5)
-        return rows_for(items)
+    slow = blocked_until(release)
 
     async def main():
         batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0)
