@@ -158,11 +158,23 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     kinds = data.add_subparsers(dest="data_command", required=True, metavar="KIND")
     spoken = kinds.add_parser("spoken", help="spoken-sentence dataset with espeak-ng")
     spoken.add_argument("--out", required=True, help="output folder (manifests + audio/)")
-    spoken.add_argument("--train-text", nargs="+", default=["/usr/share/games/fortunes"])
-    spoken.add_argument("--test-text", nargs="+", default=["/usr/share/dictd/devil.dict.dz"])
+    spoken.add_argument(
+        "--train-text",
+        nargs="+",
+        metavar="SOURCE",
+        help="fortune folder, .dict.dz, WordNet folder or text file; PATH@N samples N "
+        "(default: fortunes and 20,000 GCIDE sentences)",
+    )
+    spoken.add_argument(
+        "--test-set",
+        action="append",
+        metavar="NAME=SOURCE",
+        help="a held-out test set, repeatable (default: devil=Devil's Dictionary, "
+        "wordnet=WordNet usage examples)",
+    )
     spoken.add_argument("--train-sentences", type=int, help="default: all")
     spoken.add_argument("--val-sentences", type=int, default=300)
-    spoken.add_argument("--test-sentences", type=int, default=500)
+    spoken.add_argument("--test-sentences", type=int, default=500, help="per test set")
     spoken.add_argument("--train-variants", type=int, default=2, help="voices per sentence")
     spoken.add_argument("--test-variants", type=int, default=1)
     spoken.add_argument("--noise-prob", type=float, default=0.3)

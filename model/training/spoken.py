@@ -39,34 +39,88 @@ from model.constants import SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 
-# espeak-ng language voices whose English is intelligible, and voice variants
-# (timbre) to combine them with; `espeak-ng --voices=en` lists them.
-LANGUAGES: tuple[str, ...] = (
-    "en-us",
-    "en-gb",
-    "en-gb-x-rp",
-    "en-029",
-    "en-gb-scotland",
-    "en-us-nyc",
-    "en-gb-x-gbclan",
-    "en-gb-x-gbcwmd",
+@dataclass(frozen=True)
+class VoicePool:
+    """The espeak-ng voices, variants (timbres), speeds (words per minute) and
+    pitches (0-99) one split is spoken with.
+
+    Training and test pools share no language voice, no variant and no speed
+    or pitch value, so test scores measure speakers the model never heard.
+    """
+
+    languages: tuple[str, ...]
+    variants: tuple[str, ...]
+    speeds: tuple[int, int]
+    pitches: tuple[int, int]
+    speed_step: int = 1
+    pitch_step: int = 1
+
+    def speed_values(self) -> range:
+        return range(self.speeds[0], self.speeds[1] + 1, self.speed_step)
+
+    def pitch_values(self) -> range:
+        return range(self.pitches[0], self.pitches[1] + 1, self.pitch_step)
+
+
+# `espeak-ng --voices=en` and `--voices=variant` list what is installed. Training
+# speeds and pitches are even, held-out ones odd, and the held-out ranges reach a
+# little further on both sides.
+TRAIN_VOICES = VoicePool(
+    languages=("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan"),
+    variants=(
+        "",
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+        "m5",
+        "f1",
+        "f2",
+        "f3",
+        "klatt",
+        "klatt3",
+        "adam",
+        "Andy",
+        "Annie",
+        "david",
+        "edward",
+        "john",
+        "linda",
+        "max",
+        "paul",
+        "robert",
+        "steph",
+        "travis",
+        "zac",
+    ),
+    speeds=(130, 200),
+    pitches=(24, 76),
+    speed_step=2,
+    pitch_step=2,
 )
-VARIANTS: tuple[str, ...] = (
-    "",
-    "m1",
-    "m2",
-    "m3",
-    "m4",
-    "m5",
-    "m6",
-    "m7",
-    "f1",
-    "f2",
-    "f3",
-    "f4",
-    "f5",
-    "klatt",
-    "klatt2",
+HELD_OUT_VOICES = VoicePool(
+    languages=("en-us-nyc", "en-gb-x-gbcwmd"),
+    variants=(
+        "m6",
+        "m7",
+        "m8",
+        "f4",
+        "f5",
+        "klatt2",
+        "klatt4",
+        "Alex",
+        "belinda",
+        "benjamin",
+        "Lee",
+        "Mike",
+        "shelby",
+        "quincy",
+        "victor",
+    ),
+    speeds=(121, 209),
+    pitches=(15, 85),
+    speed_step=2,
+    pitch_step=2,
 )
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z\"'(])")
@@ -88,14 +142,19 @@ class SpeechParams:
         return ["-v", self.voice, "-s", str(self.speed), "-p", str(self.pitch)]
 
 
-def sample_params(rng: random.Random, noise_prob: float = 0.3) -> SpeechParams:
-    """Draw a random voice, speed (120-210 wpm), pitch (20-80) and noise level."""
-    lang = rng.choice(LANGUAGES)
-    variant = rng.choice(VARIANTS)
+def sample_params(
+    rng: random.Random, pool: VoicePool = TRAIN_VOICES, noise_prob: float = 0.3
+) -> SpeechParams:
+    """Draw a random voice, speed, pitch and noise level from ``pool``."""
+    lang = rng.choice(pool.languages)
+    variant = rng.choice(pool.variants)
     voice = f"{lang}+{variant}" if variant else lang
     snr = round(rng.uniform(10.0, 35.0), 1) if rng.random() < noise_prob else None
     return SpeechParams(
-        voice=voice, speed=rng.randint(120, 210), pitch=rng.randint(20, 80), noise_snr_db=snr
+        voice=voice,
+        speed=rng.choice(pool.speed_values()),
+        pitch=rng.choice(pool.pitch_values()),
+        noise_snr_db=snr,
     )
 
 
@@ -147,21 +206,72 @@ def _fortune_texts(path: Path) -> Iterable[str]:
         yield "\n".join(lines)
 
 
+def _gcide_texts(path: Path) -> Iterable[str]:
+    """Definitions and quotations of the GNU Collaborative International Dictionary.
+
+    Entries copied from WordNet (tagged ``[WordNet``) are left out, so a WordNet
+    test set stays unseen. Cross-reference braces, source tags such as
+    ``[1913 Webster]`` and ``--Author.`` attributions are removed.
+    """
+    with gzip.open(path, "rt", encoding="utf-8", errors="replace") as fh:
+        raw = fh.read()
+    for entry in re.split(r"\n\s*\n", raw):
+        if "WordNet" in entry:
+            continue
+        body = [line.strip() for line in entry.splitlines() if line.startswith("   ")]
+        text = " ".join(body)
+        text = re.sub(r"\[[^\]]*\]", " ", text)
+        text = re.sub(r"--\s*[A-Z][\w. ]*?\.", " ", text)
+        text = text.replace("{", "").replace("}", "")
+        text = re.sub(r"^\s*\d+\.\s*", "", text)
+        yield re.sub(r"\s+\d+\.\s+", "\n\n", text)
+
+
+WORDNET_PARTS = ("noun", "verb", "adj", "adv")
+
+
+def _wordnet_examples(directory: Path) -> Iterable[str]:
+    """WordNet's usage examples (the quoted sentences in each gloss), one per text.
+
+    They are short and mostly lower-case without final punctuation, so each gets
+    a capital letter and a full stop.
+    """
+    for part in WORDNET_PARTS:
+        data = directory / f"data.{part}"
+        if not data.exists():
+            continue
+        for line in data.read_text(encoding="latin-1").splitlines():
+            if line.startswith("  ") or "|" not in line:
+                continue
+            for example in re.findall(r'"([^"]+)"', line.split("|", 1)[1]):
+                example = example.strip().rstrip(";,")
+                if not example:
+                    continue
+                if example[-1] not in ".!?":
+                    example += "."
+                yield example[0].upper() + example[1:]
+
+
 def read_source(source: str | Path) -> list[str]:
     """All sentences of one text source, deduplicated, in order of appearance.
 
     ``source`` is a fortune directory (every file with a ``.dat`` index) or
-    fortune file, a dictd ``.dict.dz`` / ``.gz`` file, or a plain text file.
+    fortune file, GCIDE's ``gcide.dict.dz``, another dictd ``.dict.dz`` / ``.gz``
+    file, a WordNet database folder (its usage examples), or a plain text file.
     """
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(f"text source not found: {path}")
     texts: Iterable[str]
-    if path.is_dir():
+    if path.is_dir() and any((path / f"data.{part}").exists() for part in WORDNET_PARTS):
+        texts = _wordnet_examples(path)
+    elif path.is_dir():
         files = _fortune_files(path)
         if not files:
             raise ValueError(f"{path}: no fortune files (with .dat index) in this directory")
         texts = (t for f in files for t in _fortune_texts(f))
+    elif path.name.startswith("gcide"):
+        texts = _gcide_texts(path)
     elif path.suffix == ".gz" or path.name.endswith(".dict.dz"):
         with gzip.open(path, "rt", encoding="latin-1") as fh:
             texts = [fh.read()]
@@ -233,80 +343,196 @@ def synthesize(text: str, params: SpeechParams, seed: int = 0) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _Job:
+    """One clip to speak: where it goes and the manifest record that describes it."""
+
+    split: str
     text: str
     params: SpeechParams
     path: str
     seed: int
+    record: dict
 
 
-def _run_job(job: _Job) -> tuple[str, float | None, str | None]:
-    """Synthesize one clip to ``job.path``; return (path, duration s, error)."""
+def _run_job(job: _Job) -> tuple[_Job, float | None, str | None]:
+    """Synthesize one clip to ``job.path``; return (job, duration s, error)."""
     out = Path(job.path)
     if out.exists():
         try:
-            return job.path, sf.info(out).duration, None
+            return job, sf.info(out).duration, None
         except RuntimeError:
             out.unlink()
     try:
         audio = synthesize(job.text, job.params, seed=job.seed)
     except RuntimeError as exc:
-        return job.path, None, str(exc)
+        return job, None, str(exc)
     tmp = out.with_suffix(".tmp.wav")
     sf.write(tmp, audio, SAMPLE_RATE, subtype="PCM_16")
     os.replace(tmp, out)
-    return job.path, audio.size / SAMPLE_RATE, None
+    return job, audio.size / SAMPLE_RATE, None
+
+
+SHINGLE_WORDS = 5
+
+
+def _shingles(sentence: str) -> set[str]:
+    """Overlapping runs of :data:`SHINGLE_WORDS` normalised words (the whole
+    sentence when it is shorter)."""
+    words = normalise(sentence).split()
+    if len(words) <= SHINGLE_WORDS:
+        return {" ".join(words)}
+    return {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
+
+
+def _parse_source(spec: str | Path) -> tuple[str, int | None]:
+    """``path`` or ``path@N`` (at most N sentences, sampled with the build's seed)."""
+    text = str(spec)
+    path, sep, count = text.rpartition("@")
+    if sep and count.isdigit() and path:
+        return path, int(count)
+    return text, None
+
+
+def read_pool(sources: Sequence[str | Path], seed: int) -> list[str]:
+    """Sentences of several sources (``path`` or ``path@N``), deduplicated across them."""
+    pool: list[str] = []
+    for spec in sources:
+        path, cap = _parse_source(spec)
+        sentences = read_source(path)
+        if cap is not None and cap < len(sentences):
+            sentences = random.Random(seed).sample(sentences, cap)
+        pool.extend(sentences)
+    return _unique(pool)
 
 
 def split_sentences(
     train_pool: Sequence[str],
-    test_pool: Sequence[str],
+    test_pools: dict[str, Sequence[str]],
     *,
     n_train: int | None,
     n_val: int,
     n_test: int,
     seed: int,
 ) -> dict[str, list[str]]:
-    """Disjoint train / val / test sentence lists.
+    """Disjoint train, val and ``test-NAME`` sentence lists.
 
-    Sentences of the training pool that also occur in the test pool
-    (normalised) are dropped; val is drawn from the training pool, test only
-    from the test pool. ``n_train=None`` keeps every remaining sentence.
+    Each test set is drawn only from its own pool. A training or validation
+    sentence that shares any run of :data:`SHINGLE_WORDS` words with a chosen
+    test sentence is dropped, so a quotation that also appears inside a longer
+    training sentence cannot leak. ``n_train=None`` keeps every remaining
+    sentence.
     """
-    test_keys = {normalise(s) for s in test_pool}
-    train_pool = [s for s in train_pool if normalise(s) not in test_keys]
     rng = random.Random(seed)
-    train_pool = list(train_pool)
-    test_pool = list(test_pool)
+    splits: dict[str, list[str]] = {}
+    for name, pool in test_pools.items():
+        pool = list(pool)
+        if n_test > len(pool):
+            raise ValueError(
+                f"asked for {n_test} test sentences, test set {name!r} has {len(pool)}"
+            )
+        rng.shuffle(pool)
+        splits[f"test-{name}"] = pool[:n_test]
+    taken = {sh for chosen in splits.values() for s in chosen for sh in _shingles(s)}
+    train_pool = [s for s in train_pool if not _shingles(s) & taken]
     rng.shuffle(train_pool)
-    rng.shuffle(test_pool)
-    if n_test > len(test_pool):
-        raise ValueError(f"asked for {n_test} test sentences, the test source has {len(test_pool)}")
     if n_val + (n_train or 0) > len(train_pool):
         raise ValueError(
             f"asked for {n_train} train + {n_val} val sentences, "
-            f"the training source has {len(train_pool)}"
+            f"the training sources have {len(train_pool)}"
         )
-    val = train_pool[:n_val]
-    train = train_pool[n_val:] if n_train is None else train_pool[n_val : n_val + n_train]
-    return {"train": train, "val": val, "test": test_pool[:n_test]}
+    splits["val"] = train_pool[:n_val]
+    splits["train"] = train_pool[n_val:] if n_train is None else train_pool[n_val : n_val + n_train]
+    return splits
+
+
+@dataclass(frozen=True)
+class SpokenSpec:
+    """What :func:`build_spoken_dataset` builds.
+
+    test_sets: name -> text sources; each becomes ``test-NAME.jsonl``.
+    Sources are paths, or ``path@N`` for at most N sentences of that source.
+    """
+
+    train_sources: tuple[str, ...]
+    test_sets: dict[str, tuple[str, ...]]
+    n_train: int | None = None
+    n_val: int = 300
+    n_test: int = 500
+    train_variants: int = 2
+    test_variants: int = 1
+    noise_prob: float = 0.3
+    seed: int = 0
+
+
+def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list[_Job]:
+    """Every clip to speak, test sets first, then val, then train variant-major.
+
+    Training clips use :data:`TRAIN_VOICES`; validation and test clips use
+    :data:`HELD_OUT_VOICES`, so both measure unheard speakers.
+    """
+    rng = random.Random(spec.seed + 1)
+    jobs: list[_Job] = []
+    for split, sentences in splits.items():
+        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
+        pool = TRAIN_VOICES if split == "train" else HELD_OUT_VOICES
+        variants = spec.train_variants if split == "train" else spec.test_variants
+        for v in range(variants):
+            for i, text in enumerate(sentences):
+                params = sample_params(rng, pool, noise_prob=spec.noise_prob)
+                rel = f"audio/{split}/{i:06d}_{v}.wav"
+                record = {"audio": rel, "text": text, "sentence_id": i, "variant": v}
+                record.update(asdict(params))
+                job_seed = spec.seed * 1_000_003 + len(jobs)
+                jobs.append(_Job(split, text, params, str(out / rel), job_seed, record))
+    return jobs
+
+
+def _write_manifest(path: Path, records: Sequence[dict]) -> None:
+    tmp = path.with_suffix(".jsonl.tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record) + "\n")
+    os.replace(tmp, path)
+
+
+def _synthesize_all(
+    out: Path, jobs: list[_Job], *, workers: int, progress: bool, flush_every: int
+) -> tuple[dict[str, list[dict]], list[str], float]:
+    """Speak every job in order; return (records per split, failures, seconds of audio).
+
+    A split's manifest is written as soon as its last clip is done, and the
+    training manifest every ``flush_every`` clips with what is done so far (in
+    order), so feature caching can start on a prefix while synthesis goes on.
+    """
+    from tqdm.auto import tqdm
+
+    remaining: dict[str, int] = {}
+    for job in jobs:
+        remaining[job.split] = remaining.get(job.split, 0) + 1
+    records: dict[str, list[dict]] = {split: [] for split in remaining}
+    failures: list[str] = []
+    seconds = 0.0
+    bar = tqdm(total=len(jobs), desc="synthesis", unit="clip", disable=not progress)
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for job, duration, error in pool.map(_run_job, jobs, chunksize=16):
+            bar.update(1)
+            remaining[job.split] -= 1
+            if error is not None:
+                failures.append(f"{job.path}: {error}")
+                log.warning("skipped clip %s: %s", job.path, error)
+            else:
+                seconds += duration
+                records[job.split].append(dict(job.record, duration_s=round(duration, 3)))
+            done = remaining[job.split] == 0
+            if done or (job.split == "train" and len(records["train"]) % flush_every == 0):
+                _write_manifest(out / f"{job.split}.jsonl", records[job.split])
+    bar.close()
+    return records, failures, seconds
 
 
 def build_spoken_dataset(
-    out_dir: str | Path,
-    *,
-    train_sources: Sequence[str | Path],
-    test_sources: Sequence[str | Path],
-    n_train: int | None = None,
-    n_val: int = 300,
-    n_test: int = 500,
-    train_variants: int = 2,
-    test_variants: int = 1,
-    noise_prob: float = 0.3,
-    seed: int = 0,
-    workers: int = 1,
-    progress: bool = True,
+    out_dir: str | Path, spec: SpokenSpec, *, workers: int = 1, progress: bool = True
 ) -> dict:
-    """Build ``train.jsonl``, ``val.jsonl``, ``test.jsonl`` and WAVs under ``out_dir``.
+    """Build ``train.jsonl``, ``val.jsonl``, ``test-NAME.jsonl`` and WAVs under ``out_dir``.
 
     Each training sentence is spoken ``train_variants`` times with different
     random voices, speeds, pitches and noise; the manifest lists clips
@@ -317,99 +543,53 @@ def build_spoken_dataset(
     """
     start = time.perf_counter()
     out = Path(out_dir)
-    train_pool = read_sources(train_sources)
-    test_pool = read_sources(test_sources)
+    out.mkdir(parents=True, exist_ok=True)
+    train_pool = read_pool(spec.train_sources, spec.seed)
+    test_pools = {name: read_pool(srcs, spec.seed) for name, srcs in spec.test_sets.items()}
     splits = split_sentences(
-        train_pool, test_pool, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed
+        train_pool,
+        test_pools,
+        n_train=spec.n_train,
+        n_val=spec.n_val,
+        n_test=spec.n_test,
+        seed=spec.seed,
     )
-    variants = {"train": train_variants, "val": test_variants, "test": test_variants}
-    rng = random.Random(seed + 1)
-    jobs: list[tuple[str, dict, _Job]] = []
-    for split, sentences in splits.items():
-        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
-        for v in range(variants[split]):
-            for i, text in enumerate(sentences):
-                params = sample_params(rng, noise_prob=noise_prob)
-                rel = f"audio/{split}/{i:06d}_{v}.wav"
-                record = {"audio": rel, "text": text, "sentence_id": i, "variant": v}
-                record.update(asdict(params))
-                job_seed = seed * 1_000_003 + len(jobs)
-                jobs.append((split, record, _Job(text, params, str(out / rel), job_seed)))
-
-    failures: list[str] = []
-    durations: dict[str, float] = {}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=len(jobs), desc="synthesis", unit="clip", disable=not progress)
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for path, duration, error in pool.map(_run_job, [j for _, _, j in jobs], chunksize=16):
-            bar.update(1)
-            if error is not None:
-                failures.append(f"{path}: {error}")
-                log.warning("skipped clip %s: %s", path, error)
-            else:
-                durations[path] = duration
-    bar.close()
-
-    counts: dict[str, int] = {}
-    for split in splits:
-        manifest = out / f"{split}.jsonl"
-        n = 0
-        with manifest.open("w", encoding="utf-8") as fh:
-            for s, record, job in jobs:
-                if s != split or job.path not in durations:
-                    continue
-                record = dict(record, duration_s=round(durations[job.path], 3))
-                fh.write(json.dumps(record) + "\n")
-                n += 1
-        counts[split] = n
+    jobs = plan_jobs(out, spec, splits)
+    records, failures, seconds = _synthesize_all(
+        out, jobs, workers=workers, progress=progress, flush_every=1000
+    )
     summary = {
-        "train_sources": [str(s) for s in train_sources],
-        "test_sources": [str(s) for s in test_sources],
+        "spec": asdict(spec),
         "sentences": {k: len(v) for k, v in splits.items()},
-        "clips": counts,
+        "clips": {k: len(v) for k, v in records.items()},
         "failed": len(failures),
         "failures": failures[:50],
-        "audio_hours": round(sum(durations.values()) / 3600, 3),
+        "audio_hours": round(seconds / 3600, 3),
         "sample_rate": SAMPLE_RATE,
-        "seed": seed,
         "seconds": round(time.perf_counter() - start, 1),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``mmembed data spoken``."""
-    parser.add_argument("--out", required=True, help="output folder (manifests + audio/)")
-    parser.add_argument(
-        "--train-text",
-        nargs="+",
-        default=["/usr/share/games/fortunes"],
-        help="training text sources: fortune folder/file, .dict.dz, or plain text",
-    )
-    parser.add_argument(
-        "--test-text",
-        nargs="+",
-        default=["/usr/share/dictd/devil.dict.dz"],
-        help="test text sources (a different source from training)",
-    )
-    parser.add_argument("--train-sentences", type=int, default=None, help="default: all")
-    parser.add_argument("--val-sentences", type=int, default=300)
-    parser.add_argument("--test-sentences", type=int, default=500)
-    parser.add_argument("--train-variants", type=int, default=2, help="voices per train sentence")
-    parser.add_argument("--test-variants", type=int, default=1)
-    parser.add_argument("--noise-prob", type=float, default=0.3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+DEFAULT_TRAIN_TEXT = ("/usr/share/games/fortunes", "/usr/share/dictd/gcide.dict.dz@20000")
+DEFAULT_TEST_SETS = ("devil=/usr/share/dictd/devil.dict.dz", "wordnet=/usr/share/wordnet")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Entry point of ``mmembed data spoken``."""
-    summary = build_spoken_dataset(
-        args.out,
-        train_sources=args.train_text,
-        test_sources=args.test_text,
+def parse_test_set(value: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME=SOURCE[,SOURCE...]`` -> (name, sources)."""
+    name, sep, sources = value.partition("=")
+    if not sep or not name or not sources:
+        raise ValueError(f"a test set is NAME=SOURCE[,SOURCE...]; got {value!r}")
+    return name, tuple(sources.split(","))
+
+
+def spec_from_args(args: argparse.Namespace) -> SpokenSpec:
+    """The :class:`SpokenSpec` of ``mmembed data spoken``'s arguments."""
+    test_sets = [parse_test_set(v) for v in (args.test_set or DEFAULT_TEST_SETS)]
+    return SpokenSpec(
+        train_sources=tuple(args.train_text or DEFAULT_TRAIN_TEXT),
+        test_sets=dict(test_sets),
         n_train=args.train_sentences,
         n_val=args.val_sentences,
         n_test=args.test_sentences,
@@ -417,18 +597,11 @@ def run(args: argparse.Namespace) -> int:
         test_variants=args.test_variants,
         noise_prob=args.noise_prob,
         seed=args.seed,
-        workers=args.workers,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``mmembed data spoken``."""
+    summary = build_spoken_dataset(args.out, spec_from_args(args), workers=args.workers)
     print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=2))
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m model.training.spoken", description=__doc__)
-    add_arguments(parser)
-    logging.basicConfig(level=logging.INFO)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -139,7 +139,9 @@ def test_eval_and_data_subcommands() -> None:
         "o.json",
     )
     spoken = _parse(["data", "spoken", "--out", "d", "--train-variants", "3"])
-    assert spoken.train_variants == 3 and spoken.test_text == ["/usr/share/dictd/devil.dict.dz"]
+    assert spoken.train_variants == 3 and spoken.test_set is None
+    held = _parse(["data", "spoken", "--out", "d", "--test-set", "wn=/usr/share/wordnet"])
+    assert held.test_set == ["wn=/usr/share/wordnet"]
     synth = _parse(["data", "synthetic", "--out", "s"])
     assert synth.per_caption_train == 12 and synth.modalities == "image,audio"
     feats = _parse(["data", "features", "--data", "m.jsonl", "--cache-dir", "c"])

@@ -11,11 +11,15 @@ import pytest
 import soundfile as sf
 
 from model.training.spoken import (
+    HELD_OUT_VOICES,
     SAMPLE_RATE,
+    TRAIN_VOICES,
     SpeechParams,
+    SpokenSpec,
     build_spoken_dataset,
     extract_sentences,
     normalise,
+    read_pool,
     read_source,
     sample_params,
     split_sentences,
@@ -62,19 +66,96 @@ def test_splits_are_disjoint_and_test_comes_from_its_own_source() -> None:
     train_pool = [f"Training sentence number {i} is here." for i in range(20)]
     train_pool.append("Shared sentence in both sources.")
     test_pool = ["Shared sentence in both sources!", "A test sentence from elsewhere."]
-    splits = split_sentences(train_pool, test_pool, n_train=None, n_val=3, n_test=2, seed=1)
+    splits = split_sentences(
+        train_pool, {"other": test_pool}, n_train=None, n_val=3, n_test=2, seed=1
+    )
     keys = {k: {normalise(s) for s in v} for k, v in splits.items()}
     assert len(splits["val"]) == 3 and len(splits["train"]) == 17
-    assert not keys["train"] & keys["test"] and not keys["val"] & keys["test"]
+    assert not keys["train"] & keys["test-other"] and not keys["val"] & keys["test-other"]
     assert not keys["train"] & keys["val"]
-    assert set(splits["test"]) == set(test_pool)
-    with pytest.raises(ValueError, match="asked for 5 test sentences"):
-        split_sentences(train_pool, test_pool, n_train=None, n_val=1, n_test=5, seed=0)
+    assert set(splits["test-other"]) == set(test_pool)
+    with pytest.raises(ValueError, match="asked for 5 test sentences, test set 'other'"):
+        split_sentences(train_pool, {"other": test_pool}, n_train=None, n_val=1, n_test=5, seed=0)
+
+
+def test_a_test_sentence_inside_a_longer_training_sentence_is_dropped() -> None:
+    test = ["She choked with emotion when she spoke."]
+    train = [
+        "Then she choked with emotion when she spoke about it, and left.",
+        "An unrelated sentence about the weather today.",
+        "Another sentence that shares only choked with emotion.",
+    ]
+    splits = split_sentences(train, {"wn": test}, n_train=None, n_val=0, n_test=1, seed=0)
+    assert sorted(splits["train"]) == sorted(train[1:])
+
+
+def test_two_test_sets_are_drawn_from_their_own_pools() -> None:
+    pools = {
+        "a": [f"Alpha source sentence {i} here." for i in range(5)],
+        "b": [f"Beta source sentence {i} here." for i in range(5)],
+    }
+    train = [f"Training text line {i} is fine." for i in range(10)]
+    splits = split_sentences(train, pools, n_train=4, n_val=2, n_test=3, seed=0)
+    assert set(splits) == {"test-a", "test-b", "val", "train"}
+    assert all(s.startswith("Alpha") for s in splits["test-a"])
+    assert all(s.startswith("Beta") for s in splits["test-b"])
+    assert len(splits["train"]) == 4 and len(splits["val"]) == 2
+
+
+def test_held_out_voices_share_nothing_with_training_voices() -> None:
+    assert not set(TRAIN_VOICES.languages) & set(HELD_OUT_VOICES.languages)
+    assert not set(TRAIN_VOICES.variants) & set(HELD_OUT_VOICES.variants)
+    assert not set(TRAIN_VOICES.speed_values()) & set(HELD_OUT_VOICES.speed_values())
+    assert not set(TRAIN_VOICES.pitch_values()) & set(HELD_OUT_VOICES.pitch_values())
+    rng = random.Random(0)
+    held = [sample_params(rng, HELD_OUT_VOICES) for _ in range(50)]
+    assert all(p.voice.split("+")[0] in HELD_OUT_VOICES.languages for p in held)
+    assert all(p.speed % 2 == 1 and p.pitch % 2 == 1 for p in held)
+
+
+def test_wordnet_examples_and_sampled_sources(tmp_path: Path) -> None:
+    wordnet = tmp_path / "wordnet"
+    wordnet.mkdir()
+    (wordnet / "data.verb").write_text(
+        "  1 This is a licence header line\n"
+        "00002724 29 v 01 choke 0 002 @ 00001740 v 0000 | breathe with great difficulty; "
+        '"she choked with emotion when she spoke"; "he choked"  \n'
+        "00002942 29 v 01 hyperventilate 0 003 | breathe hard; "
+        '"The mountain climber started to hyperventilate"  \n'
+    )
+    assert read_source(wordnet) == [
+        "She choked with emotion when she spoke.",
+        "The mountain climber started to hyperventilate.",
+    ]
+    text = tmp_path / "many.txt"
+    text.write_text(" ".join(f"Sentence number {i} is plain." for i in range(30)))
+    sampled = read_pool([f"{text}@7"], seed=3)
+    assert len(sampled) == 7 and set(sampled) <= set(read_source(text))
+    assert read_pool([f"{text}@7"], seed=3) == sampled
+
+
+def test_gcide_source_drops_wordnet_entries_and_markup(tmp_path: Path) -> None:
+    import gzip
+
+    gcide = tmp_path / "gcide.dict.dz"
+    with gzip.open(gcide, "wt") as fh:
+        fh.write(
+            'Coagulate \\Co*ag"u*late\\, v. t.\n'
+            "   To cause a liquid to change into a curdlike state; as, rennet\n"
+            "   coagulates milk. --Boyle.\n"
+            "   [1913 Webster]\n\n"
+            "Choke \\Choke\\, v.\n"
+            "   Breathe with great difficulty as when experiencing emotion.\n"
+            "   [WordNet 1.5]\n\n"
+        )
+    assert read_source(gcide) == [
+        "To cause a liquid to change into a curdlike state; as, rennet coagulates milk."
+    ]
 
 
 def test_sample_params_vary() -> None:
     rng = random.Random(0)
-    params = [sample_params(rng) for _ in range(50)]
+    params = [sample_params(rng, TRAIN_VOICES) for _ in range(50)]
     assert len({p.voice for p in params}) > 10
     assert len({p.speed for p in params}) > 10
     assert any(p.noise_snr_db is not None for p in params)
@@ -99,25 +180,23 @@ def test_build_writes_16k_wavs_and_manifests(tmp_path: Path) -> None:
     test_src = tmp_path / "test.txt"
     test_src.write_text("Speech synthesis makes a test set here.")
     out = tmp_path / "spoken"
-    summary = build_spoken_dataset(
-        out,
-        train_sources=[train_src],
-        test_sources=[test_src],
+    spec = SpokenSpec(
+        train_sources=(str(train_src),),
+        test_sets={"held": (str(test_src),)},
         n_val=1,
         n_test=1,
         train_variants=2,
-        seed=0,
-        workers=1,
-        progress=False,
     )
-    assert summary["sentences"] == {"train": 2, "val": 1, "test": 1}
-    assert summary["clips"] == {"train": 4, "val": 1, "test": 1} and summary["failed"] == 0
+    summary = build_spoken_dataset(out, spec, workers=1, progress=False)
+    assert summary["sentences"] == {"train": 2, "val": 1, "test-held": 1}
+    assert summary["clips"] == {"train": 4, "val": 1, "test-held": 1} and summary["failed"] == 0
     train = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert [r["variant"] for r in train] == [0, 0, 1, 1]
     assert (
         train[0]["text"] == train[2]["text"] and train[0]["sentence_id"] == train[2]["sentence_id"]
     )
-    test = json.loads((out / "test.jsonl").read_text())
+    test = json.loads((out / "test-held.jsonl").read_text())
+    assert test["voice"].split("+")[0] in HELD_OUT_VOICES.languages
     assert test["text"] == "Speech synthesis makes a test set here."
     for record in [*train, test]:
         info = sf.info(out / record["audio"])
