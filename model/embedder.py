@@ -1,7 +1,8 @@
 """The public entry point shared by the service, the CLI and users.
 
 >>> from model import Embedder
->>> e = Embedder.from_preset("tiny")
+>>> e = Embedder.from_pretrained()  # the released audio-text model shipped in model/weights/
+>>> e = Embedder.from_preset("tiny")  # a random demo model, no download
 >>> e.embed_texts(["a dog barking"], dims=64).shape
 (1, 64)
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,9 +24,10 @@ from model.checkpoint import load_model, read_checkpoint_config
 from model.config import preset
 from model.constants import EMBED_DIM, MATRYOSHKA_DIMS, SAMPLE_RATE
 from model.encoders import TextEncoder
-from model.errors import InvalidInput
+from model.errors import InvalidInput, MissingWeights
 from model.matryoshka import check_dims, truncate
 from model.multimodal import MultimodalModel
+from model.release import DEFAULT_RELEASE, is_release_name, release_path, resolve_encoders
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,7 @@ class Embedder:
         self._preset = preset_name
         self._checkpoint = checkpoint
         self._trained = bool(trained)
+        self._release: dict[str, Any] | None = None
         if any(e.source is None for e in model.config.encoders.values()):
             logger.warning(
                 "DEMO MODEL: the %s encoders are small random networks; embeddings carry no meaning",
@@ -136,6 +140,50 @@ class Embedder:
             trained=bool(document.get("trained", True)),
         )
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike[str] = DEFAULT_RELEASE,
+        *,
+        encoders: Mapping[str, str] | None = None,
+        device: str | torch.device = "cpu",
+        dtype: str = "float32",
+        max_batch_size: int = 32,
+    ) -> Embedder:
+        """A released model shipped with the package (``audio-text-v1`` by default),
+        or any checkpoint folder, with its encoders found by :mod:`model.release`:
+        ``encoders`` ({modality: hub ID or folder}) first, then the local Hugging
+        Face cache, then the hub.
+
+        Raises:
+            MissingWeights: an encoder is nowhere to be found (the message says how
+                to get each one); random weights are never used instead.
+        """
+        path = release_path(str(name_or_path)) if is_release_name(name_or_path) else name_or_path
+        document = read_checkpoint_config(path)
+        wanted = {m: e["source"] for m, e in document["encoders"].items()}
+        sources = resolve_encoders(wanted, encoders)
+        try:
+            embedder = cls.from_checkpoint(
+                path,
+                device=device,
+                dtype=dtype,
+                encoder_overrides=sources,
+                max_batch_size=max_batch_size,
+            )
+        except OSError as exc:
+            raise MissingWeights(
+                f"cannot load the encoders of {name_or_path} ({exc}); fetch them with "
+                "`mmembed download`, or point --audio-encoder / --text-encoder (or "
+                "MMEMBED_AUDIO_ENCODER / MMEMBED_TEXT_ENCODER) at local copies"
+            ) from exc
+        metadata = document.get("metadata", {})
+        embedder._release = {
+            "name": metadata.get("release", Path(path).name),
+            "version": metadata.get("version"),
+        }
+        return embedder
+
     # -------------------------------------------------------------------- properties
 
     @property
@@ -147,6 +195,8 @@ class Embedder:
         """JSON-safe description for logs, /readyz and /metrics."""
         encoders = self.model.config.encoders
         return {
+            "model": self._release["name"] if self._release else None,
+            "version": self._release["version"] if self._release else None,
             "preset": self._preset,
             "checkpoint": self._checkpoint,
             "trained": self._trained,

@@ -1,0 +1,113 @@
+"""Released checkpoints shipped inside the package, and where their encoders come from.
+
+A release is a checkpoint folder under ``model/weights/NAME/`` (fp16 trainable
+weights, ``config.json`` naming the encoders by hub ID, and a model card). The
+frozen encoders are not shipped; each is looked for, in this order:
+
+1. an explicit source (a flag or ``MMEMBED_<MODALITY>_ENCODER``),
+2. the local Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``),
+3. the hub, unless ``HF_HUB_OFFLINE`` is set.
+
+When none has it, loading fails with :class:`MissingWeights` naming every
+missing encoder and how to get it; random weights are never substituted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from model.errors import MissingWeights
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+DEFAULT_RELEASE = "audio-text-v1"
+
+ENCODER_FLAGS = {
+    "text": ("--text-encoder", "MMEMBED_TEXT_ENCODER"),
+    "audio": ("--audio-encoder", "MMEMBED_AUDIO_ENCODER"),
+    "image": ("--image-encoder", "MMEMBED_IMAGE_ENCODER"),
+}
+
+
+def releases() -> list[str]:
+    """Names of the checkpoints shipped with this installation."""
+    if not WEIGHTS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
+
+
+def release_path(name: str = DEFAULT_RELEASE) -> Path:
+    """The folder of the shipped checkpoint ``name``; ValueError lists the ones there are."""
+    path = WEIGHTS_DIR / name
+    if not (path / "config.json").is_file():
+        raise ValueError(
+            f"no released model {name!r}; this installation has {releases() or 'none'}"
+        )
+    return path
+
+
+def is_release_name(value: str | os.PathLike[str]) -> bool:
+    """Whether ``value`` names a shipped release rather than a folder."""
+    text = str(value)
+    return "/" not in text and os.sep not in text and text in releases()
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _hub_cache() -> str | None:
+    """The cache folder the environment names now (the hub client reads it only at import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return str(Path(os.environ["HF_HOME"]) / "hub")
+    return None
+
+
+def cached_snapshot(repo_id: str) -> str | None:
+    """The local folder of ``repo_id`` in the Hugging Face cache, or None."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, cache_dir=_hub_cache(), local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def resolve_encoders(
+    wanted: Mapping[str, str], overrides: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """{modality: source to load} for the encoders a checkpoint names.
+
+    ``wanted`` is {modality: hub ID} from the checkpoint; ``overrides`` the
+    explicit sources. A hub ID found in the cache resolves to its folder; one
+    that is not is kept as a hub ID (to download) unless the hub is offline.
+
+    Raises:
+        MissingWeights: naming each encoder that cannot be had, and how to get it.
+    """
+    overrides = dict(overrides or {})
+    resolved: dict[str, str] = {}
+    missing: list[str] = []
+    for modality, source in wanted.items():
+        if overrides.get(modality):
+            resolved[modality] = overrides[modality]
+        elif Path(source).is_dir():
+            resolved[modality] = source
+        elif (folder := cached_snapshot(source)) is not None:
+            resolved[modality] = folder
+        elif not _hub_offline():
+            resolved[modality] = source
+        else:
+            flag, env = ENCODER_FLAGS.get(modality, ("--encoder", "MMEMBED_ENCODER"))
+            missing.append(
+                f"the {modality} encoder {source} is not in the local Hugging Face cache and "
+                f"the hub is offline (HF_HUB_OFFLINE); fetch it with `mmembed download` on a "
+                f"machine with the network, or point {flag} DIR / {env} at a local copy"
+            )
+    if missing:
+        raise MissingWeights("cannot load the model: " + "; ".join(missing))
+    return resolved
