@@ -181,3 +181,29 @@ def score(results: dict[str, dict[str, dict[str, float]]]) -> float:
     """Model-selection score: mean R@1 at 512 dims over every direction."""
     values = [by_dim["512"]["R@1"] for by_dim in results.values() if "512" in by_dim]
     return float(np.mean(values)) if values else 0.0
+
+
+def neighbourhood_recall(embeddings: np.ndarray, reference: np.ndarray, k: int = 10) -> float:
+    """Share of each item's ``k`` nearest neighbours under ``reference`` that are also
+    among its ``k`` nearest under ``embeddings`` (cosine; the item itself excluded).
+
+    Both are (N, D) arrays of the same N items (widths may differ). 1.0 means the
+    same neighbourhoods; chance is about k / (N - 1).
+    """
+    if embeddings.shape[0] != reference.shape[0]:
+        raise ValueError(
+            f"{embeddings.shape[0]} embeddings against {reference.shape[0]} reference rows"
+        )
+    n = embeddings.shape[0]
+    if not 0 < k < n:
+        raise ValueError(f"k must be between 1 and {n - 1}; got {k}")
+
+    def top_k(x: np.ndarray) -> np.ndarray:
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        return np.argpartition(-sim, k, axis=1)[:, :k]
+
+    mine, theirs = top_k(embeddings), top_k(reference)
+    hits = sum(len(set(a) & set(b)) for a, b in zip(mine, theirs, strict=True))
+    return hits / (n * k)

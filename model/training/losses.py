@@ -109,3 +109,42 @@ def alignment_uniformity(a: torch.Tensor, b: torch.Tensor, t: float = 2.0) -> di
         "uniformity_a": float(ua),
         "uniformity_b": float(ub),
     }
+
+
+def similarity_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float = 0.05
+) -> torch.Tensor:
+    """Keep the teacher's neighbourhoods: row-wise KL between in-batch similarity softmaxes.
+
+    ``student`` (B, D) and ``teacher`` (B, D') are embeddings of the same B items
+    (any widths; both are L2-normalised here). For each item, the distribution
+    over the other B-1 items given by the teacher's cosine similarities is the
+    target for the student's: KL(teacher || student), averaged over rows. It
+    constrains only relative similarities, so the student keeps its own space
+    while ranking neighbours as the teacher does. Self-similarity is masked.
+    """
+    if student.shape[0] != teacher.shape[0]:
+        raise ValueError(
+            f"student has {student.shape[0]} rows, teacher {teacher.shape[0]}; they must match"
+        )
+    if student.shape[0] < 2:
+        return student.new_zeros(())
+    s = F.normalize(student.float(), dim=-1)
+    t = F.normalize(teacher.float(), dim=-1)
+    eye = torch.eye(s.shape[0], dtype=torch.bool, device=s.device)
+    s_logits = (s @ s.T / temperature).masked_fill(eye, float("-inf"))
+    t_logits = (t @ t.T / temperature).masked_fill(eye, float("-inf"))
+    log_p_s = F.log_softmax(s_logits, dim=-1).masked_fill(eye, 0.0)
+    p_t = F.softmax(t_logits, dim=-1)
+    log_p_t = F.log_softmax(t_logits, dim=-1).masked_fill(eye, 0.0)
+    return (p_t * (log_p_t - log_p_s)).sum(dim=-1).mean()
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens: (B, L, D) with a (B, L) mask -> (B, D).
+
+    Applied to MiniLM's token outputs this is its own sentence embedding (before
+    its L2 normalisation), the teacher for :func:`similarity_distillation`.
+    """
+    weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)

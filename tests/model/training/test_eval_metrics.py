@@ -73,3 +73,17 @@ def test_truncate_renormalises() -> None:
     x = np.zeros((1, 512))
     x[0, :2], x[0, 100] = (3.0, 4.0), 12.0
     np.testing.assert_allclose(truncate(x, 64)[0, :2], [0.6, 0.8])
+
+
+def test_neighbourhood_recall_is_one_for_the_same_space_and_near_chance_for_noise() -> None:
+    from model.training.evaluate import neighbourhood_recall
+
+    rng = np.random.default_rng(0)
+    reference = rng.normal(size=(300, 384)).astype(np.float32)
+    rotation = np.linalg.qr(rng.normal(size=(384, 384)))[0].astype(np.float32)
+    # float32 rounding may swap a near-tie at the 10th place
+    assert neighbourhood_recall(reference @ rotation, reference, k=10) > 0.995
+    noise = rng.normal(size=(300, 64)).astype(np.float32)
+    assert neighbourhood_recall(noise, reference, k=10) < 0.1
+    with pytest.raises(ValueError, match="k must be between 1 and 299"):
+        neighbourhood_recall(noise, reference, k=300)

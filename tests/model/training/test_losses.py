@@ -110,3 +110,26 @@ def test_gradients_reach_trainable_parts_only_and_loss_goes_below_chance():
         optimizer.step()
     assert float(loss.detach()) < math.log(8) < first + 1.0
     assert float(loss.detach()) < first
+
+
+def test_similarity_distillation_is_zero_for_the_teacher_and_grows_with_disorder() -> None:
+    from model.training.losses import masked_mean, similarity_distillation
+
+    torch.manual_seed(0)
+    teacher = torch.randn(16, 384)
+    rotation = torch.linalg.qr(torch.randn(384, 384))[0]
+    assert similarity_distillation(teacher @ rotation, teacher).item() == pytest.approx(0, abs=1e-5)
+    noisy = teacher + 0.5 * torch.randn_like(teacher)
+    unrelated = torch.randn(16, 384)
+    small = similarity_distillation(noisy, teacher).item()
+    large = similarity_distillation(unrelated, teacher).item()
+    assert 0 < small < large
+    student = torch.randn(16, 64, requires_grad=True)
+    similarity_distillation(student, teacher).backward()
+    assert student.grad is not None and torch.isfinite(student.grad).all()
+    with pytest.raises(ValueError, match="student has 3 rows, teacher 16"):
+        similarity_distillation(torch.randn(3, 8), teacher)
+
+    tokens = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    assert masked_mean(tokens, mask).tolist() == [[2.0, 3.0]]
