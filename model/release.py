@@ -23,6 +23,13 @@ from model.errors import MissingWeights
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_RELEASE = "audio-text-v1"
 
+# The hub IDs of the design's encoders (model.config's base preset loads the same).
+HUB_IDS = {
+    "image": "openai/clip-vit-base-patch32",
+    "audio": "openai/whisper-base",
+    "text": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
 ENCODER_FLAGS = {
     "text": ("--text-encoder", "MMEMBED_TEXT_ENCODER"),
     "audio": ("--audio-encoder", "MMEMBED_AUDIO_ENCODER"),

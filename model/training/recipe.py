@@ -94,6 +94,13 @@ class OptimPart:
     clip_weight: float = 1.0
     mrl_weight: float = 1.0
     mrl_dims: list[int] = field(default_factory=lambda: list(MATRYOSHKA_DIMS))
+    # Keep the text encoder's neighbourhoods (0: off): weights of the similarity
+    # distillation on the text and on the media embeddings, its softmax
+    # temperature, and the Matryoshka prefixes it applies to.
+    distill_weight: float = 0.0
+    distill_audio_weight: float = 0.0
+    distill_temperature: float = 0.05
+    distill_dims: list[int] = field(default_factory=lambda: [64, 512])
 
 
 @dataclass

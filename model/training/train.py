@@ -5,7 +5,11 @@ and each epoch runs only the trainable part: adapters, resampler, heads and
 temperature (or the mean-pool baseline of :mod:`model.training.baseline`).
 
 - loss: ``clip_weight * clip_loss(512-d) + mrl_weight * MatryoshkaLoss(mrl_dims)``
-  between each media item and its caption, with the learnable temperature;
+  between each media item and its caption, with the learnable temperature,
+  plus optionally ``distill_weight`` (text) and ``distill_audio_weight`` (media)
+  times :func:`~model.training.losses.similarity_distillation` against MiniLM's
+  own mean-pooled sentence embedding, so text keeps the text encoder's
+  neighbourhoods;
 - AdamW over ``model.trainable_parameters()`` only, linear warm-up then cosine
   decay, gradient clipping, bfloat16 autocast on CUDA;
 - batches never hold two pairs of the same caption group (two clips of one
@@ -32,7 +36,13 @@ import torch
 from model.training.augment import augment_tokens
 from model.training.evaluate import evaluate_cached, score
 from model.training.features import FeatureCache, cache_pairs, collate
-from model.training.losses import MatryoshkaLoss, clip_loss
+from model.matryoshka import truncate
+from model.training.losses import (
+    MatryoshkaLoss,
+    clip_loss,
+    masked_mean,
+    similarity_distillation,
+)
 from model.training.pairs import CachedPairs, cached_pairs, load_split, unique_group_batches
 from model.training.recipe import TrainConfig
 from model.training.runtime import autocast, resolve_device, seed_everything
@@ -74,6 +84,11 @@ def batch_loss(
     ).embedding
     logit_scale = model.temperature()
     total = text_emb.new_zeros(())
+    teacher = None
+    if cfg.optim.distill_weight > 0 or cfg.optim.distill_audio_weight > 0:
+        clean, clean_mask = collate([caches["text"].get(data.text_ids[i]) for i in batch])
+        teacher = masked_mean(clean.float(), clean_mask).to(device)  # (B, D_text)
+        total = total + cfg.optim.distill_weight * distill_loss(text_emb, teacher, cfg)
     modalities = [data.pairs[i].modality for i in batch]
     for modality in sorted(set(modalities)):
         rows = [k for k, m in enumerate(modalities) if m == modality]
@@ -91,8 +106,20 @@ def batch_loss(
         loss = cfg.optim.clip_weight * clip_loss(media_emb, t, logit_scale)
         if mrl is not None and cfg.optim.mrl_weight > 0:
             loss = loss + cfg.optim.mrl_weight * mrl(media_emb, t, logit_scale)
+        if teacher is not None and cfg.optim.distill_audio_weight > 0:
+            audio_distill = distill_loss(media_emb, teacher[rows], cfg)
+            loss = loss + cfg.optim.distill_audio_weight * audio_distill
         total = total + loss * (len(rows) / len(batch))
     return total
+
+
+def distill_loss(emb: torch.Tensor, teacher: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    """:func:`similarity_distillation` averaged over the prefixes ``optim.distill_dims``."""
+    losses = [
+        similarity_distillation(truncate(emb, d), teacher, cfg.optim.distill_temperature)
+        for d in cfg.optim.distill_dims
+    ]
+    return torch.stack(losses).mean()
 
 
 @dataclass

@@ -1,0 +1,76 @@
+"""A release: fp16 weights, encoders named by hub ID, loadable by Embedder.from_pretrained."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from model import Embedder
+from model.checkpoint import save_checkpoint
+from model.config import PRESETS
+from model.multimodal import MultimodalModel
+from model.release import HUB_IDS
+from model.training.export import export_release
+
+AUDIO_TEXT = {"audio": HUB_IDS["audio"], "text": HUB_IDS["text"]}
+
+
+@pytest.mark.real_weights
+def test_export_halves_the_weights_and_names_encoders_by_hub_id(
+    hub_cache: Path, small_real_checkpoint: Path, shared_encoders: dict[str, str], tmp_path: Path
+) -> None:
+    out = export_release(
+        small_real_checkpoint,
+        tmp_path / "rel",
+        name="audio-text-test",
+        version="1.2.3",
+        hub_ids=AUDIO_TEXT,
+        extra={"metrics": {"R@1": 0.5}},
+    )
+    document = json.loads((out / "config.json").read_text())
+    assert {m: e["source"] for m, e in document["encoders"].items()} == AUDIO_TEXT
+    assert document["encoders"]["audio"]["trained_from"] == shared_encoders["audio"]
+    assert document["metadata"]["metrics"] == {"R@1": 0.5}
+    tensors = load_file(str(out / "model.safetensors"))
+    assert {str(t.dtype) for t in tensors.values()} == {"torch.float16"}
+    full = sum(
+        t.numel() * 4 for t in load_file(str(small_real_checkpoint / "model.safetensors")).values()
+    )
+    assert sum(t.numel() * t.element_size() for t in tensors.values()) == full // 2
+
+    released = Embedder.from_pretrained(out)
+    original = Embedder.from_checkpoint(small_real_checkpoint)
+    assert released.info["model"] == "audio-text-test" and released.info["version"] == "1.2.3"
+    texts = ["a quiet walk in the park", "the engine would not start"]
+    np.testing.assert_allclose(
+        released.embed_texts(texts), original.embed_texts(texts), rtol=0, atol=5e-3
+    )
+
+
+def test_export_refuses_random_encoders_missing_ids_and_oversize(
+    tmp_path: Path, small_real_checkpoint: Path
+) -> None:
+    tiny = save_checkpoint(MultimodalModel(PRESETS["tiny"]), tmp_path / "tiny")
+    with pytest.raises(ValueError, match="random demo network"):
+        export_release(tiny, tmp_path / "a", name="x", version="1", hub_ids=HUB_IDS)
+    with pytest.raises(ValueError, match="no hub ID given for the audio encoder"):
+        export_release(
+            small_real_checkpoint,
+            tmp_path / "b",
+            name="x",
+            version="1",
+            hub_ids={"text": HUB_IDS["text"]},
+        )
+    with pytest.raises(ValueError, match="the limit is"):
+        export_release(
+            small_real_checkpoint,
+            tmp_path / "c",
+            name="x",
+            version="1",
+            hub_ids=AUDIO_TEXT,
+            max_bytes=1000,
+        )
