@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.matryoshka import truncate
 from model.training.augment import augment_tokens
 from model.training.evaluate import evaluate_cached, score
 from model.training.features import FeatureCache, cache_pairs, collate
-from model.matryoshka import truncate
 from model.training.losses import (
     MatryoshkaLoss,
     clip_loss,

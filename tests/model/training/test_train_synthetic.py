@@ -85,3 +85,47 @@ def test_augmentation_drops_frames_and_keeps_at_least_one() -> None:
     assert one.shape == (1, 8)
     text = augment_tokens(x[:2], cfg, rng, text=True)
     assert text.shape == (2, 8)  # captions of two tokens are never thinned
+
+
+@pytest.mark.slow
+def test_distillation_adds_its_weighted_term_to_the_batch_loss(recipe: dict) -> None:
+    """The same batch with the same augmentation draws: the loss grows by exactly
+    ``distill_weight * distill_loss(text, MiniLM teacher)`` (+ the media term)."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.training.losses import masked_mean
+    from model.training.train import batch_loss, distill_loss, prepare_data
+
+    root = recipe["root"]
+    cfg = TrainConfig.from_dict(
+        json.loads((root / "out" / "run" / "train_config.json").read_text())
+    )
+    cfg = cfg.with_values({"run.progress": False})
+    model = load_model(recipe["summary"]["checkpoint"]).eval()
+    prepared = prepare_data(cfg, model, torch.device("cpu"))
+    data, caches = prepared.train, prepared.caches
+    batch = np.arange(16)
+
+    def loss(text_weight: float, media_weight: float) -> float:
+        c = cfg.with_values(
+            {"optim.distill_weight": text_weight, "optim.distill_audio_weight": media_weight}
+        )
+        rng = np.random.default_rng(0)
+        with torch.no_grad():
+            return float(batch_loss(model, data, caches, batch, c, None, rng, torch.device("cpu")))
+
+    clean = [caches["text"].get(data.text_ids[i]) for i in batch]
+    from model.training.features import collate
+
+    tokens, mask = collate(clean)
+    teacher = masked_mean(tokens.float(), mask)
+    rng = np.random.default_rng(0)
+    aug = [augment_tokens(t, cfg.augment, rng, text=True) for t in clean]
+    a_tokens, a_mask = collate(aug)
+    with torch.no_grad():
+        text_emb = model.forward_features("text", a_tokens, a_mask, with_llm_tokens=False).embedding
+        expected = float(distill_loss(text_emb, teacher, cfg))
+    assert expected > 0
+    assert loss(2.0, 0.0) - loss(0.0, 0.0) == pytest.approx(2.0 * expected, rel=1e-4, abs=1e-6)
+    assert loss(0.0, 1.0) > loss(0.0, 0.0)
