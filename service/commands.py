@@ -408,18 +408,17 @@ def _flag_of(key: str) -> str:
     return f"{last}_encoder" if parents[-1] == "encoders" else last
 
 
-def train_config(args: argparse.Namespace) -> Any:
-    """The TrainConfig of a `train` command line.
+def train_values(args: argparse.Namespace, *, with_recipe: bool = True) -> dict[str, Any]:
+    """The dotted training-config values of a `train` command line.
 
-    Built from, each overriding the one before: the defaults, MMEMBED_* model
-    settings in the environment, the ``--recipe`` file, ``--set`` values, the flags.
+    Built from, each overriding the one before: MMEMBED_* model settings in the
+    environment, the ``--recipe`` file (unless ``with_recipe`` is false), ``--set``
+    values, the flags.
     """
-    from model.training.recipe import TrainConfig
-
     model_values = _model_values(args)
     flags = set(given_flags(args))
     values = {k: v for k, v in model_values.items() if _flag_of(k) not in flags}
-    if args.recipe:
+    if args.recipe and with_recipe:
         try:
             with open(args.recipe, "rb") as fh:
                 values.update(_flatten(tomllib.load(fh)))
@@ -434,6 +433,14 @@ def train_config(args: argparse.Namespace) -> Any:
         values["model.baseline"] = True
     if args.no_progress:
         values["run.progress"] = False
+    return values
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """The TrainConfig of a `train` command line: the defaults, then :func:`train_values`."""
+    from model.training.recipe import TrainConfig
+
+    values = train_values(args)
     try:
         return TrainConfig().with_values(values)
     except (TypeError, ValueError) as exc:
@@ -459,8 +466,11 @@ def _training_errors(run: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 @_training_errors
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.training.commands import train_command
+    from model.training.commands import release_command, train_command
+    from model.training.pipeline import is_release_recipe
 
+    if args.recipe and is_release_recipe(args.recipe):
+        return release_command(args.recipe, train_values(args, with_recipe=False))
     return train_command(train_config(args))
 
 

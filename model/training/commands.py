@@ -40,6 +40,21 @@ def train_command(cfg: TrainConfig) -> int:
     return 0
 
 
+def release_command(recipe: str | Path, overrides: dict[str, Any]) -> int:
+    """Run a release recipe's every stage; print each test set's tables."""
+    from model.training.pipeline import run_release
+
+    results = run_release(recipe, overrides)
+    for name, entry in results["test_sets"].items():
+        for who in ("model", "baseline"):
+            if who in entry:
+                print(
+                    format_table(entry[who], title=f"{who} on test set {name} ({entry['pairs']})")
+                )
+    print(json.dumps({"text_neighbourhood": results["text_neighbourhood"]}, indent=2))
+    return 0
+
+
 def _check_baseline_encoders(baseline: Any, model: Any, path: str, window: str | None) -> None:
     """Refuse a baseline trained on other encoders than the checkpoint's."""
     for m, enc in baseline.encoder_config.items():

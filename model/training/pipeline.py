@@ -1,0 +1,218 @@
+"""A whole release in one recipe: spoken data, features, baseline, model, evaluation, export.
+
+A release recipe is a training recipe (:mod:`model.training.recipe`) with four
+more tables::
+
+    [release]                  # where it all goes, and what the release is called
+    name = "audio-text-v1"
+    version = "1.0.0"
+    root = "data/release"      # spoken data and the feature cache
+    runs = "runs/release"      # training runs (model, baseline)
+    out = "model/weights/audio-text-v1"
+    hub_ids = { audio = "openai/whisper-base", text = "sentence-transformers/all-MiniLM-L6-v2" }
+
+    [spoken]                   # model.training.spoken.SpokenSpec, plus workers
+    train_sources = ["/usr/share/games/fortunes"]
+    test_sets = { devil = ["/usr/share/dictd/devil.dict.dz"] }
+
+    [baseline]                 # dotted overrides of the training config for the baseline
+    "optim.lr" = 3e-3
+
+    [eval]
+    neighbourhood_k = 10
+
+``mmembed train --recipe FILE`` runs every stage in order. Each resumes:
+spoken clips already written are kept, cached features are not recomputed,
+and a training run whose ``last/`` checkpoint exists continues from it (a
+finished run is not repeated).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.training.evaluate import embed_cached, evaluate_cached, neighbourhood_recall
+from model.training.features import FeatureCache, cache_pairs
+from model.training.pairs import cached_pairs, load_split
+from model.training.recipe import TrainConfig
+from model.training.runtime import resolve_device
+from model.training.spoken import SpokenSpec, build_spoken_dataset
+
+log = logging.getLogger(__name__)
+
+PIPELINE_TABLES = ("release", "spoken", "baseline", "eval")
+
+
+@dataclass
+class ReleasePart:
+    """What the release is called and where its data, runs and weights go."""
+
+    name: str
+    version: str
+    hub_ids: dict[str, str]
+    root: str = "data/release"
+    runs: str = "runs/release"
+    out: str | None = None
+
+
+@dataclass
+class ReleaseRecipe:
+    """A parsed release recipe: the pipeline's own tables and the training config."""
+
+    release: ReleasePart
+    spoken: SpokenSpec
+    train: TrainConfig
+    baseline: dict[str, Any] | None = None
+    neighbourhood_k: int = 10
+    workers: int = 1
+    source: str = field(default="", repr=False)
+
+
+def is_release_recipe(path: str | Path) -> bool:
+    """Whether a recipe file has a ``[release]`` table (so it is run as a pipeline)."""
+    try:
+        with open(path, "rb") as fh:
+            return "release" in tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"recipe {path}: {exc}") from exc
+
+
+def read_release_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> ReleaseRecipe:
+    """Parse a release recipe; ``overrides`` are dotted training values (flags, ``--set``)
+    that win over the file. Errors name the file and the bad table or key."""
+    text = Path(path).read_text()
+    try:
+        data = tomllib.loads(text)
+        spoken = dict(data.pop("spoken"))
+        workers = int(spoken.pop("workers", 1))
+        spoken["train_sources"] = tuple(spoken["train_sources"])
+        spoken["test_sets"] = {k: tuple(v) for k, v in spoken["test_sets"].items()}
+        release = ReleasePart(**data.pop("release"))
+        baseline = data.pop("baseline", None)
+        evaluation = dict(data.pop("eval", {}))
+        k = int(evaluation.pop("neighbourhood_k", 10))
+        if evaluation:
+            raise ValueError(f"unknown keys in [eval]: {sorted(evaluation)}")
+        recipe = ReleaseRecipe(
+            release=release,
+            spoken=SpokenSpec(**spoken),
+            train=TrainConfig.from_dict(data).with_values(dict(overrides or {})),
+            baseline=baseline,
+            neighbourhood_k=k,
+            workers=workers,
+            source=text,
+        )
+    except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"release recipe {path}: {type(exc).__name__}: {exc}") from exc
+    return recipe
+
+
+def _run_config(recipe: ReleaseRecipe, name: str, extra: dict[str, Any]) -> TrainConfig:
+    """The training config of one run, reading the pipeline's data and resuming a run
+    that was interrupted."""
+    root = Path(recipe.release.root)
+    out = Path(recipe.release.runs) / name
+    values: dict[str, Any] = {
+        "data.train": [str(root / "spoken" / "train.jsonl")],
+        "data.val": [str(root / "spoken" / "val.jsonl")],
+        "data.cache_dir": str(root / "features"),
+        "run.out": str(out),
+        **extra,
+    }
+    if (out / "last" / "trainer_state.pt").exists() and not (out / "summary.json").exists():
+        values["run.resume"] = str(out / "last")
+    return recipe.train.with_values(values)
+
+
+def _train(cfg: TrainConfig) -> Path:
+    """Train (or finish training) one run; returns its best checkpoint folder."""
+    from model.training.train import train
+
+    out = Path(cfg.run.out)
+    done = out / "summary.json"
+    if done.exists():
+        log.info("%s already trained", out)
+    else:
+        summary = train(cfg)
+        done.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    return out / "best"
+
+
+def evaluate_release(
+    recipe: ReleaseRecipe, checkpoint: Path, baseline: Path | None
+) -> dict[str, Any]:
+    """Retrieval on every test set (model and baseline), and how much of the text
+    encoder's own top-k neighbourhoods the text embeddings keep, over all test
+    sentences together."""
+    from model.training.baseline import MeanPoolBaseline
+    from model.training.trainable import build_model
+
+    device = resolve_device(recipe.train.run.device)
+    part = recipe.train.model
+    model = build_model(part, start=checkpoint).to(device)
+    other = MeanPoolBaseline.load(baseline).to(device) if baseline else None
+    cache_dir = str(Path(recipe.release.root) / "features")
+    caches = {m: FeatureCache.for_model(cache_dir, model, m) for m in model.config.modalities}
+    results: dict[str, Any] = {"test_sets": {}}
+    text_ids: list[str] = []
+    for name in recipe.spoken.test_sets:
+        split = load_split([str(Path(recipe.release.root) / "spoken" / f"test-{name}.jsonl")])
+        cache_pairs(model, cache_dir, split.pairs, device=device, progress=False)
+        caches = {m: FeatureCache.for_model(cache_dir, model, m) for m in caches}
+        test, _ = cached_pairs(split.pairs, caches)
+        entry = {"pairs": len(test), "model": evaluate_cached(model, test, caches, device)}
+        if other is not None:
+            entry["baseline"] = evaluate_cached(other, test, caches, device)
+        results["test_sets"][name] = entry
+        text_ids.extend(dict.fromkeys(test.text_ids))
+    teacher = np.stack([np.asarray(caches["text"].get(t), np.float32).mean(0) for t in text_ids])
+    embedded = embed_cached(model, "text", caches["text"], text_ids, device)
+    k = recipe.neighbourhood_k
+    results["text_neighbourhood"] = {
+        "sentences": len(text_ids),
+        "k": k,
+        **{str(d): neighbourhood_recall(embedded[:, :d], teacher, k) for d in (64, 512)},
+    }
+    return results
+
+
+def run_release(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every stage of a release recipe, in order; returns the evaluation results."""
+    recipe = read_release_recipe(path, overrides)
+    torch.manual_seed(recipe.train.run.seed)
+    root = Path(recipe.release.root)
+    log.info("stage 1/5: spoken data in %s", root / "spoken")
+    build_spoken_dataset(root / "spoken", recipe.spoken, workers=recipe.workers)
+    baseline = None
+    if recipe.baseline is not None:
+        log.info("stage 2/5: the mean-pool baseline")
+        baseline = _train(
+            _run_config(recipe, "baseline", {"model.baseline": True, **recipe.baseline})
+        )
+    log.info("stage 3/5: the model")
+    best = _train(_run_config(recipe, "model", {}))
+    log.info("stage 4/5: evaluation on %s", ", ".join(recipe.spoken.test_sets))
+    results = evaluate_release(recipe, best, baseline)
+    runs = Path(recipe.release.runs)
+    (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    if recipe.release.out:
+        from model.training.export import export_release
+
+        log.info("stage 5/5: export to %s", recipe.release.out)
+        export_release(
+            best,
+            recipe.release.out,
+            name=recipe.release.name,
+            version=recipe.release.version,
+            hub_ids=recipe.release.hub_ids,
+            extra={"eval": results, "spoken": asdict(recipe.spoken), "recipe": recipe.source},
+        )
+    return results

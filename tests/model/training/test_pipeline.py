@@ -1,0 +1,121 @@
+"""A release recipe end to end: spoken data, features, baseline, model, evaluation, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model import Embedder
+from model.training.pipeline import read_release_recipe, run_release
+
+TRAIN_TEXT = " ".join(
+    f"The {c} {a} jumps over {n} small {t}."
+    for c, a, n, t in zip(
+        ["red", "blue", "green", "white", "black", "brown", "grey", "pink"],
+        ["fox", "dog", "cat", "horse", "bird", "goat", "mouse", "frog"],
+        ["one", "two", "three", "four", "five", "six", "seven", "eight"],
+        ["fences", "stones", "boxes", "logs", "walls", "chairs", "tables", "rivers"],
+        strict=True,
+    )
+)
+
+
+def write_recipe(tmp_path: Path, shared_encoders: dict[str, str]) -> Path:
+    (tmp_path / "train.txt").write_text(TRAIN_TEXT)
+    (tmp_path / "a.txt").write_text("A quiet river runs to the sea. Old books smell of dust.")
+    (tmp_path / "b.txt").write_text("Bright lights fill the city at night. Cold rain falls today.")
+    recipe = tmp_path / "release.toml"
+    recipe.write_text(
+        f"""
+[release]
+name = "audio-text-test"
+version = "0.0.1"
+root = "{tmp_path / "data"}"
+runs = "{tmp_path / "runs"}"
+out = "{tmp_path / "weights"}"
+hub_ids = {{ audio = "openai/whisper-base", text = "sentence-transformers/all-MiniLM-L6-v2" }}
+
+[spoken]
+train_sources = ["{tmp_path / "train.txt"}"]
+test_sets = {{ a = ["{tmp_path / "a.txt"}"], b = ["{tmp_path / "b.txt"}"] }}
+n_val = 2
+n_test = 2
+train_variants = 1
+
+[model]
+preset = "base"
+modalities = ["audio", "text"]
+audio_window = "trimmed"
+encoders = {{ audio = "{shared_encoders["audio"]}", text = "{shared_encoders["text"]}" }}
+
+[model.overrides]
+perceiver = {{ dim = 64, num_latents = 4, depth = 1, heads = 4, ff_mult = 2 }}
+adapter = {{ hidden_mult = 1, audio_frame_pool = 4 }}
+
+[optim]
+batch_size = 6
+max_steps = 3
+warmup_steps = 1
+distill_weight = 1.0
+
+[run]
+eval_every = 0
+progress = false
+
+[baseline]
+"optim.max_steps" = 2
+
+[eval]
+neighbourhood_k = 2
+"""
+    )
+    return recipe
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_a_release_recipe_runs_every_stage_and_resumes(
+    tmp_path: Path, shared_encoders: dict[str, str], hub_cache: Path
+) -> None:
+    recipe = write_recipe(tmp_path, shared_encoders)
+    results = run_release(recipe)
+
+    assert set(results["test_sets"]) == {"a", "b"}
+    for entry in results["test_sets"].values():
+        assert entry["pairs"] == 2
+        assert set(entry) == {"pairs", "model", "baseline"}
+        r1 = entry["model"]["audio->text"]["512"]["R@1"]
+        assert 0.0 <= r1 <= 1.0
+    hood = results["text_neighbourhood"]
+    assert hood["sentences"] == 4 and hood["k"] == 2 and 0.0 <= hood["512"] <= 1.0
+    for split in ("train", "val", "test-a", "test-b"):
+        assert (tmp_path / "data" / "spoken" / f"{split}.jsonl").exists()
+    assert json.loads((tmp_path / "runs" / "eval.json").read_text()) == results
+
+    released = Embedder.from_pretrained(tmp_path / "weights")
+    assert released.info["model"] == "audio-text-test" and released.info["version"] == "0.0.1"
+    config = json.loads((tmp_path / "weights" / "config.json").read_text())
+    assert config["metadata"]["eval"] == results and "[release]" in config["metadata"]["recipe"]
+    vectors = released.embed_texts(["a red fox", "cold rain"], dims=64)
+    assert vectors.shape == (2, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
+
+    # A second run finds every stage done: same data, same runs, same results.
+    summary = (tmp_path / "runs" / "model" / "summary.json").read_text()
+    assert run_release(recipe) == results
+    assert (tmp_path / "runs" / "model" / "summary.json").read_text() == summary
+
+
+def test_bad_release_recipes_name_the_file_and_the_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[release]\nname = "x"\nversion = "1"\nhub_ids = {}\n')
+    with pytest.raises(ValueError, match=r"bad.toml: KeyError: 'spoken'"):
+        read_release_recipe(bad)
+    bad.write_text(
+        '[release]\nname = "x"\nversion = "1"\nhub_ids = {}\n'
+        "[spoken]\ntrain_sources = []\ntest_sets = {}\n[eval]\nk = 3\n"
+    )
+    with pytest.raises(ValueError, match=r"unknown keys in \[eval\]: \['k'\]"):
+        read_release_recipe(bad)
