@@ -149,6 +149,7 @@ class Embedder:
         device: str | torch.device = "cpu",
         dtype: str = "float32",
         max_batch_size: int = 32,
+        audio_window: str | None = None,
     ) -> Embedder:
         """A released model shipped with the package (``audio-text-v1`` by default),
         or any checkpoint folder, with its encoders found by :mod:`model.release`:
@@ -170,6 +171,7 @@ class Embedder:
                 dtype=dtype,
                 encoder_overrides=sources,
                 max_batch_size=max_batch_size,
+                audio_window=audio_window,
             )
         except OSError as exc:
             raise MissingWeights(

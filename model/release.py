@@ -44,6 +44,12 @@ def releases() -> list[str]:
     return sorted(p.name for p in WEIGHTS_DIR.iterdir() if (p / "config.json").is_file())
 
 
+def shipped_release() -> str | None:
+    """The release served when no model is asked for: :data:`DEFAULT_RELEASE` if this
+    installation ships it, else None."""
+    return DEFAULT_RELEASE if DEFAULT_RELEASE in releases() else None
+
+
 def release_path(name: str = DEFAULT_RELEASE) -> Path:
     """The folder of the shipped checkpoint ``name``; ValueError lists the ones there are."""
     path = WEIGHTS_DIR / name

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import torch
 from fastapi import FastAPI
@@ -18,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from index import IndexConfig
 from model import Embedder
+from model.release import shipped_release
 from service.auth import check_bind
 from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
@@ -45,19 +47,24 @@ UNTRAINED_WARNING = (
 
 
 def load_embedder(settings: Settings) -> Embedder:
-    """The embedder the settings ask for: a checkpoint if given, else a preset.
+    """The embedder the settings ask for: a checkpoint (a folder or the name of a
+    shipped release) if given; else the shipped release unless a preset was asked
+    for; else the preset.
 
     Sets torch's thread count first when `torch_threads` is given, so every path
     that builds a model (the CLI, the service's lifespan, tests) applies it.
     """
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    if settings.checkpoint is not None:
-        return Embedder.from_checkpoint(
-            settings.checkpoint,
+    checkpoint: str | Path | None = settings.checkpoint
+    if checkpoint is None and "preset" not in settings.model_fields_set:
+        checkpoint = shipped_release()
+    if checkpoint is not None:
+        return Embedder.from_pretrained(
+            checkpoint,
+            encoders=settings.encoder_overrides or None,
             device=settings.device,
             dtype=settings.dtype,
-            encoder_overrides=settings.encoder_overrides or None,
             audio_window=settings.audio_window,
         )
     # Untrained heads are random: seed them, so that every process (and every restart)

@@ -84,10 +84,15 @@ def apply_torch_threads(threads: int | None) -> None:
 def load_embedder(settings: Settings) -> Any:
     """The settings' model, or a CliError saying how to get the weights it needs."""
     from model.errors import ModelError
+    from model.release import is_release_name, releases
     from service.app import load_embedder as load
 
-    if settings.checkpoint is not None and not settings.checkpoint.exists():
-        raise CliError(f"checkpoint {settings.checkpoint} does not exist")
+    checkpoint = settings.checkpoint
+    if checkpoint is not None and not is_release_name(checkpoint) and not checkpoint.exists():
+        shipped = ", ".join(releases()) or "none"
+        raise CliError(
+            f"checkpoint {checkpoint} does not exist (a folder, or a shipped release: {shipped})"
+        )
     logger.info(
         "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
     )

@@ -173,6 +173,8 @@ class HealthOut(BaseModel):
 
 class ReadyOut(BaseModel):
     status: Literal["ready"] = "ready"
+    model: str | None = Field(None, description="The shipped release served, if one is.")
+    version: str | None = Field(None, description="That release's version.")
     preset: str | None
     checkpoint: str | None
     trained: bool

@@ -62,7 +62,9 @@ class Settings(BaseSettings):
         "base", description="'base': real encoders; 'tiny': small random demo model."
     )
     checkpoint: Path | None = Field(
-        None, description="Trained checkpoint folder (adapters, resampler, heads)."
+        None,
+        description="Trained checkpoint folder, or the name of a shipped release "
+        "(audio-text-v1); default: the shipped release unless a preset is asked for.",
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(

@@ -34,6 +34,8 @@ async def readyz(request: Request):
     index = await state.store.info()
     index["counts"] = await state.refresh_index_gauge()
     return ReadyOut(
+        model=info.get("model"),
+        version=info.get("version"),
         preset=info.get("preset"),
         checkpoint=info.get("checkpoint"),
         trained=bool(info.get("trained")),

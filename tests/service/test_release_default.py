@@ -1,0 +1,91 @@
+"""The shipped release is what `mmembed serve` loads when no model is asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+import model.release
+from model.errors import MissingWeights
+from model.release import DEFAULT_RELEASE, HUB_IDS, shipped_release
+from model.training.export import export_release
+from service.app import create_app, load_embedder
+from service.commands import CliError
+from service.commands import load_embedder as cli_load_embedder
+from service.settings import Settings
+
+
+@pytest.fixture
+def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, small_real_checkpoint: Path) -> Path:
+    """A weights folder shipping DEFAULT_RELEASE (a small untrained model on the real encoders)."""
+    weights = tmp_path / "weights"
+    export_release(
+        small_real_checkpoint,
+        weights / DEFAULT_RELEASE,
+        name=DEFAULT_RELEASE,
+        version="9.9.9",
+        hub_ids={"audio": HUB_IDS["audio"], "text": HUB_IDS["text"]},
+    )
+    monkeypatch.setattr(model.release, "WEIGHTS_DIR", weights)
+    return weights
+
+
+def test_nothing_shipped_means_no_default_release(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model.release, "WEIGHTS_DIR", tmp_path / "none")
+    assert shipped_release() is None
+
+
+@pytest.mark.real_weights
+def test_no_model_flags_serve_the_shipped_release(shipped: Path, hub_cache: Path) -> None:
+    embedder = load_embedder(Settings(torch_threads=1))
+    assert embedder.info["model"] == DEFAULT_RELEASE and embedder.info["version"] == "9.9.9"
+    assert embedder.info["trained"] is True and embedder.modalities == ("audio", "text")
+    named = load_embedder(Settings(checkpoint=Path(DEFAULT_RELEASE), torch_threads=1))
+    assert named.info["model"] == DEFAULT_RELEASE
+    demo = load_embedder(Settings(preset="tiny", torch_threads=1))
+    assert demo.info["model"] is None and demo.info["preset"] == "tiny" and demo.info["demo"]
+
+
+@pytest.mark.real_weights
+def test_readyz_names_the_release_and_its_version(
+    shipped: Path, hub_cache: Path, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path / "index", torch_threads=1)
+    app = create_app(settings, embedder=load_embedder(settings))
+
+    async def ready() -> dict:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                response = await client.get("/readyz")
+                assert response.status_code == 200
+                return response.json()
+
+    import asyncio
+
+    body = asyncio.run(ready())
+    assert body["model"] == DEFAULT_RELEASE and body["version"] == "9.9.9"
+    assert body["warning"] is None and body["trained"] is True
+
+
+@pytest.mark.real_weights
+def test_missing_encoders_fail_loudly_naming_each_one(
+    shipped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(MissingWeights):
+        load_embedder(Settings(torch_threads=1))
+    with pytest.raises(CliError) as info:
+        cli_load_embedder(Settings(torch_threads=1))
+    for needle in (HUB_IDS["audio"], HUB_IDS["text"], "mmembed download", "--audio-encoder"):
+        assert needle in str(info.value)
+
+
+def test_an_unknown_checkpoint_names_the_shipped_releases(tmp_path: Path) -> None:
+    with pytest.raises(CliError, match="does not exist .a folder, or a shipped release"):
+        cli_load_embedder(Settings(checkpoint=tmp_path / "absent"))
