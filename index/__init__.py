@@ -2,7 +2,7 @@
 
 from .backend import VectorBackend
 from .config import IndexConfig
-from .items import Item, NewItem, SearchHit
+from .items import Item, NewItem, Preview, SearchHit
 from .store import VectorStore
 from .vectors import MATRYOSHKA_DIMS
 
@@ -11,6 +11,7 @@ __all__ = [
     "IndexConfig",
     "Item",
     "NewItem",
+    "Preview",
     "SearchHit",
     "VectorBackend",
     "VectorStore",

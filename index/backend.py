@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .items import Item, NewItem, SearchHit
+from .items import Item, NewItem, Preview, SearchHit
 
 
 class VectorBackend(ABC):
@@ -28,8 +28,12 @@ class VectorBackend(ABC):
         modality: str,
         metadata: dict[str, Any] | None = None,
         id: str | None = None,
+        preview: Preview | None = None,
     ) -> str:
-        """Store a new item; returns its id. Raises DuplicateId if the id exists."""
+        """Store a new item (and its preview, if any); returns its id.
+
+        Raises DuplicateId if the id exists.
+        """
 
     @abstractmethod
     def add_many(self, items: list[NewItem]) -> list[str]:
@@ -37,17 +41,30 @@ class VectorBackend(ABC):
 
     @abstractmethod
     def upsert(
-        self, vector: Any, *, id: str, modality: str, metadata: dict[str, Any] | None = None
+        self,
+        vector: Any,
+        *,
+        id: str,
+        modality: str,
+        metadata: dict[str, Any] | None = None,
+        preview: Preview | None = None,
     ) -> str:
-        """Store or replace the item with this id (created_at is kept on replace)."""
+        """Store or replace the item with this id (created_at is kept on replace).
+
+        The old item's preview is replaced by `preview`, or removed when it is None.
+        """
 
     @abstractmethod
     def get(self, id: str) -> Item:
         """The item with this id; raises ItemNotFound."""
 
     @abstractmethod
+    def get_preview(self, id: str) -> Preview:
+        """The item's preview; raises ItemNotFound, or PreviewNotFound when it has none."""
+
+    @abstractmethod
     def delete(self, id: str) -> None:
-        """Remove the item; raises ItemNotFound."""
+        """Remove the item and its preview together; raises ItemNotFound."""
 
     @abstractmethod
     def count(self, modality: str | None = None) -> int: ...

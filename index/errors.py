@@ -23,6 +23,17 @@ class ItemNotFound(StoreError, KeyError):
         return f"no item with id {self.item_id!r}"
 
 
+class PreviewNotFound(StoreError, KeyError):
+    """The item exists but has no preview (a text, or stored without one)."""
+
+    def __init__(self, item_id: str) -> None:
+        super().__init__(item_id)
+        self.item_id = item_id
+
+    def __str__(self) -> str:
+        return f"item {self.item_id!r} has no preview"
+
+
 class DuplicateId(StoreError, ValueError):
     """`add` was given an id that already exists (use `upsert` to replace it)."""
 

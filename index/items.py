@@ -9,17 +9,30 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class Preview:
+    """What a person can look at or listen to for an item: a thumbnail or a short clip.
+
+    data: the encoded file (e.g. WebP, MP3); media_type: its MIME type ("image/webp").
+    """
+
+    data: bytes = field(repr=False)
+    media_type: str
+
+
+@dataclass(frozen=True)
 class NewItem:
     """An item to add.
 
     vector: (512,) array-like; stored L2-normalised as float32.
     id: None lets the store generate one (32 hex characters).
+    preview: stored with the item, in the same transaction; None stores none.
     """
 
     vector: Any
     modality: str
     metadata: dict[str, Any] | None = None
     id: str | None = None
+    preview: Preview | None = None
 
 
 @dataclass(frozen=True)

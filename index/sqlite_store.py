@@ -12,6 +12,11 @@ kill or a power cut. `synchronous=NORMAL` in WAL mode still survives `kill -9`
 (the WAL is in the OS page cache before COMMIT returns) but may lose the last
 transactions on power loss.
 
+Previews (thumbnails, short clips) live in their own table keyed by the item's
+label, written and deleted in the same transaction as the item row, so an item
+never outlives its preview nor the other way round. Item rows stay small and
+scans over them (filters, rebuilds) never read preview bytes.
+
 Threads: one writer connection behind a lock; each reading thread gets its own
 connection (WAL readers never block the writer nor each other).
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DuplicateId, InvalidQuery, ItemNotFound, StoreError
-from .items import Item
+from .errors import DuplicateId, InvalidQuery, ItemNotFound, PreviewNotFound, StoreError
+from .items import Item, Preview
 from .vectors import EMBED_DIM
 
 DB_NAME = "items.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 PAGE_SIZE = 16_384
 _CHUNK = 900  # stay well under SQLite's bound-parameter limit
 
@@ -56,6 +61,15 @@ INSERT OR IGNORE INTO meta (key, value) VALUES ('next_label', 1);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('generation', 0);
 """
 
+# Version 2 adds previews; a version-1 database gains the (empty) table on open.
+_PREVIEWS = """
+CREATE TABLE IF NOT EXISTS previews (
+    label INTEGER PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+"""
+
 
 @dataclass(frozen=True)
 class Row:
@@ -65,6 +79,7 @@ class Row:
     modality: str
     metadata_json: str
     vector: np.ndarray
+    preview: Preview | None = None
 
 
 @dataclass(frozen=True)
@@ -88,15 +103,25 @@ class SqliteStore:
         try:
             self._writer = self._connect()
             self._writer.executescript(_SCHEMA)
-            version = self._writer.execute(
-                "SELECT value FROM meta WHERE key = 'schema_version'"
-            ).fetchone()[0]
+            version = self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the item database {self.path}: {exc}") from exc
         if version != SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, this code reads {SCHEMA_VERSION}"
             )
+
+    def _migrate(self) -> int:
+        """Bring an older database up to SCHEMA_VERSION; returns the version found after."""
+        conn = self._writer
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
+        if version == 1:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(_PREVIEWS)
+            conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
+            conn.execute("COMMIT")
+            version = 2
+        return int(version)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -180,6 +205,7 @@ class SqliteStore:
                     for i, r in enumerate(rows)
                 ),
             )
+            _insert_previews(conn, ((first + i, r.preview) for i, r in enumerate(rows)))
         return np.arange(first, first + len(rows), dtype=np.int64)
 
     def upsert(self, row: Row, now: float) -> tuple[int, int | None]:
@@ -191,6 +217,7 @@ class SqliteStore:
             created_at = now
             if old is not None:
                 conn.execute("DELETE FROM items WHERE label = ?", (old[0],))
+                conn.execute("DELETE FROM previews WHERE label = ?", (old[0],))
                 created_at = old[1]
             label = self._take_labels(conn, 1)
             conn.execute(
@@ -206,6 +233,7 @@ class SqliteStore:
                     now,
                 ),
             )
+            _insert_previews(conn, [(label, row.preview)])
         return label, (None if old is None else int(old[0]))
 
     def delete(self, item_id: str) -> int:
@@ -215,6 +243,7 @@ class SqliteStore:
             if found is None:
                 raise ItemNotFound(item_id)
             conn.execute("DELETE FROM items WHERE label = ?", (found[0],))
+            conn.execute("DELETE FROM previews WHERE label = ?", (found[0],))
         return int(found[0])
 
     @staticmethod
@@ -244,6 +273,28 @@ class SqliteStore:
         if row is None:
             raise ItemNotFound(item_id)
         return _item(row)
+
+    def get_preview(self, item_id: str) -> Preview:
+        """The item's preview; ItemNotFound, or PreviewNotFound when it has none."""
+        row = (
+            self._reader()
+            .execute(
+                "SELECT p.media_type, p.data FROM items AS i"
+                " LEFT JOIN previews AS p ON p.label = i.label WHERE i.id = ?",
+                (item_id,),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise ItemNotFound(item_id)
+        if row[0] is None:
+            raise PreviewNotFound(item_id)
+        return Preview(data=bytes(row[1]), media_type=row[0])
+
+    def preview_bytes(self) -> int:
+        """Total bytes of stored preview data (for info)."""
+        found = self._reader().execute("SELECT SUM(LENGTH(data)) FROM previews").fetchone()
+        return int(found[0] or 0)
 
     def count(self, modality: str | None = None) -> int:
         conn = self._reader()
@@ -338,6 +389,15 @@ class SqliteStore:
             vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
             yield labels, vectors.reshape(len(rows), EMBED_DIM).copy()
             last = int(labels[-1])
+
+
+def _insert_previews(
+    conn: sqlite3.Connection, previews: Iterable[tuple[int, Preview | None]]
+) -> None:
+    conn.executemany(
+        "INSERT INTO previews (label, media_type, data) VALUES (?, ?, ?)",
+        ((label, p.media_type, p.data) for label, p in previews if p is not None),
+    )
 
 
 def _item(row: tuple[Any, ...]) -> Item:

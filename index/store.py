@@ -38,7 +38,7 @@ from .backend import VectorBackend
 from .config import IndexConfig
 from .errors import InvalidItem, InvalidQuery, InvalidVector, StoreError
 from .faiss_index import IndexFileError, LabelFilter, MatryoshkaIndexes
-from .items import Item, NewItem, SearchHit
+from .items import Item, NewItem, Preview, SearchHit
 from .lock import DirectoryLock
 from .rwlock import ReadWriteLock
 from .sqlite_store import Row, SqliteStore
@@ -50,6 +50,8 @@ SEARCH_MODES = ("exact", "adaptive")
 MAX_ID_LENGTH = 256
 MAX_MODALITY_LENGTH = 64
 MAX_METADATA_BYTES = 64 * 1024
+MAX_PREVIEW_BYTES = 16 * 2**20  # a sanity bound; the service keeps previews far smaller
+MAX_MEDIA_TYPE_LENGTH = 128
 MAX_LIST_LIMIT = 10_000
 # SQLite integers are signed 64-bit; a larger OFFSET overflows in the driver.
 SQLITE_MAX_INT = 2**63 - 1
@@ -180,8 +182,9 @@ class VectorStore(VectorBackend):
         modality: str,
         metadata: dict[str, Any] | None = None,
         id: str | None = None,
+        preview: Preview | None = None,
     ) -> str:
-        return self.add_many([NewItem(vector, modality, metadata, id)])[0]
+        return self.add_many([NewItem(vector, modality, metadata, id, preview)])[0]
 
     def add_many(self, items: list[NewItem]) -> list[str]:
         if not isinstance(items, list | tuple):
@@ -196,11 +199,17 @@ class VectorStore(VectorBackend):
         return [row.id for row in rows]
 
     def upsert(
-        self, vector: Any, *, id: str, modality: str, metadata: dict[str, Any] | None = None
+        self,
+        vector: Any,
+        *,
+        id: str,
+        modality: str,
+        metadata: dict[str, Any] | None = None,
+        preview: Preview | None = None,
     ) -> str:
         if id is None:
             raise InvalidItem("upsert needs an id")
-        rows, vectors = self._rows([NewItem(vector, modality, metadata, id)])
+        rows, vectors = self._rows([NewItem(vector, modality, metadata, id, preview)])
         with self._rw.write():
             self._check_open()
             label, old = self._sql.upsert(rows[0], time.time())
@@ -253,6 +262,7 @@ class VectorStore(VectorBackend):
                 modality=_check_modality(item.modality),
                 metadata_json=_metadata_json(item.metadata),
                 vector=vectors[n],
+                preview=_check_preview(item.preview),
             )
             for n, item in enumerate(items)
         ]
@@ -265,6 +275,12 @@ class VectorStore(VectorBackend):
         with self._rw.read():
             self._check_open()
             return self._sql.get(item_id)
+
+    def get_preview(self, id: str) -> Preview:
+        item_id = _check_id(id)
+        with self._rw.read():
+            self._check_open()
+            return self._sql.get_preview(item_id)
 
     def count(self, modality: str | None = None) -> int:
         if modality is not None:
@@ -389,6 +405,7 @@ class VectorStore(VectorBackend):
                 "count": sum(counts.values()),
                 "counts": counts,
                 "indexed": self._indexes.live_count,
+                "preview_bytes": self._sql.preview_bytes(),
                 "tombstones": self._indexes.tombstone_count,
                 "dims": list(MATRYOSHKA_DIMS),
                 "embed_dim": EMBED_DIM,
@@ -477,6 +494,28 @@ def _check_modality(modality: Any) -> str:
             f"got {modality!r}"
         )
     return modality
+
+
+def _check_preview(preview: Any) -> Preview | None:
+    if preview is None:
+        return None
+    if not isinstance(preview, Preview):
+        raise InvalidItem(f"preview must be a Preview or None, got {type(preview).__name__}")
+    if not isinstance(preview.data, bytes) or not preview.data:
+        raise InvalidItem("preview data must be non-empty bytes")
+    if len(preview.data) > MAX_PREVIEW_BYTES:
+        raise InvalidItem(f"preview is {len(preview.data)} bytes; the limit is {MAX_PREVIEW_BYTES}")
+    kind = preview.media_type
+    if (
+        not isinstance(kind, str)
+        or not 3 <= len(kind) <= MAX_MEDIA_TYPE_LENGTH
+        or kind.count("/") != 1
+        or not kind.isascii()
+        or not _printable(kind)
+        or any(ch.isspace() for ch in kind)
+    ):
+        raise InvalidItem(f"preview media_type must look like 'image/webp', got {kind!r}")
+    return preview
 
 
 def _metadata_json(metadata: Any) -> str:
