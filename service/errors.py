@@ -23,6 +23,7 @@ from index.errors import (
     InvalidQuery,
     InvalidVector,
     ItemNotFound,
+    PreviewNotFound,
     StoreError,
 )
 from model.errors import InvalidInput, MissingModality, ModelError
@@ -107,6 +108,8 @@ def _domain_error(exc: Exception) -> tuple[int, str] | None:
     """Status and type for errors raised by `model` and `index`, None for unknown ones."""
     if isinstance(exc, ItemNotFound):
         return 404, "not_found"
+    if isinstance(exc, PreviewNotFound):
+        return 404, "preview_not_found"
     if isinstance(exc, DuplicateId):
         return 409, "duplicate_id"
     if isinstance(exc, InvalidQuery):

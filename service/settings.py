@@ -121,6 +121,28 @@ class Settings(BaseSettings):
     max_inputs_per_request: int = Field(256, ge=1, description="Most inputs in one call.")
     max_k: int = Field(1000, ge=1, description="Largest k for search.")
 
+    # Previews (GET /items/{id}/preview, shown by the page at /)
+    previews: bool = Field(
+        True,
+        description="Store a thumbnail (images) or a short clip (audio) with each new item; "
+        "false stores vectors and metadata only.",
+    )
+    preview_image_px: int = Field(
+        320, ge=32, le=1024, description="Longer side of an image thumbnail, in pixels."
+    )
+    preview_image_quality: int = Field(
+        80, ge=1, le=100, description="WebP quality of image thumbnails."
+    )
+    preview_audio_seconds: float = Field(
+        30.0, gt=0, le=300, description="Seconds of audio kept as an item's MP3 preview."
+    )
+    preview_max_bytes: int = Field(
+        512 * 1024,
+        ge=1024,
+        le=16 * 2**20,
+        description="Largest stored preview; a larger one is left out (and logged).",
+    )
+
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level; 'debug' also logs every request."
     )

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from index import IndexConfig, Item, NewItem, SearchHit, VectorStore
+from index import IndexConfig, Item, NewItem, Preview, SearchHit, VectorStore
 from model.constants import MODALITIES
 
 R = TypeVar("R")
@@ -50,15 +50,29 @@ class AsyncStore:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
 
     async def add(
-        self, vector: np.ndarray, *, modality: str, metadata: dict | None, id: str | None
-    ) -> str:
-        return await self._call(self.store.add, vector, modality=modality, metadata=metadata, id=id)
-
-    async def upsert(
-        self, vector: np.ndarray, *, id: str, modality: str, metadata: dict | None
+        self,
+        vector: np.ndarray,
+        *,
+        modality: str,
+        metadata: dict | None,
+        id: str | None,
+        preview: Preview | None = None,
     ) -> str:
         return await self._call(
-            self.store.upsert, vector, id=id, modality=modality, metadata=metadata
+            self.store.add, vector, modality=modality, metadata=metadata, id=id, preview=preview
+        )
+
+    async def upsert(
+        self,
+        vector: np.ndarray,
+        *,
+        id: str,
+        modality: str,
+        metadata: dict | None,
+        preview: Preview | None = None,
+    ) -> str:
+        return await self._call(
+            self.store.upsert, vector, id=id, modality=modality, metadata=metadata, preview=preview
         )
 
     async def add_many(self, items: list[NewItem]) -> list[str]:
@@ -66,6 +80,9 @@ class AsyncStore:
 
     async def get(self, id: str) -> Item:
         return await self._call(self.store.get, id)
+
+    async def get_preview(self, id: str) -> Preview:
+        return await self._call(self.store.get_preview, id)
 
     async def delete(self, id: str) -> None:
         await self._call(self.store.delete, id)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
-from index import Item, NewItem
+from index import Item, NewItem, Preview
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep, StoreDep
-from service.engine import EmbeddingEngine
+from service.engine import EmbeddingEngine, Input
 from service.errors import InvalidRequest
 from service.inputs import (
     DimsQuery,
@@ -25,6 +27,7 @@ from service.inputs import (
     read_json,
     require_form_or_json,
 )
+from service.previews import PreviewLimits, make_preview
 from service.schemas import (
     ERROR_RESPONSES,
     FILE_FIELD,
@@ -48,6 +51,24 @@ from service.settings import Settings
 router = APIRouter(tags=["items"], dependencies=[Depends(require_api_key)])
 
 ItemId = Annotated[str, Path(min_length=1, max_length=256, description="The item's id.")]
+# Previews change only when their item is replaced: the browser may keep one, but asks
+# (If-None-Match, answered 304) before each use, so a replaced item never shows a stale one.
+PREVIEW_CACHE_CONTROL = "private, no-cache"
+
+
+async def _previews(
+    inputs: list[RawInput], items: list[Input], settings: Settings
+) -> list[Preview | None]:
+    """One preview (or None) per input; all None when MMEMBED_PREVIEWS is off."""
+    if not settings.previews:
+        return [None] * len(items)
+    limits = PreviewLimits.from_settings(settings)
+    return await run_in_threadpool(
+        lambda: [
+            make_preview(item.modality, item.value, raw.data, limits, label=raw.label)
+            for raw, item in zip(inputs, items, strict=True)
+        ]
+    )
 
 
 def _item_out(item: Item, engine: EmbeddingEngine, dims: int | None) -> ItemOut:
@@ -89,7 +110,10 @@ async def add_item(
     inputs, item_id, metadata = await _read_item(request, settings)
     (item,) = await decode_inputs(inputs, engine, settings)
     vector = await engine.embed_one(item)
-    new_id = await store.add(vector, modality=item.modality, metadata=metadata, id=item_id)
+    (preview,) = await _previews(inputs, [item], settings)
+    new_id = await store.add(
+        vector, modality=item.modality, metadata=metadata, id=item_id, preview=preview
+    )
     await state.refresh_index_gauge()
     return ItemCreated(id=new_id, modality=item.modality)
 
@@ -151,9 +175,12 @@ async def add_items(
     check_count(inputs, settings, single=False)
     items = await decode_inputs(inputs, engine, settings)
     vectors = await engine.embed(items)
+    previews = await _previews(inputs, items, settings)
     new = [
-        NewItem(vector=vector, modality=item.modality, metadata=metadata, id=item_id)
-        for item, vector, (item_id, metadata) in zip(items, vectors, fields, strict=True)
+        NewItem(vector=vector, modality=item.modality, metadata=meta, id=item_id, preview=preview)
+        for item, vector, (item_id, meta), preview in zip(
+            items, vectors, fields, previews, strict=True
+        )
     ]
     ids = await store.add_many(new)
     await state.refresh_index_gauge()
@@ -186,7 +213,10 @@ async def put_item(
         raise InvalidRequest(f"the body's id {body_id!r} differs from the path's {item_id!r}")
     (item,) = await decode_inputs(inputs, engine, settings)
     vector = await engine.embed_one(item)
-    await store.upsert(vector, id=item_id, modality=item.modality, metadata=metadata)
+    (preview,) = await _previews(inputs, [item], settings)
+    await store.upsert(
+        vector, id=item_id, modality=item.modality, metadata=metadata, preview=preview
+    )
     await state.refresh_index_gauge()
     return ItemCreated(id=item_id, modality=item.modality)
 
@@ -202,6 +232,37 @@ async def list_items(
     items = await store.list(modality, limit, offset)
     total = await store.count(modality)
     return ItemListOut(total=total, items=[_item_out(it, engine, None) for it in items])
+
+
+@router.get(
+    "/items/{item_id:path}/preview",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/webp": {}, "audio/mpeg": {}},
+            "description": "The thumbnail or audio clip",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        404: {"description": "No such item, or it has no preview (texts never do)"},
+    },
+    summary="The item's preview: a WebP thumbnail or an MP3 of its first seconds",
+)
+async def get_item_preview(
+    item_id: ItemId,
+    store: StoreDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+):
+    """Registered before `GET /items/{id}`, whose path would otherwise swallow `/preview`."""
+    preview = await store.get_preview(item_id)
+    etag = '"' + hashlib.sha256(preview.data).hexdigest()[:32] + '"'
+    headers = {
+        "ETag": etag,
+        "Cache-Control": PREVIEW_CACHE_CONTROL,
+        "X-Content-Type-Options": "nosniff",
+    }
+    if if_none_match is not None and etag in (tag.strip() for tag in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
+    return Response(preview.data, media_type=preview.media_type, headers=headers)
 
 
 @router.get(

@@ -1,10 +1,16 @@
-"""`GET /search` (text query) and `POST /search` (file or text query)."""
+"""`GET /search` (text query) and `POST /search` (file or text query).
+
+Every answer carries a `Server-Timing` header (`embed;dur=..., search;dur=...`,
+milliseconds) so a client, or the browser's developer tools, can tell model time
+from index time.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StoreDep
@@ -56,6 +62,7 @@ def _check_k(k: int, settings: Settings) -> None:
 async def _search(
     query: Input,
     *,
+    response: Response,
     engine: EngineDep,
     store: StoreDep,
     dims: int,
@@ -64,8 +71,14 @@ async def _search(
     mode: str,
     where: dict[str, Any] | None,
 ) -> SearchOut:
+    started = time.perf_counter()
     vector = await engine.embed_one(query)
+    embedded = time.perf_counter()
     hits = await store.search(vector, k=k, dims=dims, mode=mode, modality=modality, where=where)
+    searched = time.perf_counter()
+    response.headers["Server-Timing"] = (
+        f"embed;dur={(embedded - started) * 1000:.1f}, search;dur={(searched - embedded) * 1000:.1f}"
+    )
     return SearchOut(
         query_modality=query.modality,
         dims=dims,
@@ -82,6 +95,7 @@ async def _search(
     "/search", response_model=SearchOut, responses=ERROR_RESPONSES, summary="Search by text"
 )
 async def search_text(
+    response: Response,
     engine: EngineDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -97,6 +111,7 @@ async def search_text(
     (query,) = await decode_inputs([RawInput("q", text=q)], engine, settings)
     return await _search(
         query,
+        response=response,
         engine=engine,
         store=store,
         dims=dims,
@@ -120,6 +135,7 @@ async def search_text(
 )
 async def search_upload(
     request: Request,
+    response: Response,
     engine: EngineDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -135,6 +151,7 @@ async def search_upload(
     (query,) = await decode_inputs(inputs, engine, settings)
     return await _search(
         query,
+        response=response,
         engine=engine,
         store=store,
         dims=dims,
