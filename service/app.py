@@ -24,7 +24,7 @@ from service.auth import check_bind
 from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
-from service.routers import embed, health, items, openai, search
+from service.routers import embed, health, items, openai, page, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 from service.store import AsyncStore
@@ -229,8 +229,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)
-    for router in (health.router, embed.router, search.router, items.router, openai.router):
+    for router in (
+        health.router,
+        embed.router,
+        search.router,
+        items.router,
+        openai.router,
+        page.router,
+    ):
         app.include_router(router)
+    app.mount("/static", page.static_files(), name="static")
     app.add_middleware(WarningHeaderMiddleware, fastapi_app=app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
