@@ -134,15 +134,17 @@ const itemPath = (id) => `/items/${encodeURIComponent(id)}`;
 function showError(context, err) {
   const box = $("error");
   box.textContent = "";
+  const text = document.createElement("p");
   const strong = document.createElement("strong");
   strong.textContent = `${context}: `;
-  box.append(strong, err instanceof Error ? err.message : String(err));
+  text.append(strong, err instanceof Error ? err.message : String(err));
+  box.append(text);
   const close = document.createElement("button");
   close.type = "button";
   close.className = "dismiss";
   close.textContent = "Dismiss";
   close.addEventListener("click", clearError);
-  box.append(" ", close);
+  box.append(close);
   box.hidden = false;
 }
 
@@ -611,6 +613,7 @@ async function addItems(event) {
   }
   clearError();
   $("uploads").textContent = "";
+  $("uploads").dataset.state = "running";
   $("add-submit").disabled = true;
   const jobs = files.map((file) => () => addOneFile(file, metadata));
   if (text) jobs.push(() => addText(text, metadata));
@@ -620,14 +623,14 @@ async function addItems(event) {
   };
   await Promise.all(Array.from({ length: UPLOAD_CONCURRENCY }, worker));
   $("add-submit").disabled = false;
-  const failed = files.length + (text ? 1 : 0) - added;
-  $("uploads").dataset.state = "done";
-  if (failed) showError("Some items were not added", `${failed} failed; see the list below`);
   setPendingFiles([]);
   $("add-text").value = "";
   $("add-files").value = "";
   refreshServerInfo();
-  runFromValues(formValues());
+  await runFromValues(formValues());
+  const failed = files.length + (text ? 1 : 0) - added;
+  if (failed) showError("Some items were not added", `${failed} failed; see the list below`);
+  $("uploads").dataset.state = "done";
 }
 
 // ---- drag and drop -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from service.app import create_app, load_embedder
 from service.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -171,6 +172,9 @@ class ServerProcess:
         # One torch thread per server: on a small shared machine, idle-spinning OpenMP
         # threads of several processes slow every op down by an order of magnitude.
         env |= {"HF_HUB_OFFLINE": "1", "MMEMBED_TORCH_THREADS": "1", **self.env}
+        # The server runs this checkout's code even when the installed `mmembed` is an
+        # editable install of another one (a git worktree sharing a venv).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
@@ -214,6 +218,25 @@ def server_factory(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
 
     def make(**kwargs: object) -> ServerProcess:
         server = ServerProcess(tmp_path / "data", tmp_path / "server.log", **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        if server.proc is not None and server.proc.poll() is None:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ServerProcess]]:
+    """Servers that live for one test module (each with its own data folder)."""
+    servers: list[ServerProcess] = []
+
+    def make(**kwargs: object) -> ServerProcess:
+        root = tmp_path_factory.mktemp("server")
+        server = ServerProcess(root / "data", root / "server.log", **kwargs)
         servers.append(server)
         return server
 
