@@ -9,10 +9,12 @@ load scripts from elsewhere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.responses import Response
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CONTENT_SECURITY_POLICY = (
@@ -37,6 +39,20 @@ async def page() -> FileResponse:
     )
 
 
+class _RevalidatedStaticFiles(StaticFiles):
+    """Static files the browser must revalidate (a cheap 304) before each use.
+
+    Without Cache-Control a browser guesses a freshness time from Last-Modified and
+    can run an old app.js against a newer server after an upgrade.
+    """
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+
 def static_files() -> StaticFiles:
     """The page's scripts and styles, mounted at /static."""
-    return StaticFiles(directory=STATIC_DIR)
+    return _RevalidatedStaticFiles(directory=STATIC_DIR)

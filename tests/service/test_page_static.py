@@ -36,7 +36,9 @@ def test_page_is_served_with_a_strict_content_security_policy(client) -> None:
 def test_static_files_are_served(client, path: str, content_type: str) -> None:
     response = client.get(path)
     assert response.status_code == 200 and content_type in response.headers["content-type"]
-    assert response.headers["etag"]
+    assert response.headers["etag"] and response.headers["cache-control"] == "no-cache"
+    again = client.get(path, headers={"If-None-Match": response.headers["etag"]})
+    assert again.status_code == 304
     assert client.get("/static/missing.js").status_code == 404
 
 
