@@ -81,8 +81,14 @@ def _add_embed_and_index(commands: argparse._SubParsersAction) -> None:
 
     index = commands.add_parser("index", help="work on the index in the data folder")
     actions = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
-    add = _command(actions, "add", "embed files or texts and store them", files=True)
+    add = _command(actions, "add", "embed files, folders or texts and store them", files=True)
     _inputs_options(add)
+    add.add_argument(
+        "--recursive",
+        "-r",
+        action="store_true",
+        help="also add the files in subfolders of a folder",
+    )
     add.add_argument("--id", help="the item's id (one input only)")
     add.add_argument("--metadata", help="a JSON object stored with every item")
     _data_dir_option(add)

@@ -245,6 +245,8 @@ def _metadata(text: str | None) -> dict[str, Any]:
 def cmd_index_add(args: argparse.Namespace) -> int:
     from index import NewItem
 
+    if args.recursive or any(Path(p).is_dir() for p in args.files):
+        return _index_add_folders(args)
     settings = settings_from(args)
     setup_logging("warning")
     inputs = _raw_inputs(args)
@@ -267,6 +269,44 @@ def cmd_index_add(args: argparse.Namespace) -> int:
             print(json.dumps({"id": item_id, "modality": item.modality}))
         print(f"{len(ids)} added; the index now holds {store.count()} items", file=sys.stderr)
     return 0
+
+
+def _index_add_folders(args: argparse.Namespace) -> int:
+    """`index add FOLDER...`: every image and audio file in it, skipping (and naming) the rest.
+
+    Exit status 1 only when nothing could be added.
+    """
+    from tqdm import tqdm
+
+    from service.ingest import find_files, ingest_files
+
+    if args.id is not None or args.text:
+        raise CliError("--id and --text cannot be used with folders; add those separately")
+    settings = settings_from(args)
+    setup_logging("warning")
+    metadata = _metadata(args.metadata)
+    files, missing = find_files(args.files, recursive=args.recursive)
+    for skip in missing:
+        print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
+    embedder = load_embedder(settings)
+    with _open_store(settings) as store:
+        report = ingest_files(
+            store,
+            embedder,
+            files,
+            settings=settings,
+            metadata=metadata,
+            on_skip=lambda skip: tqdm.write(f"skipped {skip.path}: {skip.reason}", file=sys.stderr),
+        )
+        for item_id, modality, path in report.added:
+            print(json.dumps({"id": item_id, "modality": modality, "source": str(path)}))
+        skipped = len(missing) + len(report.skipped)
+        print(
+            f"{len(report.added)} added, {skipped} skipped; "
+            f"the index now holds {store.count()} items",
+            file=sys.stderr,
+        )
+    return 1 if skipped and not report.added else 0
 
 
 def cmd_index_search(args: argparse.Namespace) -> int:

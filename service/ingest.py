@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from index import NewItem, VectorBackend
 from model import Embedder
 from model.errors import InvalidInput, MissingModality
+from service.engine import Input, embed_batch
 from service.errors import ServiceError
-from service.media import AUDIO_SAMPLING_RATE, DecodedMedia, decode_media
+from service.inputs import RawInput, decode_input
 from service.previews import PreviewLimits, make_preview
 from service.settings import Settings
 
@@ -52,7 +52,7 @@ class IngestReport:
 class _Ready:
     path: Path
     data: bytes
-    media: DecodedMedia
+    media: Input
 
 
 def find_files(
@@ -93,8 +93,8 @@ def _walk(folder: Path, recursive: bool, files: list[Path], skipped: list[Skippe
             files.append(path)
 
 
-def _read(path: Path, settings: Settings) -> _Ready | Skipped:
-    """The file decoded, or why it cannot be used."""
+def _read(path: Path, settings: Settings, loaded: Sequence[str]) -> _Ready | Skipped:
+    """The file decoded (by the HTTP API's own checks), or why it cannot be used."""
     limit = settings.max_upload_bytes
     try:
         with path.open("rb") as file:
@@ -108,19 +108,12 @@ def _read(path: Path, settings: Settings) -> _Ready | Skipped:
         return Skipped(path, f"cannot read it: {exc.strerror or exc}")
     if not data:
         return Skipped(path, "the file is empty")
+    label = str(path)
     try:
-        media = decode_media(data, max_pixels=settings.max_image_pixels)
+        media = decode_input(RawInput(label, data=data), settings, loaded)
     except ServiceError as exc:
-        return Skipped(path, exc.message)
+        return Skipped(path, exc.message.removeprefix(f"{label}: "))
     return _Ready(path, data, media)
-
-
-def _embed(embedder: Embedder, batch: list[_Ready]) -> np.ndarray:
-    """(N, 512) vectors for a batch of one modality."""
-    if batch[0].media.modality == "image":
-        return embedder.embed_images([r.media.value for r in batch])
-    clips = [r.media.value.samples for r in batch]  # type: ignore[union-attr]
-    return embedder.embed_audio(clips, sampling_rate=AUDIO_SAMPLING_RATE)
 
 
 def _store_batch(
@@ -133,7 +126,7 @@ def _store_batch(
 ) -> None:
     """Embed and store one batch of one modality; a failing batch is retried file by file."""
     try:
-        vectors = _embed(embedder, batch)
+        vectors = embed_batch(embedder, batch[0].media.modality, [r.media.value for r in batch])
     except (InvalidInput, MissingModality) as exc:
         if len(batch) == 1:
             report.skipped.append(Skipped(batch[0].path, str(exc)))
@@ -166,15 +159,14 @@ def ingest_files(
     *,
     settings: Settings,
     metadata: dict[str, Any] | None = None,
-    root: Path | None = None,
     batch_size: int = DEFAULT_BATCH,
     progress: bool | None = None,
     on_skip: Callable[[Skipped], None] | None = None,
 ) -> IngestReport:
     """Decode, embed and store image and audio files in batches; skip what cannot be used.
 
-    Each item's metadata is `metadata` plus `source`: the file's path relative to
-    `root` when it lies under it, else as given. `progress` shows a tqdm bar on
+    Each item's metadata is `source` (the file's path as found) plus `metadata`,
+    whose own `source` wins if it has one. `progress` shows a tqdm bar on
     stderr (None: only on a terminal). `on_skip` is called for each skipped file as
     it happens. Store errors (a full disk, a locked store) are not skipped: they raise.
     """
@@ -183,10 +175,7 @@ def ingest_files(
     pending: dict[str, list[_Ready]] = {"image": [], "audio": []}
 
     def metadata_for(path: Path) -> dict[str, Any]:
-        source = path
-        if root is not None and path.is_relative_to(root):
-            source = path.relative_to(root)
-        return {**(metadata or {}), "source": str(source)}
+        return {"source": str(path), **(metadata or {})}
 
     def flush(modality: str) -> None:
         if pending[modality]:
@@ -204,7 +193,7 @@ def ingest_files(
 
     with tqdm(total=len(files), unit="file", desc="adding", disable=_quiet(progress)) as bar:
         for path in files:
-            ready = _read(path, settings)
+            ready = _read(path, settings, embedder.modalities)
             if isinstance(ready, Skipped):
                 report.skipped.append(ready)
             else:

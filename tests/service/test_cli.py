@@ -57,6 +57,38 @@ def test_index_add_then_search_then_stats(capsys, tmp_path, png_bytes):
     assert json.loads(capsys.readouterr().out)["count"] == 2
 
 
+def test_index_add_a_folder_skips_what_it_cannot_read(capsys, tmp_path, png_bytes, wav_bytes):
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    (photos / "a.png").write_bytes(png_bytes)
+    (photos / "b.wav").write_bytes(wav_bytes)
+    (photos / "notes.txt").write_text("not media")
+    (photos / "sub" / "c.png").write_bytes(png_bytes)
+    common = ["--preset", "tiny", "--data-dir", str(tmp_path / "data")]
+    assert main(["index", "add", *common, str(photos), "--metadata", '{"album": "x"}']) == 0
+    out, err = capsys.readouterr()
+    added = [json.loads(line) for line in out.splitlines()]
+    assert [(r["modality"], r["source"]) for r in added] == [
+        ("image", str(photos / "a.png")),
+        ("audio", str(photos / "b.wav")),
+    ]
+    assert f"skipped {photos / 'notes.txt'}: unrecognised file type" in err
+    assert "2 added, 1 skipped; the index now holds 2 items" in err
+
+    assert main(["index", "add", *common, str(photos / "sub"), "--recursive"]) == 0
+    assert json.loads(capsys.readouterr().out)["source"] == str(photos / "sub" / "c.png")
+    assert main(["index", "add", *common, str(photos), "-r"]) == 0  # sub/ included now
+    assert len(capsys.readouterr().out.splitlines()) == 3
+
+    assert main(["index", "add", *common, str(photos / "sub"), str(photos / "gone")]) == 0
+    assert f"skipped {photos / 'gone'}: no such file or folder" in capsys.readouterr().err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("no")
+    assert main(["index", "add", *common, str(tmp_path / "junk")]) == 1
+    assert main(["index", "add", *common, str(photos), "--id", "x"]) == 1
+    assert "--id and --text cannot be used with folders" in capsys.readouterr().err
+
+
 def test_bad_inputs_are_one_line_errors(capsys, tmp_path):
     (tmp_path / "junk.bin").write_bytes(b"not media at all")
     assert main(["embed", "--preset", "tiny", str(tmp_path / "junk.bin")]) == 1
