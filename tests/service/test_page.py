@@ -8,6 +8,7 @@ keeps the screenshot of the results (docs/page.png in the README is one).
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 from collections.abc import Callable, Iterator
@@ -229,6 +230,30 @@ def test_search_by_uploaded_file(browser: WebDriver, server, added, media) -> No
     assert found[0]["id"] == added["red-circle.png"]["id"]
     assert found[0]["score"] == "score 1.000"
     assert len(found) == 5
+
+
+DROP = """
+const [zoneId, name, b64] = arguments;
+const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+const data = new DataTransfer();
+data.items.add(new File([bytes], name, {type: "image/png"}));
+const zone = document.getElementById(zoneId);
+zone.dispatchEvent(new DragEvent("dragover", {dataTransfer: data, bubbles: true, cancelable: true}));
+const highlighted = zone.classList.contains("over");
+zone.dispatchEvent(new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true}));
+return highlighted;
+"""
+
+
+def test_dropping_files_on_the_drop_zones(browser: WebDriver, server, added, media) -> None:
+    png = base64.b64encode(media["red-circle.png"].read_bytes()).decode()
+    browser.get(server.url + "/")
+    assert browser.execute_script(DROP, "query-drop", "dropped.png", png) is True
+    found = wait_for_results(browser, "Results for dropped.png")
+    assert found[0]["id"] == added["red-circle.png"]["id"] and found[0]["score"] == "score 1.000"
+    browser.execute_script(DROP, "add-drop", "new.png", png)
+    ready = browser.find_element(By.CSS_SELECTOR, "#add-drop span").text
+    assert ready == "1 file ready: new.png. Drop more, or"
 
 
 def test_search_url_opened_directly(browser: WebDriver, server, added) -> None:
