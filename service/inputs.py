@@ -51,6 +51,8 @@ DimsQuery = Annotated[
         json_schema_extra={"enum": list(MATRYOSHKA_DIMS)},
     ),
 ]
+# The same parameter left out of the OpenAPI schema, for a route that only passes it on.
+UndocumentedDimsQuery = Annotated[int, AfterValidator(_check_dims), Query(include_in_schema=False)]
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,12 @@ import hashlib
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from index import Item, NewItem, Preview
+from index.errors import ItemNotFound
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep, StoreDep
 from service.engine import EmbeddingEngine, Input
@@ -16,6 +19,7 @@ from service.errors import InvalidRequest
 from service.inputs import (
     DimsQuery,
     RawInput,
+    UndocumentedDimsQuery,
     base64_input,
     check_count,
     decode_inputs,
@@ -234,6 +238,7 @@ async def list_items(
     return ItemListOut(total=total, items=[_item_out(it, engine, None) for it in items])
 
 
+# Registered before `GET /items/{id}`, whose path would otherwise swallow "/preview".
 @router.get(
     "/items/{item_id:path}/preview",
     response_class=Response,
@@ -249,10 +254,22 @@ async def list_items(
 )
 async def get_item_preview(
     item_id: ItemId,
+    engine: EngineDep,
     store: StoreDep,
     if_none_match: Annotated[str | None, Header()] = None,
+    include_embedding: Annotated[bool, Query(include_in_schema=False)] = False,
+    dims: UndocumentedDimsQuery = 512,
 ):
-    """Registered before `GET /items/{id}`, whose path would otherwise swallow `/preview`."""
+    """404 `preview_not_found` when the item exists but has none; `not_found` when it does not."""
+    # Before previews, GET /items/a/preview fetched an item whose id is "a/preview";
+    # such an item still answers here exactly as it did.
+    try:
+        shadowed = await store.get(f"{item_id}/preview")
+    except ItemNotFound:
+        pass
+    else:
+        out = _item_out(shadowed, engine, dims if include_embedding else None)
+        return JSONResponse(jsonable_encoder(out))
     preview = await store.get_preview(item_id)
     etag = '"' + hashlib.sha256(preview.data).hexdigest()[:32] + '"'
     headers = {

@@ -152,6 +152,20 @@ def test_ids_with_slashes_have_previews(client, png_bytes):
     assert client.get("/items/photos/2024/a.png").json()["id"] == "photos/2024/a.png"
 
 
+def test_an_id_ending_in_preview_is_still_fetched_as_before(client, png_bytes):
+    """GET /items/a/preview named the item "a/preview" before previews existed; it still does."""
+    client.put("/items/a", files={"file": ("x.png", png_bytes)})
+    client.put("/items/a/preview", json={"text": "an unlucky id", "metadata": {"k": 1}})
+    item = client.get("/items/a/preview", params={"include_embedding": True, "dims": 64})
+    assert item.status_code == 200 and item.headers["content-type"] == "application/json"
+    body = item.json()
+    assert (body["id"], body["metadata"], len(body["embedding"])) == ("a/preview", {"k": 1}, 64)
+    assert client.get("/items/a/preview/preview").json()["error"]["type"] == "preview_not_found"
+    assert client.get("/items/a/preview", params={"dims": 3}).status_code == 422
+    client.delete("/items/a/preview")
+    assert client.get("/items/a/preview").headers["content-type"] == "image/webp"
+
+
 def test_previews_off_keeps_todays_behaviour(make_client, png_bytes, wav_bytes):
     """Clients that never ask for previews see the same answers whether previews are on or off."""
     on, off = make_client(), make_client(previews=False)
