@@ -52,6 +52,15 @@ class CorruptMedia(ServiceError):
     error_type = "corrupt_media"
 
 
+class TruncatedMedia(CorruptMedia):
+    error_type = "truncated_media"
+
+
+class AudioTooShort(ServiceError):
+    status_code = 400
+    error_type = "audio_too_short"
+
+
 class UnsupportedMedia(ServiceError):
     status_code = 415
     error_type = "unsupported_media_type"

@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest decoded image (width x height)."
     )
+    min_audio_seconds: float = Field(
+        0.1, ge=0, description="Shortest audio clip embedded (400 below): too little to hear."
+    )
     max_text_chars: int = Field(
         10_000, ge=1, description="Longest text in characters (tokens are checked by the model)."
     )
