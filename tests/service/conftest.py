@@ -26,6 +26,7 @@ from service.app import create_app, load_embedder
 from service.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -171,6 +172,9 @@ class ServerProcess:
         # One torch thread per server: on a small shared machine, idle-spinning OpenMP
         # threads of several processes slow every op down by an order of magnitude.
         env |= {"HF_HUB_OFFLINE": "1", "MMEMBED_TORCH_THREADS": "1", **self.env}
+        # The server runs this checkout's code, even where the installed `mmembed`
+        # script belongs to an editable install of another one (a git worktree).
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + timeout
