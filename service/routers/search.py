@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StoreDep
@@ -17,6 +17,7 @@ from service.inputs import (
     parse_json_object,
     read_single_input,
 )
+from service.responses import input_warnings
 from service.schemas import (
     ERROR_RESPONSES,
     FILE_FIELD,
@@ -120,6 +121,7 @@ async def search_text(
 )
 async def search_upload(
     request: Request,
+    response: Response,
     engine: EngineDep,
     store: StoreDep,
     settings: SettingsDep,
@@ -133,6 +135,7 @@ async def search_upload(
     filters = _where(where)
     inputs = await read_single_input(request, settings)
     (query,) = await decode_inputs(inputs, engine, settings)
+    response.headers.update(input_warnings([query]))
     return await _search(
         query,
         engine=engine,

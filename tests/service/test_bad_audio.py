@@ -47,6 +47,8 @@ def test_a_cut_mp3_is_embedded_with_a_warning_header(client):
     assert cut.status_code == 200 and len(cut.json()["embedding"]) == 512
     warning = cut.headers[INPUT_WARNING_HEADER]
     assert warning.startswith("input 0 (file): audio ends early") and "2.00 s" in warning
+    search = client.post("/search", files={"file": ("a.mp3", mp3[: len(mp3) * 2 // 3])})
+    assert search.status_code == 200 and search.headers[INPUT_WARNING_HEADER] == warning
 
 
 def test_an_untrained_checkpoint_is_called_that_not_no_checkpoint():
