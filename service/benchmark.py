@@ -287,9 +287,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.peer:
             server, url = peer_server(args, Path(tmp))
             with server:
-                model = str(args.models_dir / "all-MiniLM-L6-v2")
-                bodies = request_bodies("/embeddings", texts, model)
+                bodies = request_bodies("/embeddings", texts, "all-MiniLM-L6-v2")
                 for c in connections:
+                    time.sleep(2)  # no in-flight gauge there: let the last run's tail finish
                     results.append(
                         wrk_run("infinity-emb", url, "/embeddings", bodies, c, args.duration)
                     )
