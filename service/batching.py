@@ -6,9 +6,10 @@ Only when others were queued (requests are arriving concurrently) does it wait,
 up to `max_wait_ms` after the first, for more to fill the batch; a lone request
 runs at once, so latency at concurrency 1 never pays the wait. While a batch
 runs on the worker thread (never on the event loop), new requests queue up and
-form the next one. Every caller gets its own row. A full queue is refused at once (`Overloaded`, HTTP 429 with Retry-After)
-rather than letting latency grow without bound; a caller that waits longer than
-its timeout gets `RequestTimedOut` (504) and its row, if computed, is dropped.
+form the next one. Every caller gets its own row. A full queue is refused at
+once (`Overloaded`, HTTP 429 with Retry-After) rather than letting latency grow
+without bound; a caller that waits longer than its timeout gets
+`RequestTimedOut` (504) and its row, if computed, is dropped.
 
 When a batch function raises one of `per_item_errors` (bad user input, such as
 a text over the token limit), the batch is re-run item by item so one bad

@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry per app so that several apps (tests) never collide.
 
 Exposed at `GET /metrics`: HTTP requests and latencies by route template and
-status (`status="client_disconnected"` for clients that went away mid-request), batch sizes and forward-pass durations per modality, queue depth per
+status (`status="client_disconnected"` for clients that went away mid-request),
+batch sizes and forward-pass durations per modality, queue depth per
 modality, items embedded, and index size per modality.
 """
 
