@@ -28,15 +28,6 @@ def dumps(content: Any) -> bytes:
     return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-class ORJSONResponse(Response):
-    """A JSON response encoded with `dumps`."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return dumps(content)
-
-
 def input_warnings(items: Iterable[Input]) -> dict[str, str]:
     """The `X-Mmembed-Input-Warning` header for inputs embedded despite a problem, if any."""
     found = [w for item in items for w in item.warnings]
