@@ -1,7 +1,9 @@
 """Text embedding over HTTP under load, driven by `wrk`, beside the in-process batched rate.
 
     python -m service.benchmark                          # tiny demo model (seconds)
-    python -m service.benchmark --real --duration 30s    # MiniLM from ../shared/models
+    python -m service.benchmark --real --duration 30s    # the shipped release (else the
+                                                         # base preset), MiniLM from
+                                                         # ../shared/models
     python -m service.benchmark --real --peer            # and infinity-emb on the same MiniLM
 
 It starts `mmembed serve` as a real process on 127.0.0.1 and loads `wrk` (Debian's
@@ -33,6 +35,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
+
+from model.release import shipped_release
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
@@ -220,7 +224,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m service.benchmark", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--real", action="store_true", help="MiniLM from --models-dir")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="the shipped release (else the base preset) with encoders from --models-dir",
+    )
     parser.add_argument("--checkpoint", type=Path, default=None, help="serve this checkpoint")
     parser.add_argument("--models-dir", type=Path, default=SHARED_MODELS)
     parser.add_argument("--peer", action="store_true", help="also measure infinity-emb")
@@ -239,17 +247,20 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMBED_")}
     env |= {
         "HF_HUB_OFFLINE": "1",
-        "MMEMBED_MODALITIES": "text",
         "MMEMBED_MAX_BATCH_SIZE": str(args.batch_size),
         "MMEMBED_MAX_WAIT_MS": str(args.max_wait_ms),
-        "MMEMBED_PRESET": "base" if args.real or args.checkpoint else "tiny",
     }
     if args.torch_threads is not None:
         env["MMEMBED_TORCH_THREADS"] = str(args.torch_threads)
-    if args.real:
-        env["MMEMBED_TEXT_ENCODER"] = str(args.models_dir / "all-MiniLM-L6-v2")
     if args.checkpoint is not None:
         env["MMEMBED_CHECKPOINT"] = str(args.checkpoint)
+    elif not args.real:
+        env |= {"MMEMBED_PRESET": "tiny", "MMEMBED_MODALITIES": "text"}
+    elif shipped_release() is None:  # no release here: real encoders, untrained heads
+        env |= {"MMEMBED_PRESET": "base", "MMEMBED_MODALITIES": "text"}
+    if args.real or args.checkpoint is not None:
+        env["MMEMBED_TEXT_ENCODER"] = str(args.models_dir / "all-MiniLM-L6-v2")
+        env["MMEMBED_AUDIO_ENCODER"] = str(args.models_dir / "whisper-base-encoder")
     return env
 
 
@@ -303,9 +314,11 @@ def _progress(r: Result) -> None:
 
 
 def print_table(results: list[Result], local: float, args, settings) -> None:
-    model = "MiniLM-L6 text" if args.real else "tiny demo preset"
-    if args.checkpoint:
-        model += f", checkpoint {args.checkpoint}"
+    model = settings.checkpoint or (
+        f"preset {settings.preset}" if "preset" in settings.model_fields_set else shipped_release()
+    )
+    if args.real or args.checkpoint:
+        model = f"{model}, MiniLM-L6 text encoder from {args.models_dir}"
     print(
         f"\nmodel: {model}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
         f"max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}; "
