@@ -224,6 +224,16 @@ class Embedder:
 
     def embed_texts(self, texts: list[str], dims: int = EMBED_DIM) -> np.ndarray:
         """Embed texts: (N, dims) float32 unit rows. Empty or over-long texts raise InvalidInput."""
+        return self.embed_texts_counted(texts, dims)[0]
+
+    def embed_texts_counted(
+        self, texts: list[str], dims: int = EMBED_DIM
+    ) -> tuple[np.ndarray, list[int]]:
+        """`embed_texts` and the tokens each text became (special tokens included).
+
+        The counts come from the same tokenisation the batch used, so a server can
+        report usage without tokenising again.
+        """
         dims = check_dims(dims)
         encoder = self._text_encoder()
         lengths = encoder.count_tokens(texts)
@@ -234,7 +244,7 @@ class Embedder:
                 )
         # Similar lengths together: less padding, same results (padding is masked).
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
-        return self._run("text", [texts[i] for i in order], order, dims)
+        return self._run("text", [texts[i] for i in order], order, dims), lengths
 
     def embed_images(self, images: list[Image.Image], dims: int = EMBED_DIM) -> np.ndarray:
         """Embed PIL images (any mode; converted to RGB): (N, dims) float32 unit rows."""

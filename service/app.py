@@ -81,11 +81,20 @@ def load_embedder(settings: Settings) -> Embedder:
         )
 
 
+UNTRAINED_CHECKPOINT_WARNING = (
+    "UNTRAINED CHECKPOINT {checkpoint}: its adapters, resampler and heads were never trained "
+    "(random), so similarities between modalities are meaningless. Serve a checkpoint written "
+    "by `mmembed train`."
+)
+
+
 def model_warning(info: dict) -> str | None:
     """Why this model's embeddings are not meaningful, or None for a trained real model."""
     if info.get("demo"):
         return DEMO_WARNING
     if not info.get("trained"):
+        if info.get("checkpoint"):
+            return UNTRAINED_CHECKPOINT_WARNING.format(checkpoint=info["checkpoint"])
         return UNTRAINED_WARNING
     return None
 

@@ -1,12 +1,15 @@
 """Dynamic batching: concurrent requests for one modality share one forward pass.
 
 Each `Batcher` owns a bounded asyncio queue and one worker thread. Its
-collector task takes the first waiting item, gathers more until the batch is
-full or `max_wait_ms` has passed since the first, runs the batch function on
-the worker thread (never on the event loop), and hands every caller its own
-row. A full queue is refused at once (`Overloaded`, HTTP 429 with Retry-After)
-rather than letting latency grow without bound; a caller that waits longer than
-its timeout gets `RequestTimedOut` (504) and its row, if computed, is dropped.
+collector task takes the first waiting item and everything queued behind it.
+Only when others were queued (requests are arriving concurrently) does it wait,
+up to `max_wait_ms` after the first, for more to fill the batch; a lone request
+runs at once, so latency at concurrency 1 never pays the wait. While a batch
+runs on the worker thread (never on the event loop), new requests queue up and
+form the next one. Every caller gets its own row. A full queue is refused at
+once (`Overloaded`, HTTP 429 with Retry-After) rather than letting latency grow
+without bound; a caller that waits longer than its timeout gets
+`RequestTimedOut` (504) and its row, if computed, is dropped.
 
 When a batch function raises one of `per_item_errors` (bad user input, such as
 a text over the token limit), the batch is re-run item by item so one bad
@@ -23,8 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-import numpy as np
-
 from service.errors import NotReady, Overloaded, RequestTimedOut
 
 T = TypeVar("T")
@@ -32,13 +33,13 @@ R = TypeVar("R")
 
 logger = logging.getLogger("mmembed.service.batching")
 
-BatchFn = Callable[[list[T]], np.ndarray]
+BatchFn = Callable[[list[T]], Sequence[R]]
 
 
 @dataclass
-class _Pending(Generic[T]):
+class _Pending(Generic[T, R]):
     item: T
-    future: asyncio.Future[np.ndarray]
+    future: asyncio.Future[R]
 
 
 class BatchObserver:
@@ -51,16 +52,17 @@ class BatchObserver:
         """Called whenever the number of waiting items changes."""
 
 
-class Batcher(Generic[T]):
+class Batcher(Generic[T, R]):
     """Gathers items from concurrent callers into batches for `fn`.
 
-    `fn(items) -> (len(items), D)` array; row i belongs to items[i].
+    `fn(items)` returns one row per item (an array of shape (len(items), D), or any
+    sequence); row i belongs to items[i].
     """
 
     def __init__(
         self,
         name: str,
-        fn: BatchFn[T],
+        fn: BatchFn[T, R],
         *,
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
@@ -81,11 +83,11 @@ class Batcher(Generic[T]):
         self.timeout_s = timeout_s
         self._per_item_errors = per_item_errors
         self._observer = observer or BatchObserver()
-        self._queue: asyncio.Queue[_Pending[T]] | None = None
+        self._queue: asyncio.Queue[_Pending[T, R]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._recent_batch_s = 0.0
-        self._inflight: list[_Pending[T]] = []
+        self._inflight: list[_Pending[T, R]] = []
 
     # Life cycle -------------------------------------------------------------------
 
@@ -121,11 +123,11 @@ class Batcher(Generic[T]):
 
     # Submitting -------------------------------------------------------------------
 
-    async def submit(self, item: T) -> np.ndarray:
-        """The row for one item, shape (D,)."""
+    async def submit(self, item: T) -> R:
+        """The row for one item."""
         return (await self.submit_many([item]))[0]
 
-    async def submit_many(self, items: Sequence[T]) -> list[np.ndarray]:
+    async def submit_many(self, items: Sequence[T]) -> list[R]:
         """Rows for several items, in order; all are queued or none (429)."""
         if self._queue is None or self._task is None:
             raise NotReady(f"the {self.name} batcher is not running")
@@ -172,24 +174,36 @@ class Batcher(Generic[T]):
         while True:
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_wait_s
-            while len(batch) < self.max_batch_size:
-                if not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                except TimeoutError:
-                    break
+            self._take_queued(batch)
+            if len(batch) > 1:
+                # Others were queued behind the first: requests are arriving concurrently,
+                # so give those in flight until the deadline to join. A lone one runs now.
+                await self._fill(batch, deadline)
             self._observer.queue_depth(self.name, self._queue.qsize())
             self._inflight = [p for p in batch if not p.future.done()]
             if self._inflight:
                 await self._run(self._inflight)
             self._inflight = []
 
-    async def _run(self, batch: list[_Pending[T]]) -> None:
+    def _take_queued(self, batch: list[_Pending[T, R]]) -> None:
+        assert self._queue is not None
+        while len(batch) < self.max_batch_size and not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+
+    async def _fill(self, batch: list[_Pending[T, R]], deadline: float) -> None:
+        assert self._queue is not None
+        loop = asyncio.get_running_loop()
+        while len(batch) < self.max_batch_size:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            try:
+                batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                return
+            self._take_queued(batch)
+
+    async def _run(self, batch: list[_Pending[T, R]]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
@@ -212,7 +226,7 @@ class Batcher(Generic[T]):
         for pending, row in zip(batch, rows, strict=True):
             _settle(pending.future, result=row)
 
-    def _call(self, items: list[T]) -> np.ndarray:
+    def _call(self, items: list[T]) -> Sequence[R]:
         rows = self._fn(items)
         if len(rows) != len(items):
             raise RuntimeError(
@@ -222,9 +236,9 @@ class Batcher(Generic[T]):
 
 
 def _settle(
-    future: asyncio.Future[np.ndarray],
+    future: asyncio.Future[Any],
     *,
-    result: np.ndarray | None = None,
+    result: Any = None,
     exc: BaseException | None = None,
 ) -> None:
     if future.done():

@@ -1,22 +1,28 @@
-"""Embedding throughput and latency over HTTP against the same `Embedder` in-process.
+"""Text embedding over HTTP under load, driven by `wrk`, beside the in-process batched rate.
 
-    python -m service.benchmark                       # tiny demo model, all modalities
-    python -m service.benchmark --real                # MiniLM + Whisper-base from ../shared/models
+    python -m service.benchmark                          # tiny demo model (seconds)
+    python -m service.benchmark --real --duration 30s    # the shipped release (else the
+                                                         # base preset), MiniLM from
+                                                         # ../shared/models
+    python -m service.benchmark --real --peer            # and infinity-emb on the same MiniLM
 
-It starts `mmembed serve` as a real process on 127.0.0.1, sends text, image and
-audio embed requests at concurrency 1, 16 and 64, then loads the same model in
-this process and embeds the same (already decoded) inputs in batches of
-`--batch-size`. The last column compares HTTP throughput at the highest
-concurrency with that in-process batched throughput. Client and server share
-the machine's cores, so the HTTP numbers include the client's own cost.
+It starts `mmembed serve` as a real process on 127.0.0.1 and loads `wrk` (Debian's
+C load generator: one thread, so the client takes little of the server's CPU)
+with a Lua script that POSTs one short sentence per request, to `/embed` and to
+`/v1/embeddings`, at each `--connections` count. It reports requests/s, p50 and
+p99 latency, and any connection errors or non-2xx answers. Before that, with the
+server idle, the same model embeds the same sentences in-process in batches of
+`--batch-size`: the rate HTTP is compared with. `--peer` also starts infinity-emb
+(`service/peer/infinity.sh`) on the same MiniLM and measures its `/embeddings`
+the same way, one server at a time.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import io
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,32 +34,47 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import soundfile as sf
 import torch
-from PIL import Image, ImageDraw
 
-SHARED_MODELS = Path(__file__).resolve().parents[2] / "shared" / "models"
+from model.release import shipped_release
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_MODELS = REPO.parent / "shared" / "models"
+PEER_SCRIPT = REPO / "service" / "peer" / "infinity.sh"
+
+LUA = """
+local bodies = {%(bodies)s}
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d\\n", summary.requests,
+    summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
 
 
 @dataclass
 class Result:
-    modality: str
-    mode: str
-    concurrency: int
+    target: str
+    route: str
+    connections: int
     requests: int
     seconds: float
-    latencies_ms: list[float]
-    mean_batch: float = float("nan")
+    p50_ms: float
+    p99_ms: float
+    errors: int = 0
+    non_2xx: int = 0
 
     @property
-    def throughput(self) -> float:
+    def rate(self) -> float:
         return self.requests / self.seconds
-
-    def percentile(self, q: float) -> float:
-        return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
-
-
-# Inputs ---------------------------------------------------------------------------------
 
 
 def make_texts(n: int) -> list[str]:
@@ -66,48 +87,13 @@ def make_texts(n: int) -> list[str]:
     ]
 
 
-def make_images(n: int) -> list[bytes]:
-    rng = np.random.default_rng(1)
-    out = []
-    for _ in range(n):
-        img = Image.new("RGB", (224, 224), tuple(int(c) for c in rng.integers(0, 256, 3)))
-        draw = ImageDraw.Draw(img)
-        for _ in range(6):
-            x, y = (int(v) for v in rng.integers(0, 180, 2))
-            box = (x, y, x + int(rng.integers(10, 60)), y + int(rng.integers(10, 60)))
-            draw.ellipse(box, fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
-        buf = io.BytesIO()
-        img.save(buf, "PNG")
-        out.append(buf.getvalue())
-    return out
+def request_bodies(route: str, texts: list[str], model: str) -> list[str]:
+    if route == "/embed":
+        return [json.dumps({"text": t}) for t in texts]
+    return [json.dumps({"model": model, "input": t}) for t in texts]
 
 
-def make_audio(n: int, texts: list[str]) -> list[bytes]:
-    """Speech from espeak-ng when installed (about 2 s each), else 2 s chirps; 16 kHz WAV."""
-    out = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i in range(n):
-            path = Path(tmp) / f"{i}.wav"
-            try:
-                subprocess.run(
-                    ["espeak-ng", "-w", str(path), texts[i % len(texts)]],
-                    check=True,
-                    capture_output=True,
-                )
-                out.append(path.read_bytes())
-                continue
-            except (OSError, subprocess.CalledProcessError):
-                pass
-            t = np.linspace(0, 2, 32_000, dtype=np.float32)
-            buf = io.BytesIO()
-            sf.write(
-                buf, 0.3 * np.sin(2 * np.pi * (200 + 50 * i) * t * (1 + t)), 16_000, format="WAV"
-            )
-            out.append(buf.getvalue())
-    return out
-
-
-# HTTP -----------------------------------------------------------------------------------
+# Servers ---------------------------------------------------------------------------------
 
 
 def free_port() -> int:
@@ -116,123 +102,143 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace, env: dict[str, str], data_dir: str) -> tuple:
+class Server:
+    """A server process on 127.0.0.1, stopped on exit; `ready` is a URL that answers 200."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path, ready: str):
+        self.name, self.command, self.env, self.log_path, self.ready = (
+            name,
+            command,
+            env,
+            log,
+            ready,
+        )
+
+    def __enter__(self) -> Server:
+        self.log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            self.command, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + 900  # the peer installs itself on first use
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise SystemExit(f"{self.name} exited: see {self.log_path}")
+            try:
+                if httpx.get(self.ready, timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.5)
+        self.proc.kill()
+        raise SystemExit(f"{self.name} did not become ready: see {self.log_path}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def mmembed_server(env: dict[str, str], data_dir: Path) -> tuple[Server, str]:
     port = free_port()
     command = [sys.executable, "-m", "service.cli", "serve", "--port", str(port)]
-    command += ["--data-dir", data_dir, "--log-level", "warning"]
-    log = open(Path(data_dir) / "server.log", "wb")  # noqa: SIM115 - closed with the server
-    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    command += ["--data-dir", str(data_dir), "--log-level", "warning"]
+    env = env | {"PYTHONPATH": str(REPO)}
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited: see {log.name}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return proc, url, log
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    proc.kill()
-    raise SystemExit("server did not become ready")
+    return Server("mmembed", command, env, data_dir / "server.log", f"{url}/readyz"), url
 
 
-def request_kwargs(modality: str, payload: str | bytes) -> dict:
-    if modality == "text":
-        return {"json": {"text": payload}}
-    return {"files": {"file": ("input", payload)}}
+def peer_server(args: argparse.Namespace, data_dir: Path) -> tuple[Server, str]:
+    port = free_port()
+    model = str(args.models_dir / "all-MiniLM-L6-v2")
+    env = dict(os.environ)
+    if args.torch_threads is not None:
+        env |= {"OMP_NUM_THREADS": str(args.torch_threads)}
+    url = f"http://127.0.0.1:{port}"
+    server = Server(
+        "infinity-emb",
+        ["bash", str(PEER_SCRIPT), str(port), model],
+        env,
+        data_dir / "peer.log",
+        f"{url}/health",
+    )
+    return server, url
 
 
-def batch_totals(metrics: str, modality: str) -> tuple[float, float]:
-    """(batches, items) so far for a modality, from the server's batch-size histogram."""
-    values = {}
-    for line in metrics.splitlines():
-        for kind in ("count", "sum"):
-            if line.startswith(f'mmembed_batch_size_{kind}{{modality="{modality}"}}'):
-                values[kind] = float(line.rsplit(" ", 1)[1])
-    return values.get("count", 0.0), values.get("sum", 0.0)
+# Load -------------------------------------------------------------------------------------
 
 
-async def http_run(
-    url: str, modality: str, payloads: list, concurrency: int, requests: int
+def wrk_run(
+    target: str, url: str, route: str, bodies: list[str], connections: int, duration: str
 ) -> Result:
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
-        for payload in payloads[: min(concurrency, 8)]:  # warm up connections and the model
-            (await client.post("/embed", **request_kwargs(modality, payload))).raise_for_status()
-        latencies: list[float] = []
-        counter = iter(range(requests))
-
-        async def worker() -> None:
-            for i in counter:
-                kwargs = request_kwargs(modality, payloads[i % len(payloads)])
-                started = time.perf_counter()
-                response = await client.post("/embed", **kwargs)
-                latencies.append((time.perf_counter() - started) * 1000)
-                response.raise_for_status()
-
-        before = batch_totals((await client.get("/metrics")).text, modality)
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        seconds = time.perf_counter() - started
-        after = batch_totals((await client.get("/metrics")).text, modality)
-    batches, items = after[0] - before[0], after[1] - before[1]
+    """One `wrk` run: `connections` connections, closed loop, for `duration`."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(LUA % {"bodies": ", ".join(json.dumps(b) for b in bodies)})
+    try:
+        command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--timeout", "30s"]
+        command += ["-s", script.name, url + route]
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    finally:
+        os.unlink(script.name)
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise SystemExit(f"wrk printed no result for {target} {route}:\n{out}")
+    requests, duration_us, p50_us, p99_us, errors, non_2xx = (int(v) for v in line.split()[1:])
     return Result(
-        modality, "http", concurrency, requests, seconds, latencies, items / max(batches, 1)
-    )
+        target, route, connections, requests, duration_us / 1e6, p50_us / 1e3, p99_us / 1e3,
+        errors, non_2xx,
+    )  # fmt: skip
 
 
-# In-process -----------------------------------------------------------------------------
+def settle(url: str, timeout: float = 300) -> None:
+    """Wait until the requests wrk left in flight have been answered (one run never
+    measures the tail of the last); `/metrics` itself is the one in flight."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+            if line.startswith("mmembed_http_requests_in_flight ") and float(line.split()[1]) <= 1:
+                return
+        time.sleep(0.2)
 
 
-def inprocess_run(embedder, modality: str, items: list, batch_size: int, requests: int) -> Result:
-    from model.constants import SAMPLE_RATE
+def inprocess_rate(settings, texts: list[str], batch_size: int, seconds: float) -> float:
+    """Texts/s of `Embedder.embed_texts` in batches of `batch_size`, for about `seconds`."""
+    from service.app import load_embedder
 
-    def embed(batch: list) -> None:
-        if modality == "text":
-            embedder.embed_texts(batch)
-        elif modality == "image":
-            embedder.embed_images(batch)
-        else:
-            embedder.embed_audio([c.samples for c in batch], sampling_rate=SAMPLE_RATE)
-
-    embed(items[:batch_size])  # warm-up
-    latencies = []
-    started = time.perf_counter()
-    done = 0
-    while done < requests:
-        size = min(batch_size, requests - done)
-        batch = [items[(done + j) % len(items)] for j in range(size)]
-        t0 = time.perf_counter()
-        embed(batch)
-        latencies.extend([(time.perf_counter() - t0) * 1000] * size)
-        done += size
-    return Result(
-        modality,
-        "in-process",
-        batch_size,
-        requests,
-        time.perf_counter() - started,
-        latencies,
-    )
+    embedder = load_embedder(settings)
+    embedder.embed_texts(texts[:batch_size])  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        batch = [texts[(done + j) % len(texts)] for j in range(batch_size)]
+        embedder.embed_texts(batch)
+        done += batch_size
+    return done / (time.perf_counter() - started)
 
 
-# Main -----------------------------------------------------------------------------------
+# Main -------------------------------------------------------------------------------------
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m service.benchmark", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--real", action="store_true", help="MiniLM and Whisper-base (text, audio)")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="the shipped release (else the base preset) with encoders from --models-dir",
+    )
+    parser.add_argument("--checkpoint", type=Path, default=None, help="serve this checkpoint")
     parser.add_argument("--models-dir", type=Path, default=SHARED_MODELS)
-    parser.add_argument("--modalities", default=None, help="default: all the model has")
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--requests", type=int, default=256, help="requests per measurement")
+    parser.add_argument("--peer", action="store_true", help="also measure infinity-emb")
+    parser.add_argument("--connections", default="1,64", help="comma-separated wrk -c values")
+    parser.add_argument("--duration", default="30s", help="wrk -d per measurement")
+    parser.add_argument("--routes", default="/embed,/v1/embeddings")
     parser.add_argument("--batch-size", type=int, default=32, help="server and in-process batch")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument(
-        "--torch-threads", type=int, default=None, help="for the server and in-process alike"
+        "--torch-threads", type=int, default=None, help="for the servers and in-process alike"
     )
     return parser.parse_args(argv)
 
@@ -246,103 +252,97 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
     }
     if args.torch_threads is not None:
         env["MMEMBED_TORCH_THREADS"] = str(args.torch_threads)
-    if args.real:
-        env |= {
-            "MMEMBED_PRESET": "base",
-            "MMEMBED_MODALITIES": "text,audio",
-            "MMEMBED_TEXT_ENCODER": str(args.models_dir / "all-MiniLM-L6-v2"),
-            "MMEMBED_AUDIO_ENCODER": str(args.models_dir / "whisper-base-encoder"),
-        }
-    else:
-        env["MMEMBED_PRESET"] = "tiny"
+    if args.checkpoint is not None:
+        env["MMEMBED_CHECKPOINT"] = str(args.checkpoint)
+    elif not args.real:
+        env |= {"MMEMBED_PRESET": "tiny", "MMEMBED_MODALITIES": "text"}
+    elif shipped_release() is None:  # no release here: real encoders, untrained heads
+        env |= {"MMEMBED_PRESET": "base", "MMEMBED_MODALITIES": "text"}
+    if args.real or args.checkpoint is not None:
+        env["MMEMBED_TEXT_ENCODER"] = str(args.models_dir / "all-MiniLM-L6-v2")
+        env["MMEMBED_AUDIO_ENCODER"] = str(args.models_dir / "whisper-base-encoder")
     return env
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (Debian/Ubuntu)")
+    if args.peer and not args.real:
+        raise SystemExit("--peer serves the real MiniLM: add --real")
     env = settings_env(args)
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
-    texts = make_texts(64)
-    raw = {"text": texts, "image": make_images(16), "audio": make_audio(16, texts)}
-
-    # The in-process model is built from the same settings as the server's.
-    from service.app import load_embedder
-    from service.media import decode_media
     from service.settings import Settings
 
     settings = Settings(
         **{k[len("MMEMBED_") :].lower(): v for k, v in env.items() if k.startswith("MMEMBED_")}
     )
-    modalities = args.modalities.split(",") if args.modalities else list(settings.modalities)
-
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    embedder = load_embedder(settings)
+    texts = make_texts(256)
+    connections = [int(c) for c in args.connections.split(",")]
+    routes = args.routes.split(",")
+    seconds = float(args.duration.rstrip("s"))
+    local = inprocess_rate(settings, texts, args.batch_size, seconds)
+    print(f"  in-process, batches of {args.batch_size}: {local:.1f} texts/s", file=sys.stderr)
 
-    # Per modality: in-process first (the server idles), then HTTP, so that both see
-    # the same load from anything else running on the machine.
     results: list[Result] = []
-    with tempfile.TemporaryDirectory() as data_dir:
-        proc, url, log = start_server(args, env, data_dir)
-        try:
-            for modality in modalities:
-                items = raw[modality]
-                if modality != "text":
-                    max_pixels = settings.max_image_pixels
-                    items = [decode_media(b, max_pixels=max_pixels).value for b in items]
-                local = inprocess_run(embedder, modality, items, args.batch_size, args.requests)
-                results.append(local)
-                print(f"  in-process {modality:5s} {local.throughput:8.1f}/s", file=sys.stderr)
-                for c in concurrencies:
-                    result = asyncio.run(http_run(url, modality, raw[modality], c, args.requests))
-                    results.append(result)
-                    print(
-                        f"  http {modality:5s} c={c:<3d} {result.throughput:8.1f}/s",
-                        file=sys.stderr,
+    with tempfile.TemporaryDirectory() as tmp:
+        server, url = mmembed_server(env, Path(tmp))
+        with server:
+            for route in routes:
+                bodies = request_bodies(route, texts, "mmembed")
+                for c in connections:
+                    settle(url)
+                    results.append(wrk_run("mmembed", url, route, bodies, c, args.duration))
+                    _progress(results[-1])
+        if args.peer:
+            server, url = peer_server(args, Path(tmp))
+            with server:
+                bodies = request_bodies("/embeddings", texts, "all-MiniLM-L6-v2")
+                for c in connections:
+                    time.sleep(2)  # no in-flight gauge there: let the last run's tail finish
+                    results.append(
+                        wrk_run("infinity-emb", url, "/embeddings", bodies, c, args.duration)
                     )
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=60)
-            log.close()
-
-    print_table(results, args, settings, concurrencies, modalities)
+                    _progress(results[-1])
+    print_table(results, local, args, settings)
     return 0
 
 
-def print_table(results, args, settings, concurrencies, modalities) -> None:
-    model = (
-        "MiniLM-L6 text + Whisper-base audio (untrained heads)" if args.real else "tiny demo preset"
+def _progress(r: Result) -> None:
+    print(f"  {r.target} {r.route} c={r.connections}: {r.rate:.1f}/s", file=sys.stderr)
+
+
+def print_table(results: list[Result], local: float, args, settings) -> None:
+    model = settings.checkpoint or (
+        f"preset {settings.preset}" if "preset" in settings.model_fields_set else shipped_release()
     )
+    if args.real or args.checkpoint:
+        model = f"{model}, MiniLM-L6 text encoder from {args.models_dir}"
     print(
-        f"\nmodel: {model}; device {settings.device}; {os.cpu_count()} CPUs, "
-        f"torch threads {torch.get_num_threads()}; "
-        f"server max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}; "
-        f"{args.requests} requests per row\n"
+        f"\nmodel: {model}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
+        f"max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}; "
+        f"wrk -t1 -d{args.duration}; one short sentence per request\n"
     )
-    columns = ["modality", "mode", "concurrency", "batch", "items/s", "p50 ms", "p99 ms"]
-    print("| " + " | ".join(columns) + " |")
-    print("|" + "|".join("---" for _ in columns) + "|")
+    print("| server | route | connections | requests/s | p50 ms | p99 ms | errors | non-2xx |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
-        http = r.mode == "http"
-        concurrency = str(r.concurrency) if http else "-"
-        batch = f"{r.mean_batch:.1f} (mean)" if http else f"{r.concurrency}"
         print(
-            f"| {r.modality} | {r.mode} | {concurrency} | {batch} | {r.throughput:.1f} | "
-            f"{r.percentile(50):.1f} | {r.percentile(99):.1f} |"
+            f"| {r.target} | {r.route} | {r.connections} | {r.rate:.1f} | {r.p50_ms:.1f} | "
+            f"{r.p99_ms:.1f} | {r.errors} | {r.non_2xx} |"
         )
-    top = max(concurrencies)
+    print(
+        f"| mmembed in-process | embed_texts x{args.batch_size} | - | {local:.1f} texts/s | | | | |"
+    )
+    top = max(r.connections for r in results)
+    peer = next((r for r in results if r.target != "mmembed" and r.connections == top), None)
     print()
-    for modality in modalities:
-        http = next(
-            r
-            for r in results
-            if r.modality == modality and r.mode == "http" and r.concurrency == top
-        )
-        local = next(r for r in results if r.modality == modality and r.mode != "http")
-        print(
-            f"{modality}: HTTP at concurrency {top} / in-process batched = "
-            f"{http.throughput:.1f} / {local.throughput:.1f} = {http.throughput / local.throughput:.2f}"
-        )
+    for r in results:
+        if r.target == "mmembed" and r.connections == top:
+            line = f"{r.route} at {top} connections: {r.rate / local:.2f} of the in-process rate"
+            if peer is not None:
+                line += f", {r.rate / peer.rate:.2f}x infinity-emb"
+            print(line)
 
 
 if __name__ == "__main__":

@@ -136,6 +136,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         lifespan="on",
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.keep_alive_s,
         log_config=None,
     )
     server = uvicorn.Server(config)

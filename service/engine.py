@@ -3,6 +3,8 @@
 Inputs arrive already decoded (text, RGB image, 16 kHz mono clip). The engine
 always embeds at the full 512 dims, so requests asking for different `dims`
 share one batch; truncation and renormalisation happen per caller afterwards.
+Each text row carries the number of tokens its text became in that batch, so
+usage accounting never tokenises a second time.
 """
 
 from __future__ import annotations
@@ -28,10 +30,26 @@ from service.settings import Settings
 
 @dataclass(frozen=True)
 class Input:
-    """One decoded input, ready for its modality's batcher."""
+    """One decoded input, ready for its modality's batcher.
+
+    `warnings` name anything odd about it that did not stop it being embedded (for
+    example audio whose tail could not be decoded); routes return them in a header.
+    """
 
     modality: str
     value: str | Image.Image | AudioClip
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Full 512-d unit vectors (N, 512) and, per input, its text tokens (0 for media)."""
+
+    vectors: np.ndarray
+    tokens: list[int]
+
+
+Row = tuple[np.ndarray, int]  # one input's (512,) vector and its token count
 
 
 def embed_batch(embedder: Embedder, modality: str, values: Sequence[Any]) -> np.ndarray:
@@ -43,6 +61,14 @@ def embed_batch(embedder: Embedder, modality: str, values: Sequence[Any]) -> np.
     return embedder.embed_audio(
         [c.samples for c in values], sampling_rate=SAMPLE_RATE, dims=EMBED_DIM
     )
+
+
+def embed_rows(embedder: Embedder, modality: str, values: Sequence[Any]) -> list[Row]:
+    """`embed_batch`'s rows, each with its text's token count (0 for media), from one pass."""
+    if modality == "text":
+        vectors, tokens = embedder.embed_texts_counted(list(values), dims=EMBED_DIM)
+        return list(zip(vectors, tokens, strict=True))
+    return [(v, 0) for v in embed_batch(embedder, modality, values)]
 
 
 def require_modality(modality: str, loaded: Sequence[str]) -> None:
@@ -61,10 +87,10 @@ class EmbeddingEngine:
     ) -> None:
         self.embedder = embedder
         self.settings = settings
-        self.batchers: dict[str, Batcher] = {
+        self.batchers: dict[str, Batcher[Any, Row]] = {
             modality: Batcher(
                 modality,
-                functools.partial(embed_batch, embedder, modality),
+                functools.partial(embed_rows, embedder, modality),
                 max_batch_size=settings.max_batch_size,
                 max_wait_ms=settings.max_wait_ms,
                 queue_size=settings.queue_size,
@@ -93,30 +119,33 @@ class EmbeddingEngine:
         require_modality(modality, self.modalities)
         return self.batchers[modality]
 
-    async def embed(self, inputs: Sequence[Input]) -> np.ndarray:
-        """Full 512-d unit embeddings for mixed inputs, shape (N, 512), in input order."""
+    async def embed_counted(self, inputs: Sequence[Input]) -> Embeddings:
+        """Full 512-d unit embeddings for mixed inputs, in input order, with token counts."""
         by_modality: dict[str, list[int]] = {}
         for i, item in enumerate(inputs):
             by_modality.setdefault(item.modality, []).append(i)
         batchers = {m: self.require(m) for m in by_modality}
-        rows = await asyncio.gather(
+        results = await asyncio.gather(
             *(
                 batchers[m].submit_many([inputs[i].value for i in positions])
                 for m, positions in by_modality.items()
             )
         )
-        out = np.empty((len(inputs), EMBED_DIM), dtype=np.float32)
-        for positions, vectors in zip(by_modality.values(), rows, strict=True):
-            out[positions] = np.stack(vectors)
-        return out
+        vectors = np.empty((len(inputs), EMBED_DIM), dtype=np.float32)
+        tokens = [0] * len(inputs)
+        for positions, rows in zip(by_modality.values(), results, strict=True):
+            for i, (vector, count) in zip(positions, rows, strict=True):
+                vectors[i] = vector
+                tokens[i] = count
+        return Embeddings(vectors, tokens)
+
+    async def embed(self, inputs: Sequence[Input]) -> np.ndarray:
+        """Full 512-d unit embeddings for mixed inputs, shape (N, 512), in input order."""
+        return (await self.embed_counted(inputs)).vectors
 
     async def embed_one(self, item: Input) -> np.ndarray:
         """Full 512-d unit embedding of one input, shape (512,)."""
         return (await self.embed([item]))[0]
-
-    async def count_tokens(self, texts: list[str]) -> list[int]:
-        """Token counts, computed on the text worker thread (tokenizers are not thread-safe)."""
-        return await self.require("text").run_on_worker(self.embedder.count_tokens, texts)
 
     @staticmethod
     def at_dims(vectors: np.ndarray, dims: int) -> np.ndarray:

@@ -3,7 +3,8 @@
 Every error response has the body `{"error": {"type": str, "message": str}}`
 (validation errors add `details`). Domain errors from `model` and `index` map
 to 4xx; anything unexpected becomes a 500 with a generic message and is logged,
-never echoed.
+never echoed. A client that goes away mid-request is not a server fault: one debug
+line, and status 499 for the metrics.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
+from starlette.responses import Response
 
 from index.errors import (
     DuplicateId,
@@ -29,6 +32,10 @@ from index.errors import (
 from model.errors import InvalidInput, MissingModality, ModelError
 
 logger = logging.getLogger("mmembed.service")
+
+# nginx's "client closed request": never reaches the client (it is gone), but the
+# metrics middleware counts it under its own label rather than as a server error.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ServiceError(Exception):
@@ -51,6 +58,15 @@ class InvalidRequest(ServiceError):
 class CorruptMedia(ServiceError):
     status_code = 400
     error_type = "corrupt_media"
+
+
+class TruncatedMedia(CorruptMedia):
+    error_type = "truncated_media"
+
+
+class AudioTooShort(ServiceError):
+    status_code = 400
+    error_type = "audio_too_short"
 
 
 class UnsupportedMedia(ServiceError):
@@ -136,8 +152,21 @@ def _validation_message(errors: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def client_disconnected(request: Request) -> Response:
+    logger.debug(
+        "client disconnected before its request was read: %s %s",
+        request.method,
+        request.url.path,
+    )
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error the same JSON shape."""
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_disconnect(request: Request, exc: ClientDisconnect) -> Response:
+        return client_disconnected(request)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -162,8 +191,10 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         cause = exc.__cause__
+        if isinstance(cause, ClientDisconnect):  # FastAPI wraps it while parsing a body
+            return client_disconnected(request)
         if isinstance(cause, ServiceError):  # e.g. the body limit, hit while FastAPI parsed JSON
             return error_response(cause.status_code, cause.error_type, cause.message, cause.headers)
         error_type = {404: "not_found", 405: "method_not_allowed"}.get(

@@ -25,6 +25,7 @@ from starlette.datastructures import FormData, UploadFile
 from model.constants import MATRYOSHKA_DIMS
 from service.engine import EmbeddingEngine, Input, require_modality
 from service.errors import (
+    AudioTooShort,
     CorruptMedia,
     InvalidRequest,
     PayloadTooLarge,
@@ -237,10 +238,22 @@ def decode_input(raw: RawInput, settings: Settings, loaded: Sequence[str]) -> In
         if raw.text is not None:
             return Input("text", check_text(raw.text, settings))
         assert raw.data is not None
-        media = decode_media(raw.data, max_pixels=settings.max_image_pixels)
+        media = decode_media(
+            raw.data,
+            max_pixels=settings.max_image_pixels,
+            min_audio_seconds=settings.min_audio_seconds,
+        )
         require_modality(media.modality, loaded)
-        return Input(media.modality, media.value)
-    except (CorruptMedia, UnsupportedMedia, PayloadTooLarge, InvalidRequest) as exc:
+        return Input(
+            media.modality, media.value, tuple(f"{raw.label}: {w}" for w in media.warnings)
+        )
+    except (
+        AudioTooShort,
+        CorruptMedia,
+        UnsupportedMedia,
+        PayloadTooLarge,
+        InvalidRequest,
+    ) as exc:
         raise type(exc)(f"{raw.label}: {exc.message}") from exc
 
 

@@ -4,11 +4,18 @@ The file name and the client's Content-Type are never trusted: the first bytes
 decide. Images are decoded with Pillow (size checked before any pixel is
 decoded, EXIF rotation applied, RGB); audio with libsndfile through soundfile,
 mixed to mono and resampled to 16 kHz, the rate every audio batch runs at.
+
+Audio that would embed as something other than what was sent is refused: a WAV
+whose header promises more sample data than the file holds (truncated), and clips
+shorter than the minimum the model can use. A file whose tail cannot be decoded
+(a cut or damaged MP3, FLAC or Ogg stream) is embedded from what did decode, with
+a warning that names how much that was.
 """
 
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 from typing import Literal
@@ -19,8 +26,20 @@ import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.constants import SAMPLE_RATE
-from service.errors import CorruptMedia, InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from service.errors import (
+    AudioTooShort,
+    CorruptMedia,
+    InvalidRequest,
+    PayloadTooLarge,
+    TruncatedMedia,
+    UnsupportedMedia,
+)
 
+MIN_AUDIO_SECONDS = 0.1
+READ_BLOCK_FRAMES = 1 << 16
+# Data sizes written by tools that stream a WAV before knowing its length
+# (0 and 0xFFFFFFFF by convention, 0x7FFFF000 by espeak-ng --stdout): not a promise.
+STREAMING_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)
 SUPPORTED_IMAGES = "PNG, JPEG, GIF, BMP, TIFF, WebP"
 SUPPORTED_AUDIO = "WAV, FLAC, OGG (Vorbis/Opus), MP3, AIFF"
 SUPPORTED = f"images ({SUPPORTED_IMAGES}) and audio ({SUPPORTED_AUDIO})"
@@ -30,10 +49,14 @@ Modality = Literal["image", "audio"]
 
 @dataclass(frozen=True)
 class AudioClip:
-    """Mono float32 samples at `SAMPLE_RATE`; shape (samples,)."""
+    """Mono float32 samples at `SAMPLE_RATE`; shape (samples,).
+
+    `warnings` say what could not be decoded, when the clip is only part of its file.
+    """
 
     samples: np.ndarray
     sampling_rate: int = SAMPLE_RATE
+    warnings: tuple[str, ...] = ()
 
     @property
     def seconds(self) -> float:
@@ -44,6 +67,10 @@ class AudioClip:
 class DecodedMedia:
     modality: Modality
     value: Image.Image | AudioClip
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.value.warnings if isinstance(self.value, AudioClip) else ()
 
 
 def _is_mpeg_audio(head: bytes) -> bool:
@@ -125,23 +152,91 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
     return rgb
 
 
-def decode_audio(data: bytes) -> AudioClip:
-    """Mono float32 at 16 kHz from any format libsndfile reads."""
+def check_wav_length(data: bytes) -> None:
+    """TruncatedMedia when a WAV's data chunk promises more bytes than the file holds.
+
+    libsndfile quietly reads what is there (a 60-byte file whose header promises
+    1 s yields 8 samples), so the chunk sizes are checked here first.
+    """
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(data):
+        chunk, size = (
+            data[offset : offset + 4],
+            struct.unpack("<I", data[offset + 4 : offset + 8])[0],
+        )
+        held = len(data) - offset - 8
+        if chunk == b"data":
+            if size > held and size not in STREAMING_WAV_SIZES:
+                raise TruncatedMedia(
+                    f"truncated WAV: its header promises {size} bytes of sample data but the "
+                    f"file holds {held} (cut off at {100 * held / size:.0f}%); send the whole file"
+                )
+            return
+        offset += 8 + size + (size & 1)  # chunks are padded to an even size
+
+
+def _read_frames(data: bytes) -> tuple[np.ndarray, int, int, str | None]:
+    """(samples (N, channels), rate, frames the header announces, why the tail failed)."""
+    with sf.SoundFile(io.BytesIO(data)) as f:
+        rate, announced = f.samplerate, f.frames
+        blocks: list[np.ndarray] = []
+        while True:
+            try:
+                block = f.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as exc:
+                if not blocks:
+                    raise
+                return np.concatenate(blocks), rate, announced, str(exc) or type(exc).__name__
+            if block.shape[0] == 0:
+                break
+            blocks.append(block)
+    samples = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
+    return samples, rate, announced, None
+
+
+def decode_audio(data: bytes, *, min_seconds: float = MIN_AUDIO_SECONDS) -> AudioClip:
+    """Mono float32 at 16 kHz from any format libsndfile reads.
+
+    Refuses truncated WAVs and clips under `min_seconds`; a tail that does not decode
+    (or a stream shorter than its header announces) gives a clip with a warning.
+    """
+    check_wav_length(data)
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        samples, rate, announced, tail_error = _read_frames(data)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise CorruptMedia(f"corrupt or unreadable audio: {exc}") from exc
     if samples.shape[0] == 0:
         raise InvalidRequest("audio clip is empty (0 samples)")
+    seconds = samples.shape[0] / rate
+    if seconds < min_seconds:
+        raise AudioTooShort(
+            f"audio clip is {seconds:.4f} s long ({samples.shape[0]} samples at {rate} Hz); "
+            f"the shortest this service embeds is {min_seconds:g} s (MMEMBED_MIN_AUDIO_SECONDS)"
+        )
+    clip_warnings = []
+    if tail_error is not None:
+        clip_warnings.append(
+            f"audio is corrupt after {seconds:.2f} s ({tail_error}); embedded the first "
+            f"{seconds:.2f} s"
+        )
+    elif announced > samples.shape[0] + rate // 100:  # more than 10 ms missing
+        clip_warnings.append(
+            f"audio ends early: its header announces {announced / rate:.2f} s but only "
+            f"{seconds:.2f} s decoded; embedded the {seconds:.2f} s"
+        )
     mono = samples.mean(axis=1, dtype=np.float32)  # (samples,)
     if not np.isfinite(mono).all():
         raise InvalidRequest("audio contains NaN or infinite samples")
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE)
-    return AudioClip(np.ascontiguousarray(mono, dtype=np.float32))
+    return AudioClip(np.ascontiguousarray(mono, dtype=np.float32), warnings=tuple(clip_warnings))
 
 
-def decode_media(data: bytes, *, max_pixels: int) -> DecodedMedia:
+def decode_media(
+    data: bytes, *, max_pixels: int, min_audio_seconds: float = MIN_AUDIO_SECONDS
+) -> DecodedMedia:
     """Detect the modality from the bytes and decode; 4xx service errors for bad files."""
     if not data:
         raise InvalidRequest("uploaded file is empty")
@@ -149,14 +244,14 @@ def decode_media(data: bytes, *, max_pixels: int) -> DecodedMedia:
     if kind == "image":
         return DecodedMedia("image", decode_image(data, max_pixels=max_pixels))
     if kind == "audio":
-        return DecodedMedia("audio", decode_audio(data))
+        return DecodedMedia("audio", decode_audio(data, min_seconds=min_audio_seconds))
     # No known signature: formats without one (e.g. TGA, PPM, AU) may still decode.
     try:
         return DecodedMedia("image", decode_image(data, max_pixels=max_pixels))
     except (CorruptMedia, UnsupportedMedia):
         pass
     try:
-        return DecodedMedia("audio", decode_audio(data))
+        return DecodedMedia("audio", decode_audio(data, min_seconds=min_audio_seconds))
     except (CorruptMedia, InvalidRequest):
         pass
     raise UnsupportedMedia(f"unrecognised file type; supported: {SUPPORTED}")

@@ -1,7 +1,8 @@
 """Prometheus metrics, in a registry per app so that several apps (tests) never collide.
 
 Exposed at `GET /metrics`: HTTP requests and latencies by route template and
-status, batch sizes and forward-pass durations per modality, queue depth per
+status (`status="client_disconnected"` for clients that went away mid-request),
+batch sizes and forward-pass durations per modality, queue depth per
 modality, items embedded, and index size per modality.
 """
 
@@ -20,6 +21,9 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.batching import BatchObserver
+from service.errors import CLIENT_CLOSED_REQUEST
+
+CLIENT_DISCONNECTED = "client_disconnected"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -119,5 +123,6 @@ class MetricsMiddleware:
             self.metrics.in_flight.dec()
             route = getattr(scope.get("route"), "path_format", None) or "unmatched"
             method = scope["method"]
-            self.metrics.requests.labels(method, route, str(status)).inc()
+            label = CLIENT_DISCONNECTED if status == CLIENT_CLOSED_REQUEST else str(status)
+            self.metrics.requests.labels(method, route, label).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)

@@ -53,6 +53,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Comma-separated bearer API keys; empty means no authentication.",
     )
+    keep_alive_s: int = Field(
+        75,
+        ge=1,
+        description="Seconds an idle keep-alive connection stays open. Longer than clients' "
+        "own idle limits (httpx 5 s, aiohttp 15 s, load balancers 60 s), so the client, not "
+        "the server, closes idle connections: a server-side close races the client's next "
+        "request on that connection, which then fails with no response.",
+    )
     allow_remote_without_key: bool = Field(
         False, description="Allow binding a non-loopback host with no API key configured."
     )
@@ -114,6 +122,9 @@ class Settings(BaseSettings):
     )
     max_image_pixels: int = Field(
         40_000_000, ge=1, description="Largest decoded image (width x height)."
+    )
+    min_audio_seconds: float = Field(
+        0.1, ge=0, description="Shortest audio clip embedded (400 below): too little to hear."
     )
     max_text_chars: int = Field(
         10_000, ge=1, description="Longest text in characters (tokens are checked by the model)."

@@ -1,4 +1,8 @@
-"""`POST /embed` (one input) and `POST /embed/batch` (several, mixed modalities)."""
+"""`POST /embed` (one input) and `POST /embed/batch` (several, mixed modalities).
+
+Responses are encoded once from the float32 vectors (`service.responses`); the
+`response_model`s only document them.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from service.inputs import (
     read_single_input,
     require_form_or_json,
 )
+from service.responses import input_warnings, vector_response
 from service.schemas import (
     ERROR_RESPONSES,
     FILE_FIELD,
@@ -26,7 +31,6 @@ from service.schemas import (
     TEXTS_FIELD,
     EmbedBatchOut,
     EmbedOut,
-    EmbedRow,
     TextIn,
     TextsIn,
     request_body,
@@ -52,9 +56,11 @@ router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
 async def embed(request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512):
     inputs = await read_single_input(request, settings)
     (item,) = await decode_inputs(inputs, engine, settings)
-    vector = await engine.embed_one(item)
-    return EmbedOut(
-        modality=item.modality, dims=dims, embedding=engine.at_dims(vector, dims).tolist()
+    vector = engine.at_dims(await engine.embed_one(item), dims)
+    return await vector_response(
+        {"modality": item.modality, "dims": dims, "embedding": vector},
+        floats=dims,
+        headers=input_warnings([item]),
     )
 
 
@@ -86,7 +92,9 @@ async def embed_batch(
     items = await decode_inputs(inputs, engine, settings)
     vectors = engine.at_dims(await engine.embed(items), dims)
     rows = [
-        EmbedRow(index=i, modality=item.modality, dims=dims, embedding=vector.tolist())
+        {"index": i, "modality": item.modality, "dims": dims, "embedding": vector}
         for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
     ]
-    return EmbedBatchOut(dims=dims, data=rows)
+    return await vector_response(
+        {"dims": dims, "data": rows}, floats=vectors.size, headers=input_warnings(items)
+    )

@@ -4,6 +4,8 @@ The official `openai` client works unchanged with `base_url=http://host:port/v1`
 `dimensions` is the Matryoshka truncation (64, 128, 256, 512); `encoding_format`
 "base64" returns little-endian float32 bytes, as the client expects (it asks for
 base64 by default). Only text inputs exist in that API; token arrays are refused.
+`usage` counts the tokens the embedding batch itself produced (no second pass), and
+the response is encoded once from the vectors (`service.responses`).
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from service.deps import EngineDep, SettingsDep, StateDep
 from service.engine import Input
 from service.errors import InvalidRequest
 from service.inputs import check_text
+from service.responses import vector_response
 from service.schemas import (
     ERROR_RESPONSES,
-    OpenAIEmbedding,
     OpenAIEmbeddingsIn,
     OpenAIEmbeddingsOut,
     OpenAIModel,
     OpenAIModelList,
-    OpenAIUsage,
 )
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -46,10 +47,10 @@ def _texts(body: OpenAIEmbeddingsIn) -> list[str]:
     return texts
 
 
-def _encode(vector: np.ndarray, encoding_format: str) -> list[float] | str:
+def _encode(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
     if encoding_format == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return vector
 
 
 @router.post(
@@ -75,16 +76,20 @@ async def create_embeddings(body: OpenAIEmbeddingsIn, engine: EngineDep, setting
             items.append(Input("text", check_text(text, settings)))
         except InvalidRequest as exc:
             raise InvalidRequest(f"input[{i}]: {exc.message}") from exc
-    vectors = engine.at_dims(await engine.embed(items), dims)
-    tokens = sum(await engine.count_tokens(texts))
-    return OpenAIEmbeddingsOut(
-        data=[
-            OpenAIEmbedding(index=i, embedding=_encode(v, body.encoding_format))
-            for i, v in enumerate(vectors)
-        ],
-        model=body.model,
-        usage=OpenAIUsage(prompt_tokens=tokens, total_tokens=tokens),
-    )
+    embedded = await engine.embed_counted(items)
+    vectors = engine.at_dims(embedded.vectors, dims)
+    tokens = sum(embedded.tokens)  # counted by the batch that embedded them
+    data = [
+        {"object": "embedding", "index": i, "embedding": _encode(v, body.encoding_format)}
+        for i, v in enumerate(vectors)
+    ]
+    content = {
+        "object": "list",
+        "data": data,
+        "model": body.model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return await vector_response(content, floats=vectors.size)
 
 
 @router.get("/models", response_model=OpenAIModelList, summary="The one model served")

@@ -23,6 +23,7 @@ from service.inputs import (
     parse_json_object,
     read_single_input,
 )
+from service.responses import input_warnings
 from service.schemas import (
     ERROR_RESPONSES,
     FILE_FIELD,
@@ -149,6 +150,7 @@ async def search_upload(
     filters = _where(where)
     inputs = await read_single_input(request, settings)
     (query,) = await decode_inputs(inputs, engine, settings)
+    response.headers.update(input_warnings([query]))
     return await _search(
         query,
         response=response,

@@ -70,15 +70,18 @@ def test_concurrent_callers_share_batches_and_get_their_own_rows():
     assert all(name.startswith("batch-t") for name in threads), "runs on the worker thread"
 
 
-def test_a_lone_request_waits_at_most_max_wait():
+def test_a_lone_request_runs_at_once_without_waiting_for_company():
+    """Concurrency 1 never pays max_wait: with a 60 s wait, each request still finishes."""
     recorder = Recorder()
 
     async def main():
-        batcher = Batcher("t", rows_for, max_batch_size=64, max_wait_ms=1, observer=recorder)
+        batcher = Batcher("t", rows_for, max_batch_size=64, max_wait_ms=60_000, observer=recorder)
         await batcher.start()
         try:
-            first = await batcher.submit(3)
-            second = await batcher.submit(4)
+            # A wait would hold each of these for 60 s; the 10 s limit fails the test then.
+            async with asyncio.timeout(10):
+                first = await batcher.submit(3)
+                second = await batcher.submit(4)
         finally:
             await batcher.stop()
         return first, second
@@ -86,6 +89,26 @@ def test_a_lone_request_waits_at_most_max_wait():
     first, second = run(main())
     assert first.tolist() == [3, 6] and second.tolist() == [4, 8]
     assert recorder.sizes == [1, 1]
+
+
+def test_requests_arriving_together_wait_for_latecomers_to_fill_the_batch():
+    """Two queued at once open a wait; one sent 50 ms later still joins their batch."""
+    recorder = Recorder()
+
+    async def main():
+        batcher = Batcher("t", rows_for, max_batch_size=8, max_wait_ms=2_000, observer=recorder)
+        await batcher.start()
+        try:
+            together = [asyncio.ensure_future(batcher.submit(i)) for i in (1, 2)]
+            await asyncio.sleep(0.05)
+            late = await batcher.submit_many([3, 4, 5, 6, 7, 8])  # fills the batch of 8
+            return [r.tolist() for r in await asyncio.gather(*together)], late
+        finally:
+            await batcher.stop()
+
+    together, late = run(main())
+    assert together == [[1, 2], [2, 4]] and late[-1].tolist() == [8, 16]
+    assert recorder.sizes == [8]
 
 
 def test_submit_many_keeps_order():

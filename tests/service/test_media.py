@@ -12,7 +12,14 @@ import soundfile as sf
 from PIL import Image
 
 from model.constants import SAMPLE_RATE
-from service.errors import CorruptMedia, InvalidRequest, PayloadTooLarge, UnsupportedMedia
+from service.errors import (
+    AudioTooShort,
+    CorruptMedia,
+    InvalidRequest,
+    PayloadTooLarge,
+    TruncatedMedia,
+    UnsupportedMedia,
+)
 from service.media import AudioClip, decode_media, sniff
 
 MAX_PIXELS = 4_000_000
@@ -134,3 +141,49 @@ def _png_header_only(width: int, height: int) -> bytes:
 def test_oversized_images_are_refused_before_decoding(side):
     with pytest.raises(PayloadTooLarge, match="pixels|too large"):
         decode_media(_png_header_only(side, side), max_pixels=MAX_PIXELS)
+
+
+def _wav(seconds: float, rate: int = 16_000) -> bytes:
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    buf = io.BytesIO()
+    sf.write(buf, 0.3 * np.sin(2 * np.pi * 440 * t), rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_a_wav_cut_short_of_what_its_header_promises_is_refused():
+    whole = _wav(1.0)  # header: 32000 bytes of samples
+    tiny = whole[:60]  # 44-byte header + 8 samples: libsndfile alone reads the 8 samples
+    assert len(sf.read(io.BytesIO(tiny))[0]) == 8
+    for cut in (tiny, whole[: len(whole) // 2]):
+        with pytest.raises(TruncatedMedia, match=r"truncated WAV: .*promises 32000 bytes"):
+            decode_media(cut, max_pixels=MAX_PIXELS)
+    assert TruncatedMedia.error_type == "truncated_media" and TruncatedMedia.status_code == 400
+
+
+def test_a_streamed_wav_with_a_placeholder_length_is_not_truncated():
+    data = bytearray(_wav(0.5))
+    data[40:44] = struct.pack("<I", 0x7FFFF000)  # what `espeak-ng --stdout` writes
+    data[4:8] = struct.pack("<I", 0x7FFFF024)
+    clip = decode_media(bytes(data), max_pixels=MAX_PIXELS).value
+    assert abs(clip.seconds - 0.5) < 0.01 and clip.warnings == ()
+
+
+def test_clips_shorter_than_the_minimum_are_refused_with_their_length():
+    with pytest.raises(AudioTooShort, match=r"0\.0500 s long.*shortest .* is 0\.1 s"):
+        decode_media(_wav(0.05), max_pixels=MAX_PIXELS)
+    with pytest.raises(AudioTooShort, match="shortest .* is 0.5 s"):
+        decode_media(_wav(0.3), max_pixels=MAX_PIXELS, min_audio_seconds=0.5)
+    assert decode_media(_wav(0.1), max_pixels=MAX_PIXELS).value.warnings == ()
+
+
+def test_an_mp3_whose_tail_is_cut_is_embedded_with_a_warning():
+    t = np.arange(32_000, dtype=np.float32) / 16_000
+    buf = io.BytesIO()
+    sf.write(buf, 0.3 * np.sin(2 * np.pi * 440 * t), 16_000, format="MP3")
+    data = buf.getvalue()
+    whole = decode_media(data, max_pixels=MAX_PIXELS).value
+    assert whole.warnings == () and abs(whole.seconds - 2.0) < 0.1
+    cut = decode_media(data[: len(data) * 2 // 3], max_pixels=MAX_PIXELS).value
+    assert 0.5 < cut.seconds < 1.9
+    (warning,) = cut.warnings
+    assert "ends early" in warning and "announces 2.00 s" in warning

@@ -16,7 +16,7 @@ def client(live_server):
     return openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="unused", max_retries=0)
 
 
-def test_float_and_base64_agree_with_embed(client, live_server):
+def test_float_and_base64_agree_with_embed(client, live_server, tiny_embedder):
     import httpx
 
     texts = ["a small dog barks", "stock prices fell"]
@@ -28,7 +28,8 @@ def test_float_and_base64_agree_with_embed(client, live_server):
         np.testing.assert_allclose(f.embedding, b.embedding, atol=1e-6)
     direct = httpx.post(f"{live_server.url}/embed", json={"text": texts[0]}).json()["embedding"]
     np.testing.assert_allclose(as_float.data[0].embedding, direct, atol=1e-5)
-    assert as_float.usage.prompt_tokens > 0
+    # usage comes from the batch that embedded the texts: the same tokenizer's counts
+    assert as_float.usage.prompt_tokens == sum(tiny_embedder.count_tokens(texts)) > 0
     assert as_float.usage.total_tokens == as_float.usage.prompt_tokens
 
 
