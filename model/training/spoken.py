@@ -42,29 +42,22 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class VoicePool:
     """The espeak-ng voices, variants (timbres), speeds (words per minute) and
-    pitches (0-99) one split is spoken with.
+    pitches (0-99) one group of clips is spoken with.
 
-    Training and test pools share no language voice, no variant and no speed
-    or pitch value, so test scores measure speakers the model never heard.
+    :data:`TRAIN_VOICES` speaks training and validation clips,
+    :data:`HELD_OUT_VOICES` the test sets. The two share no language voice, no
+    variant, and no speed or pitch: the held-out speeds and pitches lie outside
+    the training ranges, on both sides.
     """
 
     languages: tuple[str, ...]
     variants: tuple[str, ...]
-    speeds: tuple[int, int]
-    pitches: tuple[int, int]
-    speed_step: int = 1
-    pitch_step: int = 1
-
-    def speed_values(self) -> range:
-        return range(self.speeds[0], self.speeds[1] + 1, self.speed_step)
-
-    def pitch_values(self) -> range:
-        return range(self.pitches[0], self.pitches[1] + 1, self.pitch_step)
+    speeds: tuple[int, ...]
+    pitches: tuple[int, ...]
 
 
-# `espeak-ng --voices=en` and `--voices=variant` list what is installed. Training
-# speeds and pitches are even, held-out ones odd, and the held-out ranges reach a
-# little further on both sides.
+# `espeak-ng --voices=en` and `--voices=variant` list what is installed (a test
+# checks that every name below is).
 TRAIN_VOICES = VoicePool(
     languages=("en-us", "en-gb", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-gb-x-gbclan"),
     variants=(
@@ -93,10 +86,8 @@ TRAIN_VOICES = VoicePool(
         "travis",
         "zac",
     ),
-    speeds=(130, 200),
-    pitches=(24, 76),
-    speed_step=2,
-    pitch_step=2,
+    speeds=tuple(range(130, 201, 2)),
+    pitches=tuple(range(24, 77, 2)),
 )
 HELD_OUT_VOICES = VoicePool(
     languages=("en-us-nyc", "en-gb-x-gbcwmd"),
@@ -117,10 +108,8 @@ HELD_OUT_VOICES = VoicePool(
         "quincy",
         "victor",
     ),
-    speeds=(121, 209),
-    pitches=(15, 85),
-    speed_step=2,
-    pitch_step=2,
+    speeds=tuple(range(112, 130, 2)) + tuple(range(202, 221, 2)),
+    pitches=tuple(range(10, 24, 2)) + tuple(range(78, 91, 2)),
 )
 
 _SENTENCE_SPLIT = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[A-Z\"'(])")
@@ -152,8 +141,8 @@ def sample_params(
     snr = round(rng.uniform(10.0, 35.0), 1) if rng.random() < noise_prob else None
     return SpeechParams(
         voice=voice,
-        speed=rng.choice(pool.speed_values()),
-        pitch=rng.choice(pool.pitch_values()),
+        speed=rng.choice(pool.speeds),
+        pitch=rng.choice(pool.pitches),
         noise_snr_db=snr,
     )
 
@@ -280,11 +269,6 @@ def read_source(source: str | Path) -> list[str]:
     else:
         texts = [path.read_text(encoding="utf-8", errors="replace")]
     return _unique(sentence for text in texts for sentence in extract_sentences(text))
-
-
-def read_sources(sources: Sequence[str | Path]) -> list[str]:
-    """Sentences of several sources, deduplicated across them."""
-    return _unique(sentence for source in sources for sentence in read_source(source))
 
 
 def _unique(sentences: Iterable[str]) -> list[str]:
@@ -423,14 +407,16 @@ def split_sentences(
     """
     rng = random.Random(seed)
     splits: dict[str, list[str]] = {}
+    taken_keys: set[str] = set()
     for name, pool in test_pools.items():
-        pool = list(pool)
+        pool = [s for s in _unique(pool) if normalise(s) not in taken_keys]
         if n_test > len(pool):
             raise ValueError(
                 f"asked for {n_test} test sentences, test set {name!r} has {len(pool)}"
             )
         rng.shuffle(pool)
         splits[f"test-{name}"] = pool[:n_test]
+        taken_keys.update(normalise(s) for s in splits[f"test-{name}"])
     taken = {sh for chosen in splits.values() for s in chosen for sh in _shingles(s)}
     train_pool = [s for s in train_pool if not _shingles(s) & taken]
     rng.shuffle(train_pool)
@@ -441,6 +427,11 @@ def split_sentences(
         )
     splits["val"] = train_pool[:n_val]
     splits["train"] = train_pool[n_val:] if n_train is None else train_pool[n_val : n_val + n_train]
+    if not splits["train"]:
+        raise ValueError(
+            f"no training sentences left: the training sources have {len(train_pool)} "
+            f"after removing test overlap, and {n_val} go to validation"
+        )
     return splits
 
 
@@ -466,14 +457,16 @@ class SpokenSpec:
 def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list[_Job]:
     """Every clip to speak, test sets first, then val, then train variant-major.
 
-    Training clips use :data:`TRAIN_VOICES`; validation and test clips use
-    :data:`HELD_OUT_VOICES`, so both measure unheard speakers.
+    Test clips use :data:`HELD_OUT_VOICES`; training and validation clips use
+    :data:`TRAIN_VOICES`, so the checkpoint chosen on validation has never
+    heard a test voice. Each split draws from its own seeded generator, so
+    changing one split's plan leaves the others' clips as they were.
     """
-    rng = random.Random(spec.seed + 1)
     jobs: list[_Job] = []
     for split, sentences in splits.items():
+        rng = random.Random(f"{spec.seed}:{split}")
         (out / "audio" / split).mkdir(parents=True, exist_ok=True)
-        pool = TRAIN_VOICES if split == "train" else HELD_OUT_VOICES
+        pool = HELD_OUT_VOICES if split.startswith("test-") else TRAIN_VOICES
         variants = spec.train_variants if split == "train" else spec.test_variants
         for v in range(variants):
             for i, text in enumerate(sentences):
@@ -484,6 +477,43 @@ def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list
                 job_seed = spec.seed * 1_000_003 + len(jobs)
                 jobs.append(_Job(split, text, params, str(out / rel), job_seed, record))
     return jobs
+
+
+def _previous_records(out: Path) -> dict[str, dict]:
+    """{audio path: record} of the manifests an earlier build left in ``out``."""
+    records: dict[str, dict] = {}
+    for manifest in out.glob("*.jsonl"):
+        for line in manifest.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            records[record.get("audio", "")] = record
+    return records
+
+
+_SPOKEN_KEYS = ("text", "voice", "speed", "pitch", "noise_snr_db")
+
+
+def drop_stale_clips(out: Path, jobs: Sequence[_Job]) -> int:
+    """Delete written clips that an earlier build made for another sentence or voice.
+
+    A clip is kept only when an earlier manifest lists it with the same text
+    and speech parameters as the new plan; anything else is spoken again, so a
+    changed plan can never leave a clip that does not match its manifest line.
+    Returns how many were dropped.
+    """
+    previous = _previous_records(out)
+    dropped = 0
+    for job in jobs:
+        path = Path(job.path)
+        if not path.exists():
+            continue
+        old = previous.get(job.record["audio"])
+        if old is None or any(old.get(k) != job.record.get(k) for k in _SPOKEN_KEYS):
+            path.unlink()
+            dropped += 1
+    return dropped
 
 
 def _write_manifest(path: Path, records: Sequence[dict]) -> None:
@@ -555,6 +585,11 @@ def build_spoken_dataset(
         seed=spec.seed,
     )
     jobs = plan_jobs(out, spec, splits)
+    dropped = drop_stale_clips(out, jobs)
+    if dropped:
+        log.info(
+            "%d clips from an earlier build did not match the plan; speaking them again", dropped
+        )
     records, failures, seconds = _synthesize_all(
         out, jobs, workers=workers, progress=progress, flush_every=1000
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -105,12 +106,36 @@ def test_two_test_sets_are_drawn_from_their_own_pools() -> None:
 def test_held_out_voices_share_nothing_with_training_voices() -> None:
     assert not set(TRAIN_VOICES.languages) & set(HELD_OUT_VOICES.languages)
     assert not set(TRAIN_VOICES.variants) & set(HELD_OUT_VOICES.variants)
-    assert not set(TRAIN_VOICES.speed_values()) & set(HELD_OUT_VOICES.speed_values())
-    assert not set(TRAIN_VOICES.pitch_values()) & set(HELD_OUT_VOICES.pitch_values())
+    for train, held in (
+        (TRAIN_VOICES.speeds, HELD_OUT_VOICES.speeds),
+        (TRAIN_VOICES.pitches, HELD_OUT_VOICES.pitches),
+    ):
+        assert all(v < min(train) or v > max(train) for v in held)
+        assert any(v < min(train) for v in held) and any(v > max(train) for v in held)
     rng = random.Random(0)
     held = [sample_params(rng, HELD_OUT_VOICES) for _ in range(50)]
     assert all(p.voice.split("+")[0] in HELD_OUT_VOICES.languages for p in held)
-    assert all(p.speed % 2 == 1 and p.pitch % 2 == 1 for p in held)
+    assert all(p.speed in HELD_OUT_VOICES.speeds for p in held)
+
+
+def test_every_voice_and_variant_is_installed() -> None:
+    """espeak-ng falls back to its default voice, silently, on an unknown name."""
+    import subprocess
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
+
+    def names(kind: str, column: int) -> set[str]:
+        out = subprocess.run(
+            ["espeak-ng", f"--voices={kind}"], capture_output=True, text=True, check=True
+        ).stdout
+        return {line.split()[column].split("/")[-1] for line in out.splitlines()[1:]}
+
+    languages = names("en", 1)
+    variants = names("variant", 4)
+    for pool in (TRAIN_VOICES, HELD_OUT_VOICES):
+        assert set(pool.languages) <= languages, set(pool.languages) - languages
+        assert set(pool.variants) - {""} <= variants, set(pool.variants) - {""} - variants
 
 
 def test_wordnet_examples_and_sampled_sources(tmp_path: Path) -> None:
@@ -197,6 +222,8 @@ def test_build_writes_16k_wavs_and_manifests(tmp_path: Path) -> None:
     )
     test = json.loads((out / "test-held.jsonl").read_text())
     assert test["voice"].split("+")[0] in HELD_OUT_VOICES.languages
+    val = json.loads((out / "val.jsonl").read_text())
+    assert val["voice"].split("+")[0] in TRAIN_VOICES.languages
     assert test["text"] == "Speech synthesis makes a test set here."
     for record in [*train, test]:
         info = sf.info(out / record["audio"])
@@ -205,3 +232,44 @@ def test_build_writes_16k_wavs_and_manifests(tmp_path: Path) -> None:
             record["duration_s"], abs=1e-3
         )
         assert set(record) >= {"voice", "speed", "pitch", "noise_snr_db"}
+
+
+def test_a_changed_plan_speaks_stale_clips_again(tmp_path: Path) -> None:
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
+    (tmp_path / "train.txt").write_text(
+        "The quick brown fox jumps over the dog. A stitch in time saves nine today."
+    )
+    (tmp_path / "test.txt").write_text("Speech synthesis makes a test set here.")
+    spec = SpokenSpec(
+        train_sources=(str(tmp_path / "train.txt"),),
+        test_sets={"held": (str(tmp_path / "test.txt"),)},
+        n_val=0,
+        n_test=1,
+        train_variants=1,
+    )
+    out = tmp_path / "spoken"
+    build_spoken_dataset(out, spec, workers=1, progress=False)
+    first = {r["audio"]: r for r in map(json.loads, (out / "train.jsonl").read_text().splitlines())}
+    stamps = {a: (out / a).stat().st_mtime_ns for a in first}
+    build_spoken_dataset(out, spec, workers=1, progress=False)
+    assert {a: (out / a).stat().st_mtime_ns for a in first} == stamps  # same plan: reused
+    build_spoken_dataset(out, dataclasses.replace(spec, seed=1), workers=1, progress=False)
+    second = {
+        r["audio"]: r for r in map(json.loads, (out / "train.jsonl").read_text().splitlines())
+    }
+    for audio, record in second.items():
+        if record["voice"] != first[audio]["voice"] or record["text"] != first[audio]["text"]:
+            assert (out / audio).stat().st_mtime_ns != stamps[audio]
+
+
+def test_test_sets_share_no_sentence_and_training_cannot_end_up_empty() -> None:
+    both = "The same sentence is in both pools."
+    pools = {"a": [both], "b": [both, "Only in the second pool, this one."]}
+    train = [f"Training text line {i} is fine." for i in range(5)]
+    splits = split_sentences(train, pools, n_train=None, n_val=1, n_test=1, seed=0)
+    assert splits["test-a"] == [both] and splits["test-b"] == ["Only in the second pool, this one."]
+    with pytest.raises(ValueError, match="asked for 1 test sentences, test set 'b' has 0"):
+        split_sentences(train, {"a": [both], "b": [both]}, n_train=None, n_val=1, n_test=1, seed=0)
+    with pytest.raises(ValueError, match="no training sentences left"):
+        split_sentences(train, {"a": [both]}, n_train=None, n_val=5, n_test=1, seed=0)
