@@ -160,9 +160,17 @@ class Embedder:
             MissingWeights: an encoder is nowhere to be found (the message says how
                 to get each one); random weights are never used instead.
         """
-        path = release_path(str(name_or_path)) if is_release_name(name_or_path) else name_or_path
+        path = Path(name_or_path)
+        if is_release_name(name_or_path) or (len(path.parts) == 1 and not path.exists()):
+            path = release_path(str(name_or_path))  # a ValueError lists the shipped ones
         document = read_checkpoint_config(path)
-        wanted = {m: e["source"] for m, e in document["encoders"].items()}
+        # Random demo encoders (source None) are rebuilt from the config; only real
+        # ones are looked for.
+        wanted = {
+            m: e["source"]
+            for m, e in document["config"]["encoders"].items()
+            if e.get("source") is not None
+        }
         sources = resolve_encoders(wanted, encoders)
         try:
             embedder = cls.from_checkpoint(
@@ -180,10 +188,8 @@ class Embedder:
                 "MMEMBED_AUDIO_ENCODER / MMEMBED_TEXT_ENCODER) at local copies"
             ) from exc
         metadata = document.get("metadata", {})
-        embedder._release = {
-            "name": metadata.get("release", Path(path).name),
-            "version": metadata.get("version"),
-        }
+        if metadata.get("release"):
+            embedder._release = {"name": metadata["release"], "version": metadata.get("version")}
         return embedder
 
     # -------------------------------------------------------------------- properties

@@ -99,8 +99,11 @@ def load_embedder(settings: Settings) -> Any:
     try:
         return load(settings)
     except (ModelError, OSError, ValueError) as exc:
+        from model.release import shipped_release
+
         hint = ""
-        if settings.checkpoint is None and settings.preset == "base":
+        release_default = "preset" not in settings.model_fields_set and shipped_release()
+        if settings.checkpoint is None and settings.preset == "base" and not release_default:
             hint = (
                 "\nThe base preset needs the real encoder weights: fetch them once with "
                 "`mmembed download` (needs the network), or point MMEMBED_TEXT_ENCODER / "
@@ -393,6 +396,9 @@ TRAIN_KEYS = {
     "torch_threads": "run.torch_threads",
 }
 # Training flags -> TrainConfig keys.
+# Where a release recipe's runs read and write is the recipe's [release] table.
+PIPELINE_RUN_FLAGS = ("train", "val", "cache_dir", "out", "resume", "baseline")
+
 TRAIN_FLAGS = {
     "train": "data.train",
     "val": "data.val",
@@ -454,17 +460,20 @@ def _flag_of(key: str) -> str:
     return f"{last}_encoder" if parents[-1] == "encoders" else last
 
 
-def train_values(args: argparse.Namespace, *, with_recipe: bool = True) -> dict[str, Any]:
+def train_values(args: argparse.Namespace, *, release: bool = False) -> dict[str, Any]:
     """The dotted training-config values of a `train` command line.
 
     Built from, each overriding the one before: MMEMBED_* model settings in the
-    environment, the ``--recipe`` file (unless ``with_recipe`` is false), ``--set``
-    values, the flags.
+    environment, the ``--recipe`` file, ``--set`` values, the flags. For a release
+    recipe (``release``), only what the command line says: the pipeline applies it
+    over the recipe, and the recipe beats the environment.
     """
     model_values = _model_values(args)
     flags = set(given_flags(args))
-    values = {k: v for k, v in model_values.items() if _flag_of(k) not in flags}
-    if args.recipe and with_recipe:
+    values = {}
+    if not release:
+        values = {k: v for k, v in model_values.items() if _flag_of(k) not in flags}
+    if args.recipe and not release:
         try:
             with open(args.recipe, "rb") as fh:
                 values.update(_flatten(tomllib.load(fh)))
@@ -516,7 +525,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from model.training.pipeline import is_release_recipe
 
     if args.recipe and is_release_recipe(args.recipe):
-        return release_command(args.recipe, train_values(args, with_recipe=False))
+        fixed = [f"--{f.replace('_', '-')}" for f in (*PIPELINE_RUN_FLAGS,) if getattr(args, f)]
+        if fixed:
+            raise CliError(
+                f"{', '.join(fixed)} cannot change a release recipe: its [release] table "
+                "says where its data and runs go (use --set for training values)"
+            )
+        return release_command(args.recipe, train_values(args, release=True))
     return train_command(train_config(args))
 
 

@@ -44,7 +44,11 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """All service options; `MMEMBED_<NAME>` in the environment sets `<name>`."""
 
-    model_config = SettingsConfigDict(env_prefix="MMEMBED_", extra="ignore", frozen=True)
+    # An empty variable counts as unset: compose passes `${MMEMBED_PRESET:-}` through, and
+    # an unset preset means "the shipped release".
+    model_config = SettingsConfigDict(
+        env_prefix="MMEMBED_", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     # Network
     host: str = Field("127.0.0.1", description="Interface to bind.")

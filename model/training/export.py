@@ -12,6 +12,9 @@ the release name, version and evaluation results.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,12 +73,21 @@ def export_release(
     }
     document["trained"] = True
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_FILE))
-    (out / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    size = sum(p.stat().st_size for p in (out / WEIGHTS_FILE, out / CONFIG_FILE))
-    if size > max_bytes:
-        raise ValueError(
-            f"the release is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB"
-        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and moved into place whole: a refused or interrupted
+    # export never leaves a folder that would be listed (and served) as a release.
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        save_file(tensors, str(staging / WEIGHTS_FILE))
+        (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        size = sum(p.stat().st_size for p in staging.iterdir())
+        if size > max_bytes:
+            raise ValueError(
+                f"the release is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB"
+            )
+        for name in (WEIGHTS_FILE, CONFIG_FILE):  # keep anything else there (the model card)
+            out.mkdir(exist_ok=True)
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return out

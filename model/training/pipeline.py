@@ -127,9 +127,18 @@ def _run_config(recipe: ReleaseRecipe, name: str, extra: dict[str, Any]) -> Trai
         "run.out": str(out),
         **extra,
     }
-    if (out / "last" / "trainer_state.pt").exists() and not (out / "summary.json").exists():
+    if (out / "last" / "trainer_state.pt").exists() and not _finished(out):
         values["run.resume"] = str(out / "last")
     return recipe.train.with_values(values)
+
+
+def _finished(out: Path) -> bool:
+    """Whether the run in ``out`` went through its whole schedule (a run stopped by
+    ``run.max_minutes`` is continued by the next call)."""
+    summary = out / "summary.json"
+    if not summary.exists():
+        return False
+    return not json.loads(summary.read_text()).get("stopped_by_time_limit", False)
 
 
 def _train(cfg: TrainConfig) -> Path:
@@ -137,12 +146,10 @@ def _train(cfg: TrainConfig) -> Path:
     from model.training.train import train
 
     out = Path(cfg.run.out)
-    done = out / "summary.json"
-    if done.exists():
+    if _finished(out):
         log.info("%s already trained", out)
     else:
-        summary = train(cfg)
-        done.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        train(cfg)  # writes summary.json
     return out / "best"
 
 

@@ -102,3 +102,23 @@ def test_gpu_profile_reserves_a_gpu(compose):
     assert "cu1" in gpu["build"]["args"]["TORCH_INDEX_URL"]
     cpu = compose["services"]["mmembed"]
     assert gpu["volumes"] == cpu["volumes"] and gpu["healthcheck"] == cpu["healthcheck"]
+
+
+def test_compose_leaves_the_preset_unset_so_the_shipped_release_is_served(compose, monkeypatch):
+    """`docker compose up` must serve the release: compose passes MMEMBED_PRESET through
+    empty unless the user sets it, and an empty variable counts as unset."""
+    from service.settings import Settings
+
+    for name, service in compose["services"].items():
+        env = service.get("environment", {})
+        if "MMEMBED_PRESET" in env:
+            assert env["MMEMBED_PRESET"] == "${MMEMBED_PRESET:-}", name
+    monkeypatch.setenv("MMEMBED_PRESET", "")
+    assert "preset" not in Settings().model_fields_set
+    monkeypatch.setenv("MMEMBED_PRESET", "tiny")
+    assert "preset" in Settings().model_fields_set
+
+
+def test_the_package_carries_shipped_releases(pyproject):
+    package_data = pyproject["tool"]["setuptools"]["package-data"]
+    assert "weights/*/*" in package_data["model"]

@@ -164,3 +164,18 @@ def test_set_values_are_read_as_toml_else_text(spec: str) -> None:
     key, value = commands._set_value(spec)
     assert key == spec.split("=")[0]
     assert value == {"optim.lr": 1e-3, "run.out": "runs/x", "optim.mrl_dims": [64]}[key]
+
+
+def test_a_release_recipe_is_its_own_say_on_data_runs_and_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from service.commands import train_values
+
+    recipe = Path("model/training/recipes/audio-text-v1.toml").resolve()
+    assert main(["train", "--recipe", str(recipe), "--out", "x"]) == 1
+    assert "--out cannot change a release recipe" in capsys.readouterr().err
+    monkeypatch.setenv("MMEMBED_PRESET", "tiny")  # the environment never beats the recipe
+    args = build_parser().parse_args(
+        ["train", "--recipe", str(recipe), "--set", "optim.lr=0.01", "--audio-encoder", "/a"]
+    )
+    assert train_values(args, release=True) == {"optim.lr": 0.01, "model.encoders.audio": "/a"}

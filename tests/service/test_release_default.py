@@ -89,3 +89,29 @@ def test_missing_encoders_fail_loudly_naming_each_one(
 def test_an_unknown_checkpoint_names_the_shipped_releases(tmp_path: Path) -> None:
     with pytest.raises(CliError, match="does not exist .a folder, or a shipped release"):
         cli_load_embedder(Settings(checkpoint=tmp_path / "absent"))
+
+
+def test_a_tiny_checkpoint_still_serves_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Random demo encoders are rebuilt from the config, never looked up in a cache or hub."""
+    from model.checkpoint import save_checkpoint
+    from model.config import PRESETS
+    from model.multimodal import MultimodalModel
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    folder = save_checkpoint(MultimodalModel(PRESETS["tiny"]), tmp_path / "tiny-ckpt")
+    embedder = load_embedder(Settings(checkpoint=folder, torch_threads=1))
+    assert embedder.info["model"] is None and embedder.info["checkpoint"] == str(folder)
+    assert embedder.embed_texts(["hello"], dims=64).shape == (1, 64)
+
+
+def test_asking_for_an_unshipped_release_lists_what_is_shipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from model import Embedder
+
+    monkeypatch.setattr(model.release, "WEIGHTS_DIR", tmp_path / "none")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="no released model 'audio-text-v1'; .* has none"):
+        Embedder.from_pretrained()

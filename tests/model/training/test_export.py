@@ -74,3 +74,4 @@ def test_export_refuses_random_encoders_missing_ids_and_oversize(
             hub_ids=AUDIO_TEXT,
             max_bytes=1000,
         )
+    assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*"))

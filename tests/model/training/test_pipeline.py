@@ -119,3 +119,19 @@ def test_bad_release_recipes_name_the_file_and_the_problem(tmp_path: Path) -> No
     )
     with pytest.raises(ValueError, match=r"unknown keys in \[eval\]: \['k'\]"):
         read_release_recipe(bad)
+
+
+def test_a_run_stopped_by_its_time_limit_is_continued_not_skipped(
+    tmp_path: Path, shared_encoders: dict[str, str]
+) -> None:
+    from model.training.pipeline import _finished, _run_config
+
+    recipe = read_release_recipe(write_recipe(tmp_path, shared_encoders))
+    out = tmp_path / "runs" / "model"
+    (out / "last").mkdir(parents=True)
+    (out / "last" / "trainer_state.pt").write_bytes(b"")
+    (out / "summary.json").write_text(json.dumps({"stopped_by_time_limit": True}))
+    assert not _finished(out)
+    assert _run_config(recipe, "model", {}).run.resume == str(out / "last")
+    (out / "summary.json").write_text(json.dumps({"stopped_by_time_limit": False}))
+    assert _finished(out) and _run_config(recipe, "model", {}).run.resume is None
