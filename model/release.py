@@ -18,16 +18,15 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from model.config import preset
 from model.errors import MissingWeights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_RELEASE = "audio-text-v1"
 
-# The hub IDs of the design's encoders (model.config's base preset loads the same).
-HUB_IDS = {
-    "image": "openai/clip-vit-base-patch32",
-    "audio": "openai/whisper-base",
-    "text": "sentence-transformers/all-MiniLM-L6-v2",
+# The hub IDs of the design's encoders: the base preset's sources.
+HUB_IDS: dict[str, str] = {
+    m: str(e.source) for m, e in preset("base").encoders.items() if e.source is not None
 }
 
 ENCODER_FLAGS = {

@@ -20,7 +20,6 @@ TRAINING_COMMAND_FUNCTIONS = {
     "train_config",
     "_model_part",
     "_training_errors",
-    "wrapped",
     "cmd_train",
     "cmd_eval",
     "cmd_data_features",
@@ -30,20 +29,30 @@ TRAINING_COMMAND_FUNCTIONS = {
 }
 
 
+def _package_of(path: Path) -> list[str]:
+    """The dotted package a module file is in (``model/training/x.py`` -> model, training)."""
+    return list(path.relative_to(REPO).parent.parts)
+
+
 def _imports(path: Path) -> list[tuple[str, str | None]]:
-    """(imported module, enclosing function or None at module level) for every import."""
+    """(imported module, enclosing function or None at module level) for every import,
+    relative imports resolved to absolute names. The function is the outermost one, so a
+    nested helper counts as its command's."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    package = _package_of(path)
     found: list[tuple[str, str | None]] = []
 
     def visit(node: ast.AST, function: str | None) -> None:
         for child in ast.iter_child_nodes(node):
             if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
-                visit(child, child.name)
+                visit(child, function or child.name)
                 continue
             if isinstance(child, ast.Import):
                 found.extend((alias.name, function) for alias in child.names)
-            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
-                found.extend((f"{child.module}.{alias.name}", function) for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                base = package[: len(package) - child.level + 1] if child.level else []
+                module = ".".join([*base, *([child.module] if child.module else [])])
+                found.extend((f"{module}.{alias.name}", function) for alias in child.names)
             visit(child, function)
 
     visit(tree, None)

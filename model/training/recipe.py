@@ -41,9 +41,11 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from model.constants import MATRYOSHKA_DIMS
 
@@ -138,6 +140,29 @@ PARTS: dict[str, type] = {
 }
 
 
+def _check_type(key: str, value: Any, hint: Any) -> None:
+    """Refuse a value of the wrong kind for its field (an int is a float; None only where
+    the field allows it), naming the key, the value and what it should be."""
+    options = (
+        typing.get_args(hint) if typing.get_origin(hint) in (Union, types.UnionType) else (hint,)
+    )
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if option is type(None):
+            if value is None:
+                return
+        elif origin is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return
+        elif origin is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return
+        elif origin is Any or isinstance(value, origin):
+            return
+    wanted = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise ValueError(f"{key} = {value!r} is a {type(value).__name__}; expected {wanted}")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on (saved with every checkpoint)."""
@@ -164,6 +189,9 @@ class TrainConfig:
             extra = sorted(set(values) - known)
             if extra:
                 raise ValueError(f"unknown keys in [{name}]: {extra}; known: {sorted(known)}")
+            hints = typing.get_type_hints(part_cls)
+            for key, value in values.items():
+                _check_type(f"{name}.{key}", value, hints[key])
             parts[name] = part_cls(**values)
         return cls(**parts)
 

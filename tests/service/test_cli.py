@@ -230,6 +230,7 @@ def test_torch_threads_is_applied_when_the_model_is_built(monkeypatch, capsys):
 
     before = torch.get_num_threads()
     try:
+        torch.set_num_threads(2)  # so that the 1 below can only come from the flag
         assert main(["embed", "--preset", "tiny", "--torch-threads", "1", "--text", "hi"]) == 0
         assert torch.get_num_threads() == 1
     finally:

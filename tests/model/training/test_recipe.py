@@ -35,6 +35,13 @@ def test_recipe_file_sets_only_what_it_names(tmp_path: Path) -> None:
         ("[optimizer]\nlr = 1\n", "unknown sections ['optimizer']"),
         ("[run]\nthreads = 2\n", "unknown keys in [run]: ['threads']"),
         ("[run\n", "recipe"),
+        ('[optim]\nlr = "abc"\n', "optim.lr = 'abc' is a str; expected float"),
+        ("[optim]\nepochs = 1.5\n", "optim.epochs = 1.5 is a float; expected int"),
+        (
+            "[optim]\nmax_steps = true\n",
+            "optim.max_steps = True is a bool; expected int or NoneType",
+        ),
+        ('[data]\ntrain = "a.jsonl"\n', "data.train = 'a.jsonl' is a str; expected list"),
     ],
 )
 def test_bad_recipes_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
@@ -86,3 +93,9 @@ def test_shipped_recipes_load() -> None:
             cfg = TrainConfig.from_recipe(path)
             assert cfg.data.train, f"{path.name} names no training data"
         model_config(cfg.model)
+
+
+def test_set_values_are_type_checked_too() -> None:
+    with pytest.raises(ValueError, match="optim.lr = 'abc' is a str; expected float"):
+        TrainConfig().with_values({"optim.lr": "abc"})
+    assert TrainConfig().with_values({"optim.lr": 1}).optim.lr == 1  # an int is a float
