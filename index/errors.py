@@ -65,3 +65,10 @@ class StoreLocked(StoreError):
         )
         self.data_dir = data_dir
         self.holder_pid = holder_pid
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached (down, restarting, or no free connection in time).
+
+    The request may be retried: nothing was half-written (each write is one transaction).
+    """

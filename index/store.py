@@ -17,14 +17,11 @@ is missing, corrupt or for another configuration is rebuilt from scratch.
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
 import os
 import sys
 import threading
 import time
-import unicodedata
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -42,16 +39,17 @@ from .items import Item, NewItem, Preview, SearchHit
 from .lock import DirectoryLock
 from .rwlock import ReadWriteLock
 from .sqlite_store import Row, SqliteStore
+from .validation import check_id as _check_id
+from .validation import check_modality as _check_modality
+from .validation import check_preview as _check_preview
+from .validation import is_int as _is_int
+from .validation import metadata_json as _metadata_json
+from .validation import stack_vectors as _stack
 from .vectors import EMBED_DIM, MATRYOSHKA_DIMS, as_unit_matrix, check_dims
 
 logger = logging.getLogger(__name__)
 
 SEARCH_MODES = ("exact", "adaptive")
-MAX_ID_LENGTH = 256
-MAX_MODALITY_LENGTH = 64
-MAX_METADATA_BYTES = 64 * 1024
-MAX_PREVIEW_BYTES = 16 * 2**20  # a sanity bound; the service keeps previews far smaller
-MAX_MEDIA_TYPE_LENGTH = 128
 MAX_LIST_LIMIT = 10_000
 # SQLite integers are signed 64-bit; a larger OFFSET overflows in the driver.
 SQLITE_MAX_INT = 2**63 - 1
@@ -446,89 +444,3 @@ def _reconcile(
                 indexes.add(chunk, sql.vectors(chunk))
                 bar.update(len(chunk))
     return len(missing), len(extra)
-
-
-def _stack(vectors: list[Any]) -> np.ndarray:
-    """Stack per-item vectors into (N, 512), naming the first item of the wrong shape."""
-    arrays = []
-    for n, vector in enumerate(vectors):
-        try:
-            array = np.asarray(vector)
-        except (TypeError, ValueError) as exc:
-            raise InvalidVector(f"vector {n} is not a numeric array: {exc}") from exc
-        if array.ndim != 1 or array.shape[0] != EMBED_DIM:
-            raise InvalidVector(
-                f"vector {n} must have shape ({EMBED_DIM},), got {tuple(array.shape)}"
-            )
-        arrays.append(array)
-    return np.stack(arrays)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int | np.integer) and not isinstance(value, bool)
-
-
-def _printable(text: str) -> bool:
-    return not any(unicodedata.category(ch) in ("Cc", "Cs") for ch in text)
-
-
-def _check_id(item_id: Any) -> str:
-    if not isinstance(item_id, str) or not item_id or len(item_id) > MAX_ID_LENGTH:
-        raise InvalidItem(
-            f"id must be a string of 1 to {MAX_ID_LENGTH} characters, got {item_id!r}"
-        )
-    if not _printable(item_id):
-        raise InvalidItem(f"id must not contain control characters, got {item_id!r}")
-    return item_id
-
-
-@functools.lru_cache(maxsize=256)
-def _valid_modality(modality: str) -> bool:
-    return 0 < len(modality) <= MAX_MODALITY_LENGTH and _printable(modality)
-
-
-def _check_modality(modality: Any) -> str:
-    if not isinstance(modality, str) or not _valid_modality(modality):
-        raise InvalidItem(
-            f"modality must be a printable string of 1 to {MAX_MODALITY_LENGTH} characters, "
-            f"got {modality!r}"
-        )
-    return modality
-
-
-def _check_preview(preview: Any) -> Preview | None:
-    if preview is None:
-        return None
-    if not isinstance(preview, Preview):
-        raise InvalidItem(f"preview must be a Preview or None, got {type(preview).__name__}")
-    if not isinstance(preview.data, bytes) or not preview.data:
-        raise InvalidItem("preview data must be non-empty bytes")
-    if len(preview.data) > MAX_PREVIEW_BYTES:
-        raise InvalidItem(f"preview is {len(preview.data)} bytes; the limit is {MAX_PREVIEW_BYTES}")
-    kind = preview.media_type
-    if (
-        not isinstance(kind, str)
-        or not 3 <= len(kind) <= MAX_MEDIA_TYPE_LENGTH
-        or kind.count("/") != 1
-        or not kind.isascii()
-        or not _printable(kind)
-        or any(ch.isspace() for ch in kind)
-    ):
-        raise InvalidItem(f"preview media_type must look like 'image/webp', got {kind!r}")
-    return preview
-
-
-def _metadata_json(metadata: Any) -> str:
-    if metadata is None:
-        return "{}"
-    if not isinstance(metadata, dict):
-        raise InvalidItem(f"metadata must be a JSON object (dict), got {type(metadata).__name__}")
-    if not all(isinstance(key, str) for key in metadata):
-        raise InvalidItem("metadata keys must be strings")
-    try:
-        text = json.dumps(metadata, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidItem(f"metadata is not JSON-serialisable: {exc}") from exc
-    if len(text.encode()) > MAX_METADATA_BYTES:
-        raise InvalidItem(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
-    return text

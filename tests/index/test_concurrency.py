@@ -11,7 +11,7 @@ from index import IndexConfig, NewItem
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw"])
-def test_searches_run_safely_alongside_writes(open_store, unit_vectors, kind):
+def test_searches_run_safely_alongside_writes(open_store, backend, unit_vectors, kind):
     """Readers and writers on one store at once (long on purpose: the threads share setup
     and their checks only make sense together)."""
     store = open_store(IndexConfig(kind=kind, snapshot_every=150))
@@ -77,8 +77,9 @@ def test_searches_run_safely_alongside_writes(open_store, unit_vectors, kind):
     assert not errors, errors[0]
     assert searches[0] > 0
     assert store.count() == 300 + 200 and store.count("text") == 200
-    consistency = store.check_consistency()
-    assert consistency["missing"] == consistency["extra"] == consistency["index_64_vs_512"] == 0
+    if backend == "local":
+        consistency = store.check_consistency()
+        assert consistency["missing"] == consistency["extra"] == consistency["index_64_vs_512"] == 0
 
 
 def test_snapshots_while_writing_leave_one_consistent_snapshot(tmp_path, unit_vectors):

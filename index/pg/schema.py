@@ -1,0 +1,130 @@
+"""The tables, created or checked at start, under an advisory lock so replicas may start together.
+
+    {schema}.mmembed_meta      key/value: schema_version, embed_dim
+    {schema}.mmembed_items     id, modality, metadata jsonb, created_at, updated_at, embedding
+    {schema}.mmembed_previews  id -> media_type, data (ON DELETE CASCADE)
+
+Indexes on items: the primary key (id), modality, (created_at, id) for listing,
+GIN (jsonb_path_ops) on metadata for `where` containment, HNSW on the full
+vector, and HNSW on the 64-d Matryoshka prefix *by expression*
+(`l2_normalize(subvector(embedding, 1, 64))::halfvec(64)`), so the prefix is
+never stored twice in the table: only the index holds it, in half precision.
+Previews live in a side table so that sequential scans of the items (exact
+search) never read their bytes.
+
+A database whose schema version or vector dimension differs from this code's
+is refused with a StoreError naming both; migrations between versions go in
+`MIGRATIONS` (none yet: version 1 is the first).
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from ..errors import StoreError
+from ..vectors import EMBED_DIM, SHORTLIST_DIM
+from .config import PostgresConfig
+
+SCHEMA_VERSION = 1
+ITEMS = "mmembed_items"
+META = "mmembed_meta"
+PREVIEWS = "mmembed_previews"
+# pg_advisory_xact_lock key: "mmembed" in ASCII, so concurrent starts migrate one at a time
+_LOCK_KEY = 0x6D6D656D626564
+
+PREFIX_EXPR = f"l2_normalize(subvector(embedding, 1, {SHORTLIST_DIM}))::halfvec({SHORTLIST_DIM})"
+
+_DDL = f"""
+CREATE TABLE IF NOT EXISTS {{meta}} (key text PRIMARY KEY, value text NOT NULL);
+CREATE TABLE IF NOT EXISTS {{items}} (
+    id text PRIMARY KEY,
+    modality text NOT NULL,
+    metadata jsonb NOT NULL DEFAULT jsonb_build_object(),
+    created_at timestamptz NOT NULL DEFAULT now(),
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    embedding vector({EMBED_DIM}) NOT NULL
+);
+CREATE TABLE IF NOT EXISTS {{previews}} (
+    id text PRIMARY KEY REFERENCES {{items}} (id) ON DELETE CASCADE,
+    media_type text NOT NULL,
+    data bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS mmembed_items_modality ON {{items}} (modality);
+CREATE INDEX IF NOT EXISTS mmembed_items_created ON {{items}} (created_at, id);
+CREATE INDEX IF NOT EXISTS mmembed_items_metadata ON {{items}} USING gin (metadata jsonb_path_ops);
+CREATE INDEX IF NOT EXISTS mmembed_items_hnsw64 ON {{items}}
+    USING hnsw (({PREFIX_EXPR}) halfvec_ip_ops) WITH (m = {{m}}, ef_construction = {{ef}});
+CREATE INDEX IF NOT EXISTS mmembed_items_hnsw512 ON {{items}}
+    USING hnsw (embedding vector_ip_ops) WITH (m = {{m}}, ef_construction = {{ef}});
+"""
+
+
+def names(schema: str) -> dict[str, sql.Identifier]:
+    """Qualified identifiers of the three tables."""
+    return {
+        "items": sql.Identifier(schema, ITEMS),
+        "meta": sql.Identifier(schema, META),
+        "previews": sql.Identifier(schema, PREVIEWS),
+    }
+
+
+def ensure_schema(conn: psycopg.Connection, config: PostgresConfig) -> None:
+    """Create the extension, schema, tables and indexes if missing; refuse a mismatch.
+
+    Runs in one transaction under an advisory lock; `conn` must not be in autocommit.
+    """
+    tables = names(config.schema)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute(
+            sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.schema))
+        )
+        _check_existing(conn, config.schema)
+        ddl = _DDL.format(
+            meta="{meta}", items="{items}", previews="{previews}",
+            m=config.hnsw_m, ef=config.hnsw_ef_construction,
+        )  # fmt: skip
+        for statement in ddl.split(";"):
+            if statement.strip():
+                conn.execute(sql.SQL(statement).format(**tables))
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {meta} (key, value) VALUES ('schema_version', %s), ('embed_dim', %s)"
+                " ON CONFLICT (key) DO NOTHING"
+            ).format(**tables),
+            (str(SCHEMA_VERSION), str(EMBED_DIM)),
+        )
+
+
+def _check_existing(conn: psycopg.Connection, schema: str) -> None:
+    """Refuse tables written by another schema version or for another vector size."""
+    where = f"{schema}.{ITEMS}"
+    meta = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{META}",)).fetchone()[0]
+    if meta is not None:
+        found = dict(
+            conn.execute(sql.SQL("SELECT key, value FROM {}").format(sql.Identifier(schema, META)))
+        )
+        version = found.get("schema_version")
+        if version is not None and version != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"{where} has mmembed schema version {version}; this mmembed reads version "
+                f"{SCHEMA_VERSION}. Upgrade mmembed, or use another schema or database."
+            )
+        dim = found.get("embed_dim")
+        if dim is not None and dim != str(EMBED_DIM):
+            raise StoreError(
+                f"{where} holds {dim}-d vectors; this mmembed stores {EMBED_DIM}-d ones. "
+                "Use another schema or database."
+            )
+    column = conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute"
+        " WHERE attrelid = to_regclass(%s) AND attname = 'embedding' AND NOT attisdropped",
+        (where,),
+    ).fetchone()
+    if column is not None and column[0] != f"vector({EMBED_DIM})":
+        raise StoreError(
+            f"{where}.embedding is {column[0]}; this mmembed stores vector({EMBED_DIM}). "
+            "Use another schema or database."
+        )
