@@ -1,8 +1,9 @@
 """The narrow interface the service depends on.
 
-`VectorStore` (FAISS over SQLite, one process) implements it; a client of a
-distributed vector database (Milvus, Qdrant, Weaviate, ...) could implement the
-same methods later and the service would not change. Everything crossing this
+`VectorStore` (FAISS over SQLite, one process) and `index.pg.PostgresStore`
+(PostgreSQL + pgvector, shared by many processes) implement it; a client of
+another vector database could implement the same methods and the service would
+not change. Everything crossing this
 boundary is plain data: strings, JSON-safe dicts, float32 numpy arrays, and
 the dataclasses of `index.items`.
 """
@@ -106,3 +107,7 @@ class VectorBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and release resources; idempotent."""
+
+    def connection_stats(self) -> dict[str, int]:
+        """Counters of the backend's connection pool (for /metrics); empty if it has none."""
+        return {}

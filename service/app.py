@@ -17,7 +17,6 @@ import torch
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from index import IndexConfig
 from model import Embedder
 from model.release import shipped_release
 from service.auth import check_bind
@@ -27,7 +26,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.routers import embed, health, items, openai, page, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
-from service.store import AsyncStore
+from service.store import AsyncStore, index_location
 
 logger = logging.getLogger("mmembed.service")
 
@@ -175,7 +174,7 @@ def _log_loaded(settings: Settings, info: dict, counts: dict[str, int], warning:
         logger.info("encoder %s: %s", modality, source)
     logger.info(
         "index: %s (%s items: %s)",
-        settings.data_dir,
+        index_location(settings),
         sum(counts.values()),
         ", ".join(f"{m}={n}" for m, n in counts.items()),
     )
@@ -202,9 +201,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
                 "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
             )
             model = await asyncio.to_thread(load_embedder, settings)
-        store = await AsyncStore.open(
-            settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
-        )
+        threads = max(4, settings.index_pool_size) if settings.index_url else 4
+        store = await AsyncStore.open(settings, threads=threads)
         engine = EmbeddingEngine(model, settings, observer=metrics)
         info = model.info
         state = ServiceState(

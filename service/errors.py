@@ -28,6 +28,7 @@ from index.errors import (
     ItemNotFound,
     PreviewNotFound,
     StoreError,
+    StoreUnavailable,
 )
 from model.errors import InvalidInput, MissingModality, ModelError
 
@@ -126,6 +127,8 @@ def _domain_error(exc: Exception) -> tuple[int, str] | None:
         return 404, "not_found"
     if isinstance(exc, PreviewNotFound):
         return 404, "preview_not_found"
+    if isinstance(exc, StoreUnavailable):
+        return 503, "index_unavailable"
     if isinstance(exc, DuplicateId):
         return 409, "duplicate_id"
     if isinstance(exc, InvalidQuery):
@@ -216,4 +219,7 @@ def _mapped(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("unexpected domain error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error; see the server log")
     status, error_type = mapped
+    if status == 503:
+        logger.warning("index unavailable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(status, error_type, _message(exc), {"Retry-After": "1"})
     return error_response(status, error_type, _message(exc))

@@ -3,7 +3,8 @@
 Exposed at `GET /metrics`: HTTP requests and latencies by route template and
 status (`status="client_disconnected"` for clients that went away mid-request),
 batch sizes and forward-pass durations per modality, queue depth per
-modality, items embedded, and index size per modality.
+modality, items embedded, index size per modality, and index database
+connections (PostgreSQL backend).
 """
 
 from __future__ import annotations
@@ -27,6 +28,12 @@ CLIENT_DISCONNECTED = "client_disconnected"
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+POOL_GAUGES = {
+    "open": "pool_size",
+    "idle": "pool_available",
+    "max": "pool_max",
+    "waiting": "requests_waiting",
+}
 
 
 class Metrics(BatchObserver):
@@ -77,6 +84,13 @@ class Metrics(BatchObserver):
         self.index_items = Gauge(
             "mmembed_index_items", "Items in the index, by modality.", ["modality"], registry=r
         )
+        self.index_pool = Gauge(
+            "mmembed_index_pool_connections",
+            "Index database connections of this process: open, idle, max, and requests "
+            "waiting for one (PostgreSQL backend only).",
+            ["state"],
+            registry=r,
+        )
 
     # BatchObserver
     def batch_done(self, name: str, size: int, seconds: float) -> None:
@@ -90,6 +104,12 @@ class Metrics(BatchObserver):
     def set_index_counts(self, counts: dict[str, int]) -> None:
         for modality, count in counts.items():
             self.index_items.labels(modality).set(count)
+
+    def set_index_pool(self, stats: dict[str, int]) -> None:
+        """psycopg_pool's get_stats() counters; nothing for a backend without a pool."""
+        for state, key in POOL_GAUGES.items():
+            if key in stats:
+                self.index_pool.labels(state).set(stats[key])
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

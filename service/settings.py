@@ -103,6 +103,16 @@ class Settings(BaseSettings):
     index_kind: Literal["flat", "hnsw"] = Field(
         "flat", description="'flat': exact search; 'hnsw': approximate, for large sets."
     )
+    index_url: SecretStr | None = Field(
+        None,
+        description=(
+            "postgresql://user:pass@host:5432/db: keep the index in PostgreSQL with pgvector, "
+            "shared by every replica; unset: the local store in data_dir."
+        ),
+    )
+    index_pool_size: int = Field(
+        10, ge=1, le=1000, description="Most PostgreSQL connections per process (index_url)."
+    )
 
     # Batching and limits
     max_batch_size: int = Field(32, ge=1, le=1024, description="Most items per forward pass.")
@@ -167,7 +177,9 @@ class Settings(BaseSettings):
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
 
-    @field_validator("checkpoint", "text_encoder", "image_encoder", "audio_encoder", mode="before")
+    @field_validator(
+        "checkpoint", "text_encoder", "image_encoder", "audio_encoder", "index_url", mode="before"
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -190,6 +202,10 @@ class Settings(BaseSettings):
             )
         if any(not key.get_secret_value() for key in self.api_keys):
             raise ValueError("api_keys: empty key")
+        if self.index_url is not None and not self.index_url.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("index_url: must start with postgresql:// (or postgres://)")
         return self
 
     @property

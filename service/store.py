@@ -1,9 +1,11 @@
 """The vector store seen from the event loop: every call runs on the store's own threads.
 
-`VectorStore` is thread-safe (searches share a readers-writer lock, writes are
-exclusive) but blocking: SQLite commits fsync and FAISS searches take CPU. This
-wrapper keeps all of that off the event loop, on a small dedicated pool so a
-burst of searches cannot starve the model threads' pool or vice versa.
+`open_backend(settings)` picks the backend: PostgreSQL when `index_url` is set
+(`index.pg.PostgresStore`, shared by replicas), else the local FAISS+SQLite
+`VectorStore` in `data_dir`. Both are thread-safe but blocking (commits, scans,
+network round trips). This wrapper keeps all of that off the event loop, on a
+small dedicated pool so a burst of searches cannot starve the model threads'
+pool or vice versa. Nothing else in the service knows which backend it has.
 """
 
 from __future__ import annotations
@@ -12,30 +14,55 @@ import asyncio
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
-from index import IndexConfig, Item, NewItem, Preview, SearchHit, VectorStore
+from index import IndexConfig, Item, NewItem, Preview, SearchHit, VectorBackend, VectorStore
+from index.pg import PostgresConfig, PostgresStore
+from index.pg.store import describe_url
 from model.constants import MODALITIES
+from service.settings import Settings
 
 R = TypeVar("R")
 
 
-class AsyncStore:
-    """Async facade over an open `VectorStore`; create with `await AsyncStore.open(...)`."""
+def open_backend(settings: Settings) -> VectorBackend:
+    """The index the settings name: PostgreSQL if `index_url` is set, else `data_dir`."""
+    if settings.index_url is not None:
+        config = PostgresConfig(
+            kind=settings.index_kind,
+            max_k=settings.max_k,
+            pool_size=settings.index_pool_size,
+            pool_min_size=min(2, settings.index_pool_size),
+        )
+        return PostgresStore.open(settings.index_url.get_secret_value(), config)
+    return VectorStore.open(
+        settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
+    )
 
-    def __init__(self, store: VectorStore, executor: ThreadPoolExecutor) -> None:
+
+def index_location(settings: Settings) -> str:
+    """Where the index lives, for logs: the database (never its password) or the folder."""
+    if settings.index_url is not None:
+        return f"postgresql {describe_url(settings.index_url.get_secret_value())}"
+    return str(settings.data_dir)
+
+
+class AsyncStore:
+    """Async facade over an open `VectorBackend`; create with `await AsyncStore.open(...)`."""
+
+    def __init__(self, store: VectorBackend, executor: ThreadPoolExecutor) -> None:
         self.store = store
         self._executor = executor
 
     @classmethod
-    async def open(cls, data_dir: Path, config: IndexConfig, *, threads: int = 4) -> AsyncStore:
+    async def open(cls, settings: Settings, *, threads: int = 4) -> AsyncStore:
+        """Open the settings' backend off the event loop; `threads` calls may run at once."""
         executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="store")
         loop = asyncio.get_running_loop()
         try:
-            store = await loop.run_in_executor(executor, VectorStore.open, data_dir, config)
+            store = await loop.run_in_executor(executor, open_backend, settings)
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -102,3 +129,7 @@ class AsyncStore:
 
     async def info(self) -> dict[str, Any]:
         return await self._call(self.store.info)
+
+    def connection_stats(self) -> dict[str, int]:
+        """Pool counters (no I/O, so called on the event loop); empty for the local store."""
+        return self.store.connection_stats()

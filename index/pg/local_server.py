@@ -87,6 +87,7 @@ class LocalPostgres:
             [str(self.bin / tool), *args],
             user=self.user,
             cwd=self.base_dir,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=120,
@@ -122,7 +123,8 @@ class LocalPostgres:
 
     def restart(self) -> None:
         """Stop (fast: open connections are cut) and start again on the same port."""
-        self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "60", "restart")
+        self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-m", "fast",
+                  "-w", "-t", "60", "restart")  # fmt: skip
 
     def cleanup(self) -> None:
         self.stop()

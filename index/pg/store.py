@@ -431,8 +431,8 @@ class PostgresStore(VectorBackend):
         with self._connection() as conn:
             conn.execute("SELECT 1")
 
-    def pool_stats(self) -> dict[str, int]:
-        """psycopg_pool's counters: pool_size, pool_available, requests_waiting, ..."""
+    def connection_stats(self) -> dict[str, int]:
+        """psycopg_pool's counters: pool_size, pool_available, pool_max, requests_waiting, ..."""
         return dict(self._pool.get_stats())
 
     def info(self) -> dict[str, Any]:
@@ -454,7 +454,7 @@ class PostgresStore(VectorBackend):
             "database": self.location,
             "server_version": server,
             "pgvector_version": pgvector,
-            "pool": self.pool_stats(),
+            "pool": self.connection_stats(),
         }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
+from index.errors import StoreUnavailable
 from model.constants import MATRYOSHKA_DIMS
 from service.deps import MetricsDep
 from service.errors import error_body
@@ -22,7 +23,12 @@ async def healthz():
 @router.get(
     "/readyz",
     response_model=ReadyOut,
-    responses={503: {"model": ErrorOut, "description": "Still loading or shutting down"}},
+    responses={
+        503: {
+            "model": ErrorOut,
+            "description": "Still loading, shutting down, or the index database is unreachable",
+        }
+    },
     summary="Model and index loaded: what is served",
 )
 async def readyz(request: Request):
@@ -31,8 +37,12 @@ async def readyz(request: Request):
         body = error_body("not_ready", "the model and index are loading or shutting down")
         return JSONResponse(body, status_code=503)
     info = state.model_info
-    index = await state.store.info()
-    index["counts"] = await state.refresh_index_gauge()
+    try:
+        index = await state.store.info()
+        index["counts"] = await state.refresh_index_gauge()
+    except StoreUnavailable as exc:
+        body = error_body("index_unavailable", f"the index database cannot be reached: {exc}")
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "1"})
     return ReadyOut(
         model=info.get("model"),
         version=info.get("version"),
@@ -62,5 +72,6 @@ async def metrics(request: Request, registry: MetricsDep):
     if state is not None:
         for modality, depth in state.engine.queue_depths().items():
             registry.queue.labels(modality).set(depth)
+        registry.set_index_pool(state.store.connection_stats())
     body, content_type = registry.render()
     return Response(body, media_type=content_type)
