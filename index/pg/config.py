@@ -16,10 +16,11 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 class PostgresConfig:
     """How the store uses the database.
 
-    kind: "flat" (exact search: the HNSW indexes are not used) or "hnsw" (the 64-d
-        and 512-d HNSW indexes answer searches at 64 and 512 dims and adaptive's
-        shortlist; 128 and 256 dims are always exact). The same tables serve both,
-        so replicas may differ.
+    kind: "flat" (exact search by sequential scans) or "hnsw" (the 64-d and 512-d
+        HNSW indexes, created when such a store first opens the collection, answer
+        searches at 64 and 512 dims and adaptive's shortlist; 128 and 256 dims are
+        always exact). The same tables serve both: a flat store never reads the
+        graphs (but its writes keep them up to date once they exist).
     schema: the PostgreSQL schema holding the tables (created if missing); one
         collection per schema.
     adaptive_factor: adaptive search re-ranks the top `k * adaptive_factor` of the
