@@ -50,7 +50,11 @@ def model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
+    """Where the index is: a local folder, or a PostgreSQL database (which wins if given)."""
     parser.add_argument("--data-dir", type=Path, help="index folder (MMEMBED_DATA_DIR)")
+    parser.add_argument(
+        "--index-url", metavar="URL", help="postgresql://... index (MMEMBED_INDEX_URL)"
+    )
 
 
 def _inputs_options(parser: argparse.ArgumentParser) -> None:
@@ -79,7 +83,7 @@ def _add_embed_and_index(commands: argparse._SubParsersAction) -> None:
     model_options(embed)
     embed.set_defaults(func=cmd.cmd_embed)
 
-    index = commands.add_parser("index", help="work on the index in the data folder")
+    index = commands.add_parser("index", help="work on the index (data folder or database)")
     actions = index.add_subparsers(dest="index_command", required=True, metavar="ACTION")
     add = _command(actions, "add", "embed files, folders or texts and store them", files=True)
     _inputs_options(add)
@@ -106,6 +110,15 @@ def _add_embed_and_index(commands: argparse._SubParsersAction) -> None:
     stats = actions.add_parser("stats", help="item counts and index details")
     _data_dir_option(stats)
     stats.set_defaults(func=cmd.cmd_index_stats)
+    export = _command(actions, "export", "write every item as JSON lines (id, modality, ...)")
+    export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
+    _data_dir_option(export)
+    export.set_defaults(func=cmd.cmd_index_export)
+    load = actions.add_parser("import", help="add the items of an export file")
+    load.add_argument("file", type=Path, help="a JSON-lines file from `mmembed index export`")
+    load.add_argument("--replace", action="store_true", help="upsert ids that exist already")
+    _data_dir_option(load)
+    load.set_defaults(func=cmd.cmd_index_import)
 
 
 def _add_download(commands: argparse._SubParsersAction) -> None:

@@ -49,6 +49,7 @@ SETTING_FLAGS = (
     "modalities",
     "torch_threads",
     "data_dir",
+    "index_url",
     "log_level",
 )
 
@@ -220,15 +221,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 @contextmanager
 def _open_store(settings: Settings) -> Iterator[Any]:
-    from index import IndexConfig, VectorStore
     from index.errors import StoreError, StoreLocked
+    from service.store import open_backend
 
     try:
-        store = VectorStore.open(
-            settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
-        )
+        store = open_backend(settings)
     except StoreLocked as exc:
         raise CliError(f"{exc}; stop `mmembed serve` or add items through its HTTP API") from exc
+    except StoreError as exc:
+        raise CliError(str(exc)) from exc
     with store:
         try:
             yield store
@@ -335,6 +336,34 @@ def cmd_index_stats(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     with _open_store(settings) as store:
         print(json.dumps(store.info(), indent=2, default=str))
+    return 0
+
+
+def cmd_index_export(args: argparse.Namespace) -> int:
+    from index.transfer import export_items
+
+    settings = settings_from(args)
+    with _open_store(settings) as store:
+        if args.output == "-":
+            count = export_items(store, sys.stdout)
+        else:
+            with open(args.output, "w", encoding="utf-8") as out:
+                count = export_items(store, out)
+    print(f"exported {count} items", file=sys.stderr)
+    return 0
+
+
+def cmd_index_import(args: argparse.Namespace) -> int:
+    from index.transfer import import_items
+
+    settings = settings_from(args)
+    if not args.file.is_file():
+        raise CliError(f"{args.file} is not a file")
+    with _open_store(settings) as store, args.file.open(encoding="utf-8") as source:
+        count = import_items(
+            store, source, replace=args.replace, size_bytes=args.file.stat().st_size
+        )
+    print(f"imported {count} items", file=sys.stderr)
     return 0
 
 

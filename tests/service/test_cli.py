@@ -174,7 +174,14 @@ MODEL_COMMANDS = [
     ["data", "features"],
     ["data", "compare-windows"],
 ]
-ALL_COMMANDS = [*MODEL_COMMANDS, ["index", "stats"], ["data", "spoken"], ["data", "synthetic"]]
+ALL_COMMANDS = [
+    *MODEL_COMMANDS,
+    ["index", "stats"],
+    ["index", "export"],
+    ["index", "import"],
+    ["data", "spoken"],
+    ["data", "synthetic"],
+]
 
 
 def _help(argv: list[str], capsys) -> str:
@@ -235,3 +242,32 @@ def test_torch_threads_is_applied_when_the_model_is_built(monkeypatch, capsys):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_index_export_then_import_into_postgres_and_back(capsys, tmp_path, postgres_url):
+    data, dump, back = tmp_path / "data", tmp_path / "items.jsonl", tmp_path / "back.jsonl"
+    common = ["--preset", "tiny", "--data-dir", str(data)]
+    for n in range(3):
+        assert main(["index", "add", *common, "--text", f"caption {n}", "--id", f"c{n}"]) == 0
+    assert main(["index", "export", "--data-dir", str(data), "--output", str(dump)]) == 0
+    assert "exported 3 items" in capsys.readouterr().err
+    rows = [json.loads(line) for line in dump.read_text().splitlines()]
+    assert [row["id"] for row in rows] == ["c0", "c1", "c2"]
+    assert rows[0]["metadata"] == {"text": "caption 0"} and len(rows[0]["vector"]) == 512
+    assert main(["index", "import", str(dump), "--index-url", postgres_url]) == 0
+    assert "imported 3 items" in capsys.readouterr().err
+    assert main(["index", "import", str(dump), "--index-url", postgres_url]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["index", "import", str(dump), "--index-url", postgres_url, "--replace"]) == 0
+    assert main(["index", "stats", "--index-url", postgres_url]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert stats["backend"] == "postgres" and stats["count"] == 3
+    assert main(["index", "export", "--index-url", postgres_url, "-o", str(back)]) == 0
+    again = [json.loads(line) for line in back.read_text().splitlines()]
+    assert [(r["id"], r["metadata"]) for r in again] == [(r["id"], r["metadata"]) for r in rows]
+
+
+def test_index_commands_name_an_unreachable_database(capsys):
+    url = "postgresql://postgres@127.0.0.1:1/nowhere"
+    assert main(["index", "stats", "--index-url", url]) == 1
+    assert "cannot reach PostgreSQL at 127.0.0.1:1/nowhere" in capsys.readouterr().err
