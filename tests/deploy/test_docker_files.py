@@ -68,7 +68,7 @@ def test_env_names_are_real_settings(dockerfile, compose):
     fields = _env_fields()
     names = {n for n in dockerfile.env if n.startswith("MMEMBED_")}
     for service in compose["services"].values():
-        names |= {n for n in service["environment"] if n.startswith("MMEMBED_")}
+        names |= {n for n in service.get("environment", {}) if n.startswith("MMEMBED_")}
     unknown = names - fields
     assert not unknown, f"variables that no setting reads: {sorted(unknown)}"
 
@@ -122,3 +122,36 @@ def test_compose_leaves_the_preset_unset_so_the_shipped_release_is_served(compos
 def test_the_package_carries_shipped_releases(pyproject):
     package_data = pyproject["tool"]["setuptools"]["package-data"]
     assert "weights/*/*" in package_data["model"]
+
+
+def test_postgres_profile_is_two_replicas_on_pgvector_behind_one_port(dockerfile, compose):
+    services = compose["services"]
+    profile = {name for name, s in services.items() if s.get("profiles") == ["postgres"]}
+    assert profile == {"postgres", "mmembed-pg-a", "mmembed-pg-b", "lb"}
+    db = services["postgres"]
+    assert db["image"].startswith("pgvector/pgvector:")
+    assert db["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    (mount,) = db["volumes"]
+    source, target = mount.split(":")
+    assert source in compose["volumes"] and target == "/var/lib/postgresql/data"
+    assert "ports" not in db, "the database is reachable on the compose network only"
+    port = dockerfile.env["MMEMBED_PORT"]
+    conf = (REPO_ROOT / "deploy" / "nginx.conf").read_text()
+    upstreams = re.findall(r"^\s*server ([\w-]+):(\d+)", conf, re.M)
+    assert upstreams == [("mmembed-pg-a", port), ("mmembed-pg-b", port)]
+    for name in ("mmembed-pg-a", "mmembed-pg-b"):
+        replica = services[name]
+        assert replica["ports"] == [], "only the load balancer publishes a port"
+        assert replica["depends_on"]["postgres"]["condition"] == "service_healthy"
+        url = replica["environment"]["MMEMBED_INDEX_URL"].replace("${MMEMBED_DB_PASSWORD:-", "")
+        url = url.replace("}", "")
+        assert url == "postgresql://mmembed:mmembed@postgres:5432/mmembed"
+        assert Settings(index_url=url).index_url is not None
+        assert replica["healthcheck"] == services["mmembed"]["healthcheck"]
+    lb = services["lb"]
+    assert lb["image"].startswith("nginx:")
+    (published,) = lb["ports"]
+    listen = re.search(r"listen (\d+);", conf).group(1)
+    assert published == "${MMEMBED_PUBLISH:-127.0.0.1:8000}:" + listen, "loopback by default"
+    assert lb["volumes"] == ["./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro"]
+    assert set(lb["depends_on"]) == {"mmembed-pg-a", "mmembed-pg-b"}
