@@ -33,7 +33,7 @@ def _rss_bytes() -> int:
         return int(handle.read().split()[1]) * resource.getpagesize()
 
 
-def _latencies(call: Callable[[int], object], repeats: int) -> np.ndarray:
+def latencies(call: Callable[[int], object], repeats: int) -> np.ndarray:
     """Milliseconds of `call(i)` for i in range(repeats)."""
     out = np.empty(repeats)
     for i in range(repeats):
@@ -43,7 +43,7 @@ def _latencies(call: Callable[[int], object], repeats: int) -> np.ndarray:
     return out * 1000.0  # ms
 
 
-def _interleaved(calls: dict[str, Callable[[int], object]], repeats: int) -> dict[str, np.ndarray]:
+def interleaved(calls: dict[str, Callable[[int], object]], repeats: int) -> dict[str, np.ndarray]:
     """Milliseconds of each `call(i)`, the calls taking turns; one untimed warm-up each."""
     for call in calls.values():
         call(0)
@@ -65,7 +65,7 @@ def _search_call(
     return lambda i: store.search_batch(queries[:batch], k=k, dims=dims, mode=mode)
 
 
-def _recall(found: list[list[str]], truth: list[list[str]]) -> float:
+def recall_at_k(found: list[list[str]], truth: list[list[str]]) -> float:
     return float(
         np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)])
     )
@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
     add_seconds = time.perf_counter() - start
     row(f"add_many, batches of {args.add_batch} (items/s)", f"{args.n / add_seconds:,.0f}")
     single = queries[: args.single_adds]
-    add_ms = _latencies(lambda i: store.add(single[i], modality="text"), len(single))
+    add_ms = latencies(lambda i: store.add(single[i], modality="text"), len(single))
     row(
         f"add one item, p50 / p99 (ms, {len(single)} adds)",
         f"{np.percentile(add_ms, 50):.2f} / {np.percentile(add_ms, 99):.2f}",
@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
             label: _search_call(store, q1 if batch == 1 else qb, batch, args.k, dims, mode)
             for label, dims, mode in cases
         }
-        timings = _interleaved(calls, repeats)
+        timings = interleaved(calls, repeats)
         unit = "ms" if batch == 1 else "ms/batch"
         for label, ms in timings.items():
             p50[(label, batch)] = float(np.percentile(ms, 50))
@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
         found = [
             [h.id for h in hits] for hits in store.search_batch(q1, k=args.k, dims=dims, mode=mode)
         ]
-        row(f"recall@{args.k} of {label} vs exact 512", f"{_recall(found, truth):.4f}")
+        row(f"recall@{args.k} of {label} vs exact 512", f"{recall_at_k(found, truth):.4f}")
     for batch in (1, args.batch):
         base = p50[("dims=512", batch)]
         row(
@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> list[tuple[str, str]]:
             f"{base / p50[('dims=64', batch)]:.1f} / {base / p50[('adaptive (512)', batch)]:.1f}",
         )
 
-    filtered = _latencies(
+    filtered = latencies(
         lambda i: store.search(q1[i], k=args.k, dims=512, mode="adaptive", modality="text"), 11
     )
     row(

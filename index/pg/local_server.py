@@ -89,7 +89,14 @@ class LocalPostgres:
     shutdown, so nothing they check depends on fsync.
     """
 
-    def __init__(self, base_dir: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        base_dir: Path | None = None,
+        port: int | None = None,
+        settings: dict[str, str] | None = None,
+    ) -> None:
+        """settings: extra server settings (`-c name=value`), e.g. shared_buffers."""
+        self.settings = dict(settings or {})
         self.user = _ensure_system_user()
         self.base_dir = Path(base_dir or tempfile.mkdtemp(prefix="mmembed-pg-"))
         self.data_dir = self.base_dir / "data"
@@ -149,6 +156,7 @@ class LocalPostgres:
             f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base_dir} "
             "-c fsync=off -c max_connections=200"
         )
+        options += "".join(f" -c {name}={value}" for name, value in self.settings.items())
         self._run("pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
                   "-t", "60", "-o", options, "start")  # fmt: skip
         return self

@@ -117,21 +117,24 @@ def parameters(
 
 def session_settings(
     search: SearchPlan, *, ef_search: int, iterative_scan: str, max_scan_tuples: int
-) -> list[str]:
+) -> tuple[str, ...]:
     """Values for SET_SESSION: enable_indexscan, hnsw.ef_search, iterative_scan, max tuples.
 
     With the index off the planner scans the table: an exact answer (the B-tree and GIN
     indexes still serve filters through bitmap scans).
     """
-    return [
+    return (
         "on" if search.indexed else "off",
         str(min(MAX_EF_SEARCH, max(search.size, ef_search))),
         iterative_scan,
         str(max_scan_tuples),
-    ]
+    )
 
 
+# Session-wide on the pooled connection (which only this store uses); the store sends it
+# only when a search needs other values than the connection has.
 SET_SESSION = (
-    "SELECT set_config('enable_indexscan', %s, true), set_config('hnsw.ef_search', %s, true),"
-    " set_config('hnsw.iterative_scan', %s, true), set_config('hnsw.max_scan_tuples', %s, true)"
+    "SELECT set_config('enable_indexscan', %s, false), set_config('hnsw.ef_search', %s, false),"
+    " set_config('hnsw.iterative_scan', %s, false),"
+    " set_config('hnsw.max_scan_tuples', %s, false)"
 )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -83,6 +84,10 @@ class PostgresStore(VectorBackend):
         self._pool = pool
         self._tables = names(config.schema)
         self._closed = False
+        # the search settings each pooled connection has now, so they are sent only on change
+        self._session: weakref.WeakKeyDictionary[psycopg.Connection, tuple[str, ...]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     # ---- life cycle ----
 
@@ -107,7 +112,8 @@ class PostgresStore(VectorBackend):
             url,
             min_size=config.pool_min_size,
             max_size=config.pool_size,
-            kwargs={"connect_timeout": config.connect_timeout_s},
+            # autocommit: a read is one round trip; writes open a transaction explicitly
+            kwargs={"connect_timeout": config.connect_timeout_s, "autocommit": True},
             configure=register_vector,
             check=ConnectionPool.check_connection,
             timeout=config.pool_timeout_s,
@@ -134,13 +140,21 @@ class PostgresStore(VectorBackend):
         self.close()
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection inside one transaction; database failures become StoreErrors."""
+    def _connection(self, *, transaction: bool = False) -> Iterator[psycopg.Connection]:
+        """A pooled (autocommit) connection, inside one transaction if asked.
+
+        Database failures become StoreErrors: StoreUnavailable for a lost or missing
+        connection, so the service can answer 503.
+        """
         if self._closed:
             raise StoreError(f"the store at {self.location} is closed")
         try:
             with self._pool.connection() as conn:
-                yield conn
+                if transaction:
+                    with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
         except PoolTimeout as exc:
             raise StoreUnavailable(
                 f"no connection to PostgreSQL at {self.location} within "
@@ -180,7 +194,7 @@ class PostgresStore(VectorBackend):
             "COPY {} (id, modality, metadata, embedding) FROM STDIN WITH (FORMAT BINARY)"
         ).format(self._tables["items"])
         try:
-            with self._connection() as conn, conn.cursor() as cur:
+            with self._connection(transaction=True) as conn, conn.cursor() as cur:
                 with cur.copy(copy_sql) as copy:
                     copy.set_types(["text", "text", "jsonb", "vector"])
                     for item_id, modality, meta, vector, _ in rows:
@@ -229,7 +243,7 @@ class PostgresStore(VectorBackend):
             [NewItem(vector, modality, metadata, id, preview)]
         )[0]
         items, previews = self._tables["items"], self._tables["previews"]
-        with self._connection() as conn:
+        with self._connection(transaction=True) as conn:
             conn.execute(
                 sql.SQL(
                     "INSERT INTO {} (id, modality, metadata, embedding) VALUES (%s, %s, %s, %s)"
@@ -356,7 +370,7 @@ class PostgresStore(VectorBackend):
         modality: str | None = None,
         where: dict[str, Any] | None = None,
     ) -> list[list[SearchHit]]:
-        """One statement per query, all in one transaction (one consistent view)."""
+        """One statement per query, on one connection."""
         queries = as_unit_matrix(queries, what="query")
         if not is_int(k) or not 1 <= k <= self.config.max_k:
             raise InvalidQuery(f"k must be an int in [1, {self.config.max_k}], got {k!r}")
@@ -419,7 +433,9 @@ class PostgresStore(VectorBackend):
             iterative_scan=self.config.iterative_scan,
             max_scan_tuples=self.config.max_scan_tuples,
         )
-        conn.execute(search_sql.SET_SESSION, settings)
+        if self._session.get(conn) != settings:
+            conn.execute(search_sql.SET_SESSION, settings)
+            self._session[conn] = settings
         statement = search_sql.statement(self._tables["items"], chosen, filtered=filtered)
         params = search_sql.parameters(query, chosen, modality, where or None)
         return conn.execute(statement, params).fetchall()
