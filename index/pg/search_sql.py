@@ -118,13 +118,18 @@ def parameters(
 def session_settings(
     search: SearchPlan, *, ef_search: int, iterative_scan: str, max_scan_tuples: int
 ) -> tuple[str, ...]:
-    """Values for SET_SESSION: enable_indexscan, hnsw.ef_search, iterative_scan, max tuples.
+    """Values for SET_SESSION: enable_indexscan, enable_seqscan, hnsw.ef_search,
+    iterative_scan, max tuples.
 
-    With the index off the planner scans the table: an exact answer (the B-tree and GIN
-    indexes still serve filters through bitmap scans).
+    Exact: index scans off, so the planner scans the table (the B-tree and GIN indexes
+    still serve filters through bitmap scans). Indexed: sequential scans off, so the
+    HNSW graph is used even where the planner would guess a small table is cheaper to
+    scan (what kind="hnsw" asks for); a selective filter may still pick a bitmap scan
+    of the GIN index, which is exact.
     """
     return (
         "on" if search.indexed else "off",
+        "off" if search.indexed else "on",
         str(min(MAX_EF_SEARCH, max(search.size, ef_search))),
         iterative_scan,
         str(max_scan_tuples),
@@ -134,7 +139,8 @@ def session_settings(
 # Session-wide on the pooled connection (which only this store uses); the store sends it
 # only when a search needs other values than the connection has.
 SET_SESSION = (
-    "SELECT set_config('enable_indexscan', %s, false), set_config('hnsw.ef_search', %s, false),"
+    "SELECT set_config('enable_indexscan', %s, false), set_config('enable_seqscan', %s, false),"
+    " set_config('hnsw.ef_search', %s, false),"
     " set_config('hnsw.iterative_scan', %s, false),"
     " set_config('hnsw.max_scan_tuples', %s, false)"
 )
