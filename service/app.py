@@ -1,7 +1,7 @@
 """The FastAPI application factory.
 
 `create_app(settings)` builds the app; its lifespan loads the `Embedder` and
-opens the `VectorStore` once (never at import time), starts one batcher per
+opens the index backend once (never at import time), starts one batcher per
 modality, and undoes all of it on shutdown. Run it with `mmembed serve`.
 """
 

@@ -12,7 +12,7 @@ and the modes differ only in the shortlist distance and n:
     exact at d            the exact distance at d, n = k (a sequential scan)
     HNSW 512              embedding <#> q, n = k (the HNSW index; re-sorted, since an
                           iterative scan in relaxed order may return rows out of order)
-    HNSW 64               the 64-d prefix in half precision, n = k + max(k, 16): the
+    HNSW 64               the 64-d prefix column (half precision), n = k + max(k, 16): the
                           index ranks, the outer query re-scores in float32 (exact scores)
     adaptive at d > 64    the 64-d prefix, n = k * adaptive_factor, re-ranked at d in SQL:
                           the MRL funnel in one statement, not in Python
@@ -32,7 +32,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from ..vectors import EMBED_DIM, SHORTLIST_DIM, truncate
-from .schema import PREFIX_EXPR
+from .schema import PREFIX_COLUMN
 
 SHORTLIST_PREFIX = "prefix64"
 SHORTLIST_FULL = "full512"
@@ -75,7 +75,7 @@ def _at_dims(dims: int) -> str:
 def statement(items: sql.Identifier, search: SearchPlan, *, filtered: tuple[bool, bool]) -> sql.SQL:
     """The search statement; `filtered` says whether (modality, where) filters are present."""
     order = {
-        SHORTLIST_PREFIX: f"{PREFIX_EXPR} <#> %(q_short)s",
+        SHORTLIST_PREFIX: f"{PREFIX_COLUMN} <#> %(q_short)s",
         SHORTLIST_FULL: "embedding <#> %(q_full)s",
         SHORTLIST_EXACT: f"{_at_dims(search.dims)} <#> %(q_dims)s",
     }[search.shortlist]
