@@ -22,6 +22,7 @@ row). Why: an index-ordered scan still evaluates its ORDER BY expression for eve
 row it returns (EXPLAIN VERBOSE lists it in the scan's Output), so the expression
 re-read each 2 kB vector to slice and normalise it; the column is 132 bytes,
 computed once at write time.
+
 The vector column has PLAIN storage: a vector(512) is 2,056 bytes, just over
 the TOAST threshold, so by default PostgreSQL moves it out of line and every
 exact scan pays a TOAST fetch per row (a 512-d exact search over 20k rows took
