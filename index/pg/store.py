@@ -44,6 +44,7 @@ from ..items import Item, NewItem, Preview, SearchHit
 from ..validation import (
     check_id,
     check_modality,
+    check_preview,
     check_where,
     is_int,
     metadata_json,
@@ -59,7 +60,6 @@ logger = logging.getLogger(__name__)
 SEARCH_MODES = ("exact", "adaptive")
 MAX_LIST_LIMIT = 10_000
 MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint
-MAX_MEDIA_TYPE_LENGTH = 255
 _ITEM_COLUMNS = (
     "id, modality, metadata, embedding,"
     " extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8"
@@ -454,9 +454,12 @@ class PostgresStore(VectorBackend):
     def info(self) -> dict[str, Any]:
         counts = self.counts_by_modality()
         with self._connection() as conn:
-            server, pgvector = conn.execute(
-                "SELECT current_setting('server_version'),"
-                " (SELECT extversion FROM pg_extension WHERE extname = 'vector')"
+            server, pgvector, preview_bytes = conn.execute(
+                sql.SQL(
+                    "SELECT current_setting('server_version'),"
+                    " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
+                    " (SELECT coalesce(sum(octet_length(data)), 0) FROM {})"
+                ).format(self._tables["previews"])
             ).fetchone()
         return {
             "backend": "postgres",
@@ -464,6 +467,7 @@ class PostgresStore(VectorBackend):
             "count": sum(counts.values()),
             "counts": counts,
             "indexed": sum(counts.values()),
+            "preview_bytes": int(preview_bytes),
             "dims": list(MATRYOSHKA_DIMS),
             "embed_dim": EMBED_DIM,
             "max_k": self.config.max_k,
@@ -491,25 +495,10 @@ def _rows(
             check_modality(item.modality),
             Jsonb(metadata_json(item.metadata), dumps=str),  # already JSON text
             vectors[n],
-            _check_preview(item.preview),
+            check_preview(item.preview),
         )
         for n, item in enumerate(items)
     ]
-
-
-def _check_preview(preview: Any) -> Preview | None:
-    if preview is None:
-        return None
-    if not isinstance(preview, Preview):
-        raise InvalidItem(f"preview must be a Preview, got {type(preview).__name__}")
-    if not isinstance(preview.data, bytes | bytearray) or not preview.data:
-        raise InvalidItem("preview data must be non-empty bytes")
-    media_type = preview.media_type
-    if not isinstance(media_type, str) or not 0 < len(media_type) <= MAX_MEDIA_TYPE_LENGTH:
-        raise InvalidItem(
-            f"preview media_type must be a string like 'image/webp', got {media_type!r}"
-        )
-    return preview
 
 
 def _item(row: tuple[Any, ...]) -> Item:
