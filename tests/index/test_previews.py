@@ -17,9 +17,9 @@ THUMB = Preview(data=b"RIFF\x00\x00\x00\x00WEBPVP8 thumbnail", media_type="image
 CLIP = Preview(data=b"ID3" + bytes(range(256)) * 4, media_type="audio/mpeg")
 
 
-def _preview_rows(data_dir: Path) -> int:
-    with sqlite3.connect(data_dir / DB_NAME) as conn:
-        return conn.execute("SELECT COUNT(*) FROM previews").fetchone()[0]
+def _preview_bytes(store) -> int:
+    """Bytes of previews the store holds (both backends count them the same way)."""
+    return store.info()["preview_bytes"]
 
 
 def test_add_get_preview_roundtrip(open_store, unit_vectors) -> None:
@@ -55,7 +55,7 @@ def test_add_many_keeps_each_items_preview(open_store, unit_vectors) -> None:
         store.get_preview(ids[1])
 
 
-def test_delete_removes_the_preview(open_store, unit_vectors, tmp_path: Path) -> None:
+def test_delete_removes_the_preview(open_store, unit_vectors) -> None:
     store = open_store()
     v = unit_vectors(2, seed=3)
     store.add(v[0], modality="image", id="a", preview=THUMB)
@@ -63,11 +63,11 @@ def test_delete_removes_the_preview(open_store, unit_vectors, tmp_path: Path) ->
     store.delete("a")
     with pytest.raises(ItemNotFound):
         store.get_preview("a")
-    assert _preview_rows(tmp_path / "data") == 1
+    assert _preview_bytes(store) == len(THUMB.data)
     assert store.get_preview("b") == THUMB
 
 
-def test_upsert_replaces_or_removes_the_preview(open_store, unit_vectors, tmp_path: Path) -> None:
+def test_upsert_replaces_or_removes_the_preview(open_store, unit_vectors) -> None:
     store = open_store()
     v = unit_vectors(3, seed=4)
     store.upsert(v[0], id="x", modality="image", preview=THUMB)
@@ -76,10 +76,10 @@ def test_upsert_replaces_or_removes_the_preview(open_store, unit_vectors, tmp_pa
     store.upsert(v[2], id="x", modality="text")
     with pytest.raises(PreviewNotFound):
         store.get_preview("x")
-    assert _preview_rows(tmp_path / "data") == 0
+    assert _preview_bytes(store) == 0
 
 
-def test_failed_batch_stores_no_preview(open_store, unit_vectors, tmp_path: Path) -> None:
+def test_failed_batch_stores_no_preview(open_store, unit_vectors) -> None:
     """A duplicate id rolls back the whole transaction, previews included."""
     store = open_store()
     v = unit_vectors(3, seed=5)
@@ -90,7 +90,7 @@ def test_failed_batch_stores_no_preview(open_store, unit_vectors, tmp_path: Path
         )
     with pytest.raises(ItemNotFound):
         store.get_preview("new")
-    assert _preview_rows(tmp_path / "data") == 0
+    assert _preview_bytes(store) == 0
 
 
 def test_previews_persist_across_reopen(tmp_path: Path, unit_vectors) -> None:
@@ -121,7 +121,7 @@ def test_bad_previews_are_refused_and_store_nothing(
 
 
 def test_oversized_preview_is_refused(open_store, unit_vectors, monkeypatch) -> None:
-    monkeypatch.setattr("index.store.MAX_PREVIEW_BYTES", 10)
+    monkeypatch.setattr("index.validation.MAX_PREVIEW_BYTES", 10)
     store = open_store()
     with pytest.raises(InvalidItem, match="11 bytes; the limit is 10"):
         store.add(unit_vectors(1)[0], modality="image", preview=Preview(b"x" * 11, "image/webp"))
