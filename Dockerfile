@@ -15,7 +15,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HF_HOME=/models \
     MMEMBED_HOST=0.0.0.0 \
     MMEMBED_PORT=8000 \
-    MMEMBED_DATA_DIR=/data
+    MMEMBED_DATA_DIR=/data \
+    MMEMBED_ONNX_CACHE_DIR=/models/mmembed-onnx
 
 # libsndfile for soundfile (WAV/FLAC/OGG decoding).
 RUN apt-get update \

@@ -28,6 +28,7 @@ from model.errors import InvalidInput, MissingWeights
 from model.matryoshka import check_dims, truncate
 from model.multimodal import MultimodalModel
 from model.release import DEFAULT_RELEASE, is_release_name, release_path, resolve_encoders
+from model.runtime import ONNX_MODALITIES, resolve_runtime
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Embedder:
         device: str | torch.device = "cpu",
         dtype: str = "float32",
         max_batch_size: int = 32,
+        encoder_runtime: str = "auto",
+        onnx_cache_dir: str | os.PathLike[str] | None = None,
         preset_name: str | None = None,
         checkpoint: str | None = None,
         trained: bool = False,
@@ -66,6 +69,13 @@ class Embedder:
         self.dtype = dtype
         self.max_batch_size = int(max_batch_size)
         self.model = model.to(device=self.device, dtype=_DTYPES[dtype]).eval()
+        self.encoder_runtime = resolve_runtime(encoder_runtime, self.device, model.config.encoders)
+        if self.encoder_runtime == "onnx":
+            for modality in ONNX_MODALITIES:
+                if modality in self.model.encoders:
+                    self.model.encoders[modality].use_onnx(
+                        threads=torch.get_num_threads(), cache_dir=onnx_cache_dir
+                    )
         self._preset = preset_name
         self._checkpoint = checkpoint
         self._trained = bool(trained)
@@ -91,6 +101,8 @@ class Embedder:
         dtype: str = "float32",
         max_batch_size: int = 32,
         audio_window: str | None = None,
+        encoder_runtime: str = "auto",
+        onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
         """A model from a preset ("tiny" or "base") with untrained heads.
 
@@ -98,6 +110,9 @@ class Embedder:
             encoders: {modality: hub ID or folder} overriding the preset's sources.
             modalities: keep only these modalities (e.g. ("audio", "text")).
             audio_window: "full" or "trimmed" Whisper window (default: the preset's).
+            encoder_runtime: "auto", "torch" or "onnx"; see :mod:`model.runtime`.
+            onnx_cache_dir: where the ONNX runtime keeps exported encoders between
+                runs (None: export at every load).
         """
         config = preset(name, encoders=encoders, modalities=modalities)
         config = config.with_audio_window(audio_window)
@@ -106,6 +121,8 @@ class Embedder:
             device=device,
             dtype=dtype,
             max_batch_size=max_batch_size,
+            encoder_runtime=encoder_runtime,
+            onnx_cache_dir=onnx_cache_dir,
             preset_name=name,
             trained=False,
         )
@@ -120,6 +137,8 @@ class Embedder:
         encoder_overrides: Mapping[str, str] | None = None,
         max_batch_size: int = 32,
         audio_window: str | None = None,
+        encoder_runtime: str = "auto",
+        onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
         """A model saved by :func:`model.checkpoint.save_checkpoint`.
 
@@ -136,6 +155,8 @@ class Embedder:
             device=device,
             dtype=dtype,
             max_batch_size=max_batch_size,
+            encoder_runtime=encoder_runtime,
+            onnx_cache_dir=onnx_cache_dir,
             checkpoint=str(path),
             trained=bool(document.get("trained", True)),
         )
@@ -150,6 +171,8 @@ class Embedder:
         dtype: str = "float32",
         max_batch_size: int = 32,
         audio_window: str | None = None,
+        encoder_runtime: str = "auto",
+        onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
         """A released model shipped with the package (``audio-text-v1`` by default),
         or any checkpoint folder, with its encoders found by :mod:`model.release`:
@@ -180,6 +203,8 @@ class Embedder:
                 encoder_overrides=sources,
                 max_batch_size=max_batch_size,
                 audio_window=audio_window,
+                encoder_runtime=encoder_runtime,
+                onnx_cache_dir=onnx_cache_dir,
             )
         except OSError as exc:
             raise MissingWeights(
@@ -212,6 +237,7 @@ class Embedder:
             "encoders": {m: encoders[m].identity for m in self.modalities},
             "device": str(self.device),
             "dtype": self.dtype,
+            "encoder_runtime": self.encoder_runtime,
             "embed_dim": EMBED_DIM,
             "dims": list(MATRYOSHKA_DIMS),
             "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,

@@ -16,9 +16,10 @@ Outputs (:class:`EncoderOutput`):
 from __future__ import annotations
 
 import math
+import os
 import string
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from model import audio as audio_lib
 from model.config import EncoderConfig
 from model.errors import CheckpointMismatch, InvalidInput, MissingWeights
+from model.runtime import onnx_module
 
 
 @dataclass
@@ -69,6 +71,7 @@ class FrozenEncoder(nn.Module):
         self.model = model
         self.model.requires_grad_(False)
         self.model.eval()
+        self._onnx: Callable[..., torch.Tensor] | None = None
 
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Frozen encoders stay in eval mode (no dropout) whatever ``mode`` is."""
@@ -91,6 +94,25 @@ class FrozenEncoder(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
         raise NotImplementedError
+
+    @property
+    def runtime(self) -> str:
+        """How the encoder runs: "torch", or "onnx" once :meth:`use_onnx` has run."""
+        return "onnx" if self._onnx is not None else "torch"
+
+    def use_onnx(
+        self,
+        threads: int,
+        cache_dir: str | os.PathLike[str] | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        """Run the encoder with ONNX Runtime on CPU from now on (see :mod:`model.runtime`).
+
+        ``threads``: ONNX Runtime's intra-op threads; ``cache_dir``: where exported
+        models are kept and reused (None: export every time); ``transform``: rewrites
+        the exported ONNX model before it runs (the benchmark's int8 quantisation).
+        """
+        raise ValueError(f"the {self.modality} encoder has no ONNX runtime; use 'torch'")
 
     def fingerprint(self) -> dict[str, list[float]]:
         """{tensor name: [L2 norm, first value]} for every weight, in float64.
@@ -285,12 +307,40 @@ class TextEncoder(FrozenEncoder):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
         device = self.device
-        inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
-        out = self.model(**inputs)
-        return EncoderOutput(
-            tokens=out.last_hidden_state,  # (B, L, D)
-            mask=inputs["attention_mask"].bool(),  # (B, L)
+        ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        if self._onnx is not None:
+            tokens = self._onnx(ids, mask)
+        else:
+            tokens = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        return EncoderOutput(tokens=tokens, mask=mask.bool())  # (B, L, D), (B, L)
+
+    def use_onnx(
+        self,
+        threads: int,
+        cache_dir: str | os.PathLike[str] | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        example = self.preprocess(["a short example", "a somewhat longer example sentence"])
+        self._onnx = onnx_module(
+            "text",
+            _LastHiddenState(self.model),
+            {"input_ids": example["input_ids"], "attention_mask": example["attention_mask"]},
+            {"input_ids": (0, 1), "attention_mask": (0, 1)},
+            threads=threads,
+            cache_dir=cache_dir,
+            transform=transform,
         )
+
+
+class _LastHiddenState(nn.Module):
+    """A BERT model as tensors in, last hidden state (B, L, D) out: what ONNX exports."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
 
 # --------------------------------------------------------------------------- image
@@ -432,33 +482,84 @@ class AudioEncoder(FrozenEncoder):
             part = features[start : start + self.WINDOWS_PER_PASS].to(self.device, self.dtype)
             frames = num_frames[start : start + self.WINDOWS_PER_PASS]
             if self.config.audio_window == "full":
-                hidden = self.model(input_features=part).last_hidden_state  # (w, 1500, D)
+                hidden = self._forward_full(part)  # (w, 1500, D)
             else:
                 hidden = self._forward_trimmed(part, frames)  # (w, max frames, D)
             chunks.extend(hidden.unbind(0))
         return _join_windows(chunks, num_frames.tolist(), window_clip)
 
-    def _forward_trimmed(self, features: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
-        """Run Whisper on the first ``max(num_frames)`` frames only, masking padding frames.
+    def use_onnx(
+        self,
+        threads: int,
+        cache_dir: str | os.PathLike[str] | None = None,
+        transform: Callable[[bytes], bytes] | None = None,
+    ) -> None:
+        frames = 24
+        example = {
+            "features": torch.zeros(2, self.model.config.num_mel_bins, 2 * frames + 2),
+            "valid": torch.arange(frames)[None, :] < torch.tensor([[frames], [frames // 2]]),
+        }
+        self._onnx = onnx_module(
+            "audio",
+            _WhisperFrames(self.model),
+            example,
+            {"features": (0, 2), "valid": (0, 1)},
+            threads=threads,
+            cache_dir=cache_dir,
+            transform=transform,
+        )
 
-        Whisper's own forward insists on 3000 mel frames; this repeats its steps
-        (conv1, conv2, positions, layers, layer_norm) on a shorter input. Two extra
-        mel frames make the conv outputs identical to those of the full window.
+    def _forward_full(self, features: torch.Tensor) -> torch.Tensor:
+        """Whisper on whole 30 s windows (W, 80, 3000) -> (W, 1500, D), padding attended."""
+        if self._onnx is None:
+            return self.model(input_features=features).last_hidden_state
+        # Every position valid: the same computation as Whisper's own forward.
+        valid = torch.ones(features.shape[0], audio_lib.FRAMES_PER_WINDOW, dtype=torch.bool)
+        return self._onnx(features, valid)
+
+    def _forward_trimmed(self, features: torch.Tensor, num_frames: torch.Tensor) -> torch.Tensor:
+        """Whisper on the first ``max(num_frames)`` frames only, masking padding frames.
+
+        Two extra mel frames make the conv outputs identical to those of the full window.
         """
-        enc = self.model
         frames = int(num_frames.max())
         mel = features[..., : min(2 * frames + 2, features.shape[-1])]  # (W, 80, ~2F)
-        x = nn.functional.gelu(enc.conv1(mel))  # (W, D, ~2F)
-        x = nn.functional.gelu(enc.conv2(x))  # (W, D, ~F)
-        x = x.permute(0, 2, 1)[:, :frames]  # (W, F, D)
-        x = x + enc.embed_positions.weight[:frames]
-        valid = torch.arange(frames, device=x.device)[None, :] < num_frames[:, None]  # (W, F)
-        bias = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
-        bias = bias.masked_fill(~valid, torch.finfo(x.dtype).min)
-        attn_mask = bias[:, None, None, :]  # (W, 1, 1, F): keys of padding frames are ignored
-        for layer in enc.layers:
-            x = layer(x, attn_mask)
-        return enc.layer_norm(x)
+        valid = torch.arange(frames, device=mel.device)[None, :] < num_frames[:, None]  # (W, F)
+        if self._onnx is not None:
+            return self._onnx(mel, valid)
+        return whisper_frames(self.model, mel, valid)
+
+
+def whisper_frames(encoder: nn.Module, features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Whisper's encoder on any number of frames F, with padding frames masked.
+
+    Whisper's own forward insists on 3000 mel frames; this repeats its steps
+    (conv1, conv2, positions, layers, layer_norm) on a shorter input.
+    features: (W, 80, M) log-mel with M >= 2F (M = 2F + 2 makes the last frame exact);
+    valid: (W, F) bool, True on real frames. Returns (W, F, D).
+    """
+    frames = valid.shape[1]
+    x = nn.functional.gelu(encoder.conv1(features))  # (W, D, M)
+    x = nn.functional.gelu(encoder.conv2(x))  # (W, D, ~M/2)
+    x = x.permute(0, 2, 1)[:, :frames]  # (W, F, D)
+    x = x + encoder.embed_positions.weight[:frames]
+    bias = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
+    bias = bias.masked_fill(~valid, torch.finfo(x.dtype).min)
+    attn_mask = bias[:, None, None, :]  # (W, 1, 1, F): keys of padding frames are ignored
+    for layer in encoder.layers:
+        x = layer(x, attn_mask)
+    return encoder.layer_norm(x)
+
+
+class _WhisperFrames(nn.Module):
+    """:func:`whisper_frames` as a module: what ONNX exports."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, features: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        return whisper_frames(self.encoder, features, valid)
 
 
 def _join_windows(

@@ -27,3 +27,7 @@ class CheckpointMismatch(ModelError, ValueError):
 
 class MissingWeights(ModelError, RuntimeError):
     """An encoder's weights are missing from its source; loading would leave them random."""
+
+
+class RuntimeUnavailable(ModelError, RuntimeError):
+    """An encoder runtime was asked for that cannot run here (package missing, wrong device)."""

@@ -65,6 +65,8 @@ def load_embedder(settings: Settings) -> Embedder:
             device=settings.device,
             dtype=settings.dtype,
             audio_window=settings.audio_window,
+            encoder_runtime=settings.encoder_runtime,
+            onnx_cache_dir=settings.onnx_cache_dir,
         )
     # Untrained heads are random: seed them, so that every process (and every restart)
     # builds the same ones and vectors already in the index stay comparable to new ones.
@@ -77,6 +79,8 @@ def load_embedder(settings: Settings) -> Embedder:
             device=settings.device,
             dtype=settings.dtype,
             audio_window=settings.audio_window,
+            encoder_runtime=settings.encoder_runtime,
+            onnx_cache_dir=settings.onnx_cache_dir,
         )
 
 

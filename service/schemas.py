@@ -184,6 +184,10 @@ class ReadyOut(BaseModel):
     encoders: dict[str, str]
     device: str
     dtype: str
+    encoder_runtime: str | None = Field(
+        None,
+        description='How the text and audio encoders run: "torch" or "onnx" (ONNX Runtime).',
+    )
     dims: list[int]
     audio_window: str | None = Field(
         None,

@@ -25,6 +25,13 @@ def default_data_dir() -> Path:
     return Path(base) / "mmembed"
 
 
+def default_onnx_cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/mmembed/onnx`, else `~/.cache/mmembed/onnx`."""
+    from model.runtime import default_onnx_cache_dir as model_default
+
+    return model_default()
+
+
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
@@ -81,6 +88,17 @@ class Settings(BaseSettings):
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Model weights and activations; float16/bfloat16 need CUDA."
+    )
+    encoder_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="How the text and audio encoders run: 'torch', or 'onnx' (ONNX Runtime, "
+        "CPU only, same float32 results, faster); 'auto': onnx on CPU for real encoders, "
+        "torch on CUDA and for the tiny preset.",
+    )
+    onnx_cache_dir: Path | None = Field(
+        default_factory=default_onnx_cache_dir,
+        description="Where the onnx runtime keeps exported encoders, so that a restart "
+        "skips the export (empty: export at every start).",
     )
     torch_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads (default: torch's, one per core)."
@@ -178,7 +196,13 @@ class Settings(BaseSettings):
         return _split_csv(value)
 
     @field_validator(
-        "checkpoint", "text_encoder", "image_encoder", "audio_encoder", "index_url", mode="before"
+        "checkpoint",
+        "onnx_cache_dir",
+        "text_encoder",
+        "image_encoder",
+        "audio_encoder",
+        "index_url",
+        mode="before",
     )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:

@@ -1,0 +1,169 @@
+"""Encoder runtimes: ONNX Runtime gives float32 PyTorch's results, and the setting reaches the encoders.
+
+Exporting an encoder to ONNX takes seconds on a small CPU, so each exported
+model here is built once per module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model import Embedder
+from model.checkpoint import save_checkpoint
+from model.config import PRESETS, preset
+from model.encoders import build_encoder
+from model.errors import RuntimeUnavailable
+from model.multimodal import MultimodalModel
+from model.runtime import cache_key, resolve_runtime
+from model.training.spoken import read_source
+from service.app import load_embedder
+from service.settings import Settings
+
+TEXTS = [
+    "a dog",
+    "Two dogs are playing with a red ball in the park.",
+    "The train to Edinburgh departs from platform four, twenty minutes late.",
+]
+
+
+def _clips(speech) -> tuple[list[np.ndarray], int]:
+    samples, rate = speech
+    long = np.tile(samples, int(np.ceil(32 * rate / len(samples))))  # over 30 s: two windows
+    return [samples, samples[: rate // 2], long], rate
+
+
+def _tiny(
+    seed: int, runtime: str, window: str = "full", modalities: tuple[str, ...] = ("audio", "text")
+) -> Embedder:
+    config = PRESETS["tiny"].with_modalities(modalities)
+    audio = dataclasses.replace(config.encoders["audio"], audio_window=window)
+    config = dataclasses.replace(config, encoders={**config.encoders, "audio": audio})
+    torch.manual_seed(seed)  # the same random heads for both runtimes
+    return Embedder(MultimodalModel(config), encoder_runtime=runtime)
+
+
+@pytest.fixture(scope="module")
+def tiny_pair() -> tuple[Embedder, Embedder]:
+    """(torch, onnx) tiny audio+text embedders with the same weights, audio in full windows."""
+    return _tiny(0, "torch"), _tiny(0, "onnx")
+
+
+def test_onnx_embeddings_match_torch_on_tiny(tiny_pair, speech):
+    ref, fast = tiny_pair
+    assert ref.info["encoder_runtime"] == "torch" and fast.info["encoder_runtime"] == "onnx"
+    assert {e.runtime for e in fast.model.encoders.values()} == {"onnx"}
+    np.testing.assert_allclose(fast.embed_texts(TEXTS), ref.embed_texts(TEXTS), atol=1e-5)
+    clips, rate = _clips(speech)
+    np.testing.assert_allclose(
+        fast.embed_audio(clips, rate), ref.embed_audio(clips, rate), atol=1e-5
+    )
+
+
+def test_onnx_trimmed_window_matches_torch(speech):
+    ref, fast = (_tiny(1, runtime, "trimmed", ("audio",)) for runtime in ("torch", "onnx"))
+    clips, rate = _clips(speech)
+    batch = ref.model.preprocess("audio", clips, sampling_rate=rate)
+    with torch.inference_mode():
+        want = ref.model.encoders["audio"](batch)
+        got = fast.model.encoders["audio"](batch)
+    assert torch.equal(got.mask, want.mask)
+    assert got.tokens.shape == want.tokens.shape  # (3, frames of the 32 s clip, 64)
+    torch.testing.assert_close(got.tokens, want.tokens, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        fast.embed_audio(clips, rate), ref.embed_audio(clips, rate), atol=1e-5
+    )
+
+
+def test_checkpoint_saved_and_loaded_across_runtimes(tiny_pair, tmp_path):
+    # Fingerprints come from the PyTorch weights, which the ONNX runtime leaves in place:
+    # a model running in ONNX saves a checkpoint that loads in either runtime.
+    ref, fast = tiny_pair
+    save_checkpoint(fast.model, tmp_path / "ckpt")
+    loaded = Embedder.from_checkpoint(tmp_path / "ckpt", encoder_runtime="torch")
+    np.testing.assert_allclose(loaded.embed_texts(TEXTS), ref.embed_texts(TEXTS), atol=1e-5)
+
+
+@pytest.mark.real_weights
+def test_real_minilm_in_onnx_keeps_its_neighbourhoods(minilm_dir):
+    config = preset("base", encoders={"text": str(minilm_dir)}, modalities=["text"])
+    ref = build_encoder(config.encoders["text"])
+    fast = build_encoder(config.encoders["text"])
+    fast.use_onnx(threads=torch.get_num_threads())
+    sentences = read_source("/usr/share/games/fortunes")[:64]
+    batch = ref.preprocess(sentences)
+    with torch.inference_mode():
+        want, got = ref(batch), fast(batch)
+    mask = want.mask.unsqueeze(-1).float()
+    pooled_want = (want.tokens * mask).sum(1) / mask.sum(1)  # (64, 384)
+    pooled_got = (got.tokens * mask).sum(1) / mask.sum(1)
+    cos = torch.nn.functional.cosine_similarity(pooled_got, pooled_want)
+    assert cos.min() > 0.99999, cos.min()
+    assert (got.tokens - want.tokens)[want.mask].abs().max() < 1e-3
+
+
+def test_auto_runtime_is_onnx_only_for_real_encoders_on_cpu():
+    tiny, base = PRESETS["tiny"].encoders, PRESETS["base"].encoders
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_runtime("auto", cpu, base) == "onnx"
+    assert resolve_runtime("auto", cuda, base) == "torch"
+    assert resolve_runtime("auto", cpu, tiny) == "torch"
+    assert resolve_runtime("auto", cpu, {"image": base["image"]}) == "torch"
+    assert resolve_runtime("torch", cpu, base) == "torch"
+    assert resolve_runtime("onnx", cpu, tiny) == "onnx"
+
+
+def test_bad_runtimes_are_refused_with_the_reason(monkeypatch):
+    base = PRESETS["base"].encoders
+    with pytest.raises(ValueError, match=r"one of \['auto', 'torch', 'onnx'\]; got 'int8'"):
+        resolve_runtime("int8", torch.device("cpu"), base)
+    with pytest.raises(RuntimeUnavailable, match="CPU only; on cuda use 'torch'"):
+        resolve_runtime("onnx", torch.device("cuda"), base)
+    monkeypatch.setattr("model.runtime.onnxruntime_available", lambda: False)
+    with pytest.raises(RuntimeUnavailable, match="pip install onnxruntime onnxscript"):
+        resolve_runtime("onnx", torch.device("cpu"), base)
+    assert resolve_runtime("auto", torch.device("cpu"), base) == "torch"
+
+
+def test_embedder_refuses_a_bad_runtime_before_any_export():
+    with pytest.raises(ValueError, match="got 'fast'"):
+        Embedder.from_preset("tiny", modalities=["text"], encoder_runtime="fast")
+
+
+def test_setting_reaches_the_encoders(monkeypatch):
+    monkeypatch.delenv("MMEMBED_ENCODER_RUNTIME", raising=False)
+    assert Settings(preset="tiny").encoder_runtime == "auto"
+    monkeypatch.setenv("MMEMBED_ENCODER_RUNTIME", "onnx")
+    settings = Settings(preset="tiny", modalities=["text", "image"])
+    assert settings.encoder_runtime == "onnx"
+    embedder = load_embedder(settings)
+    assert embedder.info["encoder_runtime"] == "onnx"
+    assert embedder.model.encoders["text"].runtime == "onnx"
+    assert embedder.model.encoders["image"].runtime == "torch"  # images stay in PyTorch
+    monkeypatch.setenv("MMEMBED_ENCODER_RUNTIME", "tensorrt")
+    with pytest.raises(ValueError, match="encoder_runtime"):
+        Settings()
+
+
+def test_exported_encoders_are_cached_per_weights(tmp_path, caplog):
+    config = PRESETS["tiny"].encoders["text"]
+    first, again = build_encoder(config), build_encoder(config)
+    first.use_onnx(threads=1, cache_dir=tmp_path)
+    (cached,) = tmp_path.glob("text-*.onnx")
+    with caplog.at_level("INFO", logger="model.runtime"):
+        again.use_onnx(threads=1, cache_dir=tmp_path)
+    assert f"read from {cached}" in caplog.text
+    batch = first.preprocess(TEXTS)
+    with torch.inference_mode():
+        torch.testing.assert_close(again(batch).tokens, first(batch).tokens)
+    # Other weights (another seed) or another input layout make another file.
+    other = build_encoder(dataclasses.replace(config, seed=1))
+    example = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    axes = {"input_ids": (0, 1), "attention_mask": (0, 1)}
+    key = cache_key(first.model, example, axes)
+    assert key == cache_key(again.model, example, axes)
+    assert key != cache_key(other.model, example, axes)
+    assert key != cache_key(first.model, example, {"input_ids": (0,), "attention_mask": (0,)})
