@@ -1,6 +1,6 @@
 """CPU speed and fidelity of ways to run the frozen text and audio encoders, against float32 PyTorch.
 
-Run from the repository root (a full measurement, about 20 minutes on 2 quiet cores):
+Run from the repository root (a full measurement: about 40 minutes on 2 loaded cores):
 
     HF_HUB_OFFLINE=1 nice -n 5 python -m model.encoder_benchmark --threads 2
 
