@@ -1,11 +1,12 @@
 """How the frozen text and audio encoders run: PyTorch, or ONNX Runtime on CPU.
 
 ``"torch"`` runs the encoders as PyTorch modules (SDPA attention, transformers'
-default). ``"onnx"`` exports MiniLM and the Whisper encoder to ONNX once, when
-the model is loaded (in memory, ``torch.onnx.export`` with the dynamo exporter),
-and runs them with ONNX Runtime's CPU provider and its full graph optimisations
-(fused attention, layer norm and GELU). Same float32 arithmetic, so outputs agree
-with PyTorch's to about 1e-5; measured faster on CPU (see ``python -m
+default). ``"onnx"`` exports MiniLM and the Whisper encoder to ONNX when the
+model is loaded (``torch.onnx.export``, dynamo exporter; minutes on a small busy
+CPU, so the export can be kept in a cache folder and reused), and runs them with
+ONNX Runtime's CPU provider and its full graph optimisations (fused attention,
+layer norm and GELU). Same float32 arithmetic, so outputs agree with PyTorch's
+to about 1e-5; measured faster on CPU (see ``python -m
 model.encoder_benchmark`` and the README). ``"auto"`` picks ``onnx`` on CPU for
 real encoders and ``torch`` everywhere else (CUDA, where float16/bfloat16 run,
 and the tiny preset's random encoders, where speed does not matter and export
