@@ -28,7 +28,7 @@ from model.errors import InvalidInput, MissingWeights
 from model.matryoshka import check_dims, truncate
 from model.multimodal import MultimodalModel
 from model.release import DEFAULT_RELEASE, is_release_name, release_path, resolve_encoders
-from model.runtime import ONNX_MODALITIES, resolve_runtime
+from model.runtime import onnx_modalities
 
 logger = logging.getLogger(__name__)
 
@@ -69,13 +69,10 @@ class Embedder:
         self.dtype = dtype
         self.max_batch_size = int(max_batch_size)
         self.model = model.to(device=self.device, dtype=_DTYPES[dtype]).eval()
-        self.encoder_runtime = resolve_runtime(encoder_runtime, self.device, model.config.encoders)
-        if self.encoder_runtime == "onnx":
-            for modality in ONNX_MODALITIES:
-                if modality in self.model.encoders:
-                    self.model.encoders[modality].use_onnx(
-                        threads=torch.get_num_threads(), cache_dir=onnx_cache_dir
-                    )
+        for modality in onnx_modalities(encoder_runtime, self.device, model.config.encoders):
+            self.model.encoders[modality].use_onnx(
+                threads=torch.get_num_threads(), cache_dir=onnx_cache_dir
+            )
         self._preset = preset_name
         self._checkpoint = checkpoint
         self._trained = bool(trained)
@@ -237,7 +234,7 @@ class Embedder:
             "encoders": {m: encoders[m].identity for m in self.modalities},
             "device": str(self.device),
             "dtype": self.dtype,
-            "encoder_runtime": self.encoder_runtime,
+            "encoder_runtime": {m: self.model.encoders[m].runtime for m in self.modalities},
             "embed_dim": EMBED_DIM,
             "dims": list(MATRYOSHKA_DIMS),
             "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,

@@ -2,7 +2,7 @@
 
 Run from the repository root (a full measurement: about 40 minutes on 2 loaded cores):
 
-    HF_HUB_OFFLINE=1 nice -n 5 python -m model.encoder_benchmark --threads 2
+    HF_HUB_OFFLINE=1 nice -n 5 python -m model.encoder_benchmark --threads 1
 
 Options (``--options``, each against ``torch``: float32 PyTorch with SDPA attention,
 transformers' default and what :mod:`model.runtime` calls "torch"):

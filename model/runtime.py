@@ -8,9 +8,10 @@ ONNX Runtime's CPU provider and its full graph optimisations (fused attention,
 layer norm and GELU). Same float32 arithmetic, so outputs agree with PyTorch's
 to about 1e-5; measured faster on CPU (see ``python -m
 model.encoder_benchmark`` and the README). ``"auto"`` picks ``onnx`` on CPU for
-real encoders and ``torch`` everywhere else (CUDA, where float16/bfloat16 run,
-and the tiny preset's random encoders, where speed does not matter and export
-would only slow start-up). The image encoder always runs in PyTorch.
+the real text encoder only (the audio encoder gained at batch 1 only) and
+``torch`` everywhere else (CUDA, where float16/bfloat16 run, and the tiny
+preset's random encoders, where speed does not matter and export would only
+slow start-up). The image encoder always runs in PyTorch.
 
 The PyTorch weights stay loaded: checkpoint fingerprints and training read them.
 """
@@ -37,13 +38,20 @@ from model.errors import RuntimeUnavailable
 logger = logging.getLogger(__name__)
 
 ENCODER_RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnx")
-# The encoders an ONNX runtime can take over; images stay in PyTorch.
+# The encoders "onnx" runs in ONNX Runtime; images stay in PyTorch.
 ONNX_MODALITIES: tuple[str, ...] = ("text", "audio")
+# The encoders "auto" runs in ONNX Runtime on CPU: MiniLM was 1.1-1.7x faster; the
+# Whisper encoder (trimmed windows) gained at batch 1 only (README, Encoder runtimes).
+AUTO_ONNX_MODALITIES: tuple[str, ...] = ("text",)
 
 
-def resolve_runtime(runtime: str, device: torch.device, encoders: Mapping[str, Any]) -> str:
-    """The runtime ``runtime`` means on ``device``: "torch" or "onnx".
+def onnx_modalities(
+    runtime: str, device: torch.device, encoders: Mapping[str, Any]
+) -> tuple[str, ...]:
+    """The modalities whose encoders ``runtime`` runs in ONNX Runtime on ``device``.
 
+    "torch": none. "onnx": text and audio. "auto": on CPU, the real (not random)
+    encoders of :data:`AUTO_ONNX_MODALITIES`; none on CUDA, where float16/bfloat16 run.
     Raises ValueError for an unknown name and RuntimeUnavailable for "onnx" off the
     CPU or without onnxruntime installed.
     """
@@ -51,29 +59,30 @@ def resolve_runtime(runtime: str, device: torch.device, encoders: Mapping[str, A
         raise ValueError(
             f"encoder runtime must be one of {list(ENCODER_RUNTIMES)}; got {runtime!r}"
         )
+    if runtime == "torch":
+        return ()
     if runtime == "auto":
-        real = any(encoders[m].source is not None for m in ONNX_MODALITIES if m in encoders)
+        real = [m for m in AUTO_ONNX_MODALITIES if m in encoders and encoders[m].source is not None]
         if device.type != "cpu" or not real:
-            return "torch"
+            return ()
         if not onnxruntime_available():
             logger.warning(
                 "onnxruntime is not installed: the encoders run in PyTorch, slower on CPU "
                 "(pip install onnxruntime onnxscript)"
             )
-            return "torch"
-        return "onnx"
-    if runtime == "onnx":
-        if device.type != "cpu":
-            raise RuntimeUnavailable(
-                f"encoder runtime 'onnx' runs on the CPU only; on {device} use 'torch' "
-                "(with dtype float16 or bfloat16)"
-            )
-        if not onnxruntime_available():
-            raise RuntimeUnavailable(
-                "encoder runtime 'onnx' needs the onnxruntime and onnxscript packages: "
-                "pip install onnxruntime onnxscript (or use encoder runtime 'torch')"
-            )
-    return runtime
+            return ()
+        return tuple(real)
+    if device.type != "cpu":
+        raise RuntimeUnavailable(
+            f"encoder runtime 'onnx' runs on the CPU only; on {device} use 'torch' "
+            "(with dtype float16 or bfloat16)"
+        )
+    if not onnxruntime_available():
+        raise RuntimeUnavailable(
+            "encoder runtime 'onnx' needs the onnxruntime and onnxscript packages: "
+            "pip install onnxruntime onnxscript (or use encoder runtime 'torch')"
+        )
+    return tuple(m for m in ONNX_MODALITIES if m in encoders)
 
 
 def onnxruntime_available() -> bool:

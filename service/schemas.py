@@ -184,9 +184,9 @@ class ReadyOut(BaseModel):
     encoders: dict[str, str]
     device: str
     dtype: str
-    encoder_runtime: str | None = Field(
-        None,
-        description='How the text and audio encoders run: "torch" or "onnx" (ONNX Runtime).',
+    encoder_runtime: dict[str, str] = Field(
+        default_factory=dict,
+        description='How each encoder runs: "torch" or "onnx" (ONNX Runtime).',
     )
     dims: list[int]
     audio_window: str | None = Field(

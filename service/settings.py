@@ -92,8 +92,8 @@ class Settings(BaseSettings):
     encoder_runtime: Literal["auto", "torch", "onnx"] = Field(
         "auto",
         description="How the text and audio encoders run: 'torch', or 'onnx' (ONNX Runtime, "
-        "CPU only, same float32 results, faster); 'auto': onnx on CPU for real encoders, "
-        "torch on CUDA and for the tiny preset.",
+        "CPU only, same float32 results); 'auto': onnx for the real text encoder on CPU, "
+        "torch for the rest, on CUDA and for the tiny preset.",
     )
     onnx_cache_dir: Path | None = Field(
         default_factory=default_onnx_cache_dir,

@@ -55,7 +55,7 @@ async def readyz(request: Request):
         encoders={k: str(v) for k, v in info.get("encoders", {}).items()},
         device=str(info.get("device", state.settings.device)),
         dtype=str(info.get("dtype", state.settings.dtype)),
-        encoder_runtime=info.get("encoder_runtime"),
+        encoder_runtime=info.get("encoder_runtime", {}),
         dims=list(MATRYOSHKA_DIMS),
         audio_window=info.get("audio_window"),
         index=index,

@@ -18,7 +18,7 @@ from model.config import PRESETS, preset
 from model.encoders import build_encoder
 from model.errors import RuntimeUnavailable
 from model.multimodal import MultimodalModel
-from model.runtime import cache_key, resolve_runtime
+from model.runtime import cache_key, onnx_modalities
 from model.training.spoken import read_source
 from service.app import load_embedder
 from service.settings import Settings
@@ -54,8 +54,8 @@ def tiny_pair() -> tuple[Embedder, Embedder]:
 
 def test_onnx_embeddings_match_torch_on_tiny(tiny_pair, speech):
     ref, fast = tiny_pair
-    assert ref.info["encoder_runtime"] == "torch" and fast.info["encoder_runtime"] == "onnx"
-    assert {e.runtime for e in fast.model.encoders.values()} == {"onnx"}
+    assert ref.info["encoder_runtime"] == {"audio": "torch", "text": "torch"}
+    assert fast.info["encoder_runtime"] == {"audio": "onnx", "text": "onnx"}
     np.testing.assert_allclose(fast.embed_texts(TEXTS), ref.embed_texts(TEXTS), atol=1e-5)
     clips, rate = _clips(speech)
     np.testing.assert_allclose(
@@ -105,27 +105,30 @@ def test_real_minilm_in_onnx_keeps_its_neighbourhoods(minilm_dir):
     assert (got.tokens - want.tokens)[want.mask].abs().max() < 1e-3
 
 
-def test_auto_runtime_is_onnx_only_for_real_encoders_on_cpu():
+def test_auto_runtime_puts_only_the_real_text_encoder_in_onnx_on_cpu():
     tiny, base = PRESETS["tiny"].encoders, PRESETS["base"].encoders
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert resolve_runtime("auto", cpu, base) == "onnx"
-    assert resolve_runtime("auto", cuda, base) == "torch"
-    assert resolve_runtime("auto", cpu, tiny) == "torch"
-    assert resolve_runtime("auto", cpu, {"image": base["image"]}) == "torch"
-    assert resolve_runtime("torch", cpu, base) == "torch"
-    assert resolve_runtime("onnx", cpu, tiny) == "onnx"
+    assert onnx_modalities("auto", cpu, base) == ("text",)
+    assert onnx_modalities("auto", cuda, base) == ()
+    assert onnx_modalities("auto", cpu, tiny) == ()
+    assert onnx_modalities("auto", cpu, {"audio": base["audio"]}) == ()
+    assert onnx_modalities("torch", cpu, base) == ()
+    assert onnx_modalities("onnx", cpu, tiny) == ("text", "audio")
+    assert onnx_modalities("onnx", cpu, {"image": tiny["image"], "audio": tiny["audio"]}) == (
+        "audio",
+    )
 
 
 def test_bad_runtimes_are_refused_with_the_reason(monkeypatch):
     base = PRESETS["base"].encoders
     with pytest.raises(ValueError, match=r"one of \['auto', 'torch', 'onnx'\]; got 'int8'"):
-        resolve_runtime("int8", torch.device("cpu"), base)
+        onnx_modalities("int8", torch.device("cpu"), base)
     with pytest.raises(RuntimeUnavailable, match="CPU only; on cuda use 'torch'"):
-        resolve_runtime("onnx", torch.device("cuda"), base)
+        onnx_modalities("onnx", torch.device("cuda"), base)
     monkeypatch.setattr("model.runtime.onnxruntime_available", lambda: False)
     with pytest.raises(RuntimeUnavailable, match="pip install onnxruntime onnxscript"):
-        resolve_runtime("onnx", torch.device("cpu"), base)
-    assert resolve_runtime("auto", torch.device("cpu"), base) == "torch"
+        onnx_modalities("onnx", torch.device("cpu"), base)
+    assert onnx_modalities("auto", torch.device("cpu"), base) == ()
 
 
 def test_embedder_refuses_a_bad_runtime_before_any_export():
@@ -140,9 +143,8 @@ def test_setting_reaches_the_encoders(monkeypatch):
     settings = Settings(preset="tiny", modalities=["text", "image"])
     assert settings.encoder_runtime == "onnx"
     embedder = load_embedder(settings)
-    assert embedder.info["encoder_runtime"] == "onnx"
-    assert embedder.model.encoders["text"].runtime == "onnx"
-    assert embedder.model.encoders["image"].runtime == "torch"  # images stay in PyTorch
+    # images stay in PyTorch
+    assert embedder.info["encoder_runtime"] == {"image": "torch", "text": "onnx"}
     monkeypatch.setenv("MMEMBED_ENCODER_RUNTIME", "tensorrt")
     with pytest.raises(ValueError, match="encoder_runtime"):
         Settings()
