@@ -51,7 +51,7 @@ class Embedder:
         device: str | torch.device = "cpu",
         dtype: str = "float32",
         max_batch_size: int = 32,
-        encoder_runtime: str = "auto",
+        encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
         preset_name: str | None = None,
         checkpoint: str | None = None,
@@ -98,7 +98,7 @@ class Embedder:
         dtype: str = "float32",
         max_batch_size: int = 32,
         audio_window: str | None = None,
-        encoder_runtime: str = "auto",
+        encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
         """A model from a preset ("tiny" or "base") with untrained heads.
@@ -134,7 +134,7 @@ class Embedder:
         encoder_overrides: Mapping[str, str] | None = None,
         max_batch_size: int = 32,
         audio_window: str | None = None,
-        encoder_runtime: str = "auto",
+        encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
         """A model saved by :func:`model.checkpoint.save_checkpoint`.
@@ -168,7 +168,7 @@ class Embedder:
         dtype: str = "float32",
         max_batch_size: int = 32,
         audio_window: str | None = None,
-        encoder_runtime: str = "auto",
+        encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
         """A released model shipped with the package (``audio-text-v1`` by default),

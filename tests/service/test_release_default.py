@@ -41,10 +41,12 @@ def test_nothing_shipped_means_no_default_release(
 
 @pytest.mark.real_weights
 def test_no_model_flags_serve_the_shipped_release(shipped: Path, hub_cache: Path) -> None:
-    embedder = load_embedder(Settings(torch_threads=1))
+    embedder = load_embedder(Settings(torch_threads=1, encoder_runtime="torch"))
     assert embedder.info["model"] == DEFAULT_RELEASE and embedder.info["version"] == "9.9.9"
     assert embedder.info["trained"] is True and embedder.modalities == ("audio", "text")
-    named = load_embedder(Settings(checkpoint=Path(DEFAULT_RELEASE), torch_threads=1))
+    named = load_embedder(
+        Settings(checkpoint=Path(DEFAULT_RELEASE), torch_threads=1, encoder_runtime="torch")
+    )
     assert named.info["model"] == DEFAULT_RELEASE
     demo = load_embedder(Settings(preset="tiny", torch_threads=1))
     assert demo.info["model"] is None and demo.info["preset"] == "tiny" and demo.info["demo"]
@@ -54,7 +56,7 @@ def test_no_model_flags_serve_the_shipped_release(shipped: Path, hub_cache: Path
 def test_readyz_names_the_release_and_its_version(
     shipped: Path, hub_cache: Path, tmp_path: Path
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "index", torch_threads=1)
+    settings = Settings(data_dir=tmp_path / "index", torch_threads=1, encoder_runtime="torch")
     app = create_app(settings, embedder=load_embedder(settings))
 
     async def ready() -> dict:
@@ -79,9 +81,9 @@ def test_missing_encoders_fail_loudly_naming_each_one(
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(MissingWeights):
-        load_embedder(Settings(torch_threads=1))
+        load_embedder(Settings(torch_threads=1, encoder_runtime="torch"))
     with pytest.raises(CliError) as info:
-        cli_load_embedder(Settings(torch_threads=1))
+        cli_load_embedder(Settings(torch_threads=1, encoder_runtime="torch"))
     for needle in (HUB_IDS["audio"], HUB_IDS["text"], "mmembed download", "--audio-encoder"):
         assert needle in str(info.value)
 
