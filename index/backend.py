@@ -15,7 +15,9 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidVector
 from .items import Item, NewItem, Preview, SearchHit
+from .vectors import EMBED_DIM
 
 
 class VectorBackend(ABC):
@@ -74,7 +76,6 @@ class VectorBackend(ABC):
     def list(self, modality: str | None = None, limit: int = 100, offset: int = 0) -> list[Item]:
         """Items in creation order, paged."""
 
-    @abstractmethod
     def search(
         self,
         query: Any,
@@ -86,6 +87,15 @@ class VectorBackend(ABC):
         where: dict[str, Any] | None = None,
     ) -> list[SearchHit]:
         """Nearest items to one (512,) query by cosine at `dims`, best first."""
+        try:
+            array = np.asarray(query)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVector(f"query is not a numeric array: {exc}") from exc
+        if array.shape != (EMBED_DIM,):
+            raise InvalidVector(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
+        return self.search_batch(
+            array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where
+        )[0]
 
     @abstractmethod
     def search_batch(

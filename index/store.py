@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from .backend import VectorBackend
 from .config import IndexConfig
-from .errors import InvalidItem, InvalidQuery, InvalidVector, StoreError
+from .errors import InvalidItem, InvalidQuery, StoreError
 from .faiss_index import IndexFileError, LabelFilter, MatryoshkaIndexes
 from .items import Item, NewItem, Preview, SearchHit
 from .lock import DirectoryLock
@@ -42,14 +42,14 @@ from .sqlite_store import Row, SqliteStore
 from .validation import check_id as _check_id
 from .validation import check_modality as _check_modality
 from .validation import check_preview as _check_preview
+from .validation import check_search
 from .validation import is_int as _is_int
 from .validation import metadata_json as _metadata_json
 from .validation import stack_vectors as _stack
-from .vectors import EMBED_DIM, MATRYOSHKA_DIMS, as_unit_matrix, check_dims
+from .vectors import EMBED_DIM, MATRYOSHKA_DIMS, as_unit_matrix
 
 logger = logging.getLogger(__name__)
 
-SEARCH_MODES = ("exact", "adaptive")
 MAX_LIST_LIMIT = 10_000
 # SQLite integers are signed 64-bit; a larger OFFSET overflows in the driver.
 SQLITE_MAX_INT = 2**63 - 1
@@ -298,26 +298,6 @@ class VectorStore(VectorBackend):
             self._check_open()
             return self._sql.list(modality, int(limit), int(offset))
 
-    def search(
-        self,
-        query: Any,
-        *,
-        k: int = 10,
-        dims: int = 512,
-        mode: str = "exact",
-        modality: str | None = None,
-        where: dict[str, Any] | None = None,
-    ) -> list[SearchHit]:
-        try:
-            array = np.asarray(query)
-        except (TypeError, ValueError) as exc:
-            raise InvalidVector(f"query is not a numeric array: {exc}") from exc
-        if array.shape != (EMBED_DIM,):
-            raise InvalidVector(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
-        return self.search_batch(
-            array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where
-        )[0]
-
     def search_batch(
         self,
         queries: np.ndarray,
@@ -329,13 +309,7 @@ class VectorStore(VectorBackend):
         where: dict[str, Any] | None = None,
     ) -> list[list[SearchHit]]:
         queries = as_unit_matrix(queries, what="query")
-        if not _is_int(k) or not 1 <= k <= self.config.max_k:
-            raise InvalidQuery(f"k must be an int in [1, {self.config.max_k}], got {k!r}")
-        dims = check_dims(dims)
-        if mode not in SEARCH_MODES:
-            raise InvalidQuery(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
-        if modality is not None:
-            _check_modality(modality)
+        dims = check_search(k, dims, mode, modality, self.config.max_k)
         if where is not None and not isinstance(where, dict):
             raise InvalidQuery(f"where must be a dict of metadata equalities, got {where!r}")
         if len(queries) == 0:

@@ -11,7 +11,7 @@ import numpy as np
 
 from .errors import InvalidItem, InvalidQuery, InvalidVector
 from .items import Preview
-from .vectors import EMBED_DIM
+from .vectors import EMBED_DIM, check_dims
 
 MAX_ID_LENGTH = 256
 MAX_MODALITY_LENGTH = 64
@@ -130,3 +130,18 @@ def check_preview(preview: Any) -> Preview | None:
     ):
         raise InvalidItem(f"preview media_type must look like 'image/webp', got {kind!r}")
     return preview
+
+
+SEARCH_MODES = ("exact", "adaptive")
+
+
+def check_search(k: Any, dims: Any, mode: Any, modality: Any, max_k: int) -> int:
+    """Check a search's k, dims, mode and modality filter; returns the dims as an int."""
+    if not is_int(k) or not 1 <= k <= max_k:
+        raise InvalidQuery(f"k must be an int in [1, {max_k}], got {k!r}")
+    dims = check_dims(dims)
+    if mode not in SEARCH_MODES:
+        raise InvalidQuery(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
+    if modality is not None:
+        check_modality(modality)
+    return dims

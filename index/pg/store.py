@@ -34,7 +34,6 @@ from ..errors import (
     DuplicateId,
     InvalidItem,
     InvalidQuery,
-    InvalidVector,
     ItemNotFound,
     PreviewNotFound,
     StoreError,
@@ -45,19 +44,19 @@ from ..validation import (
     check_id,
     check_modality,
     check_preview,
+    check_search,
     check_where,
     is_int,
     metadata_json,
     stack_vectors,
 )
-from ..vectors import EMBED_DIM, MATRYOSHKA_DIMS, as_unit_matrix, check_dims
+from ..vectors import EMBED_DIM, MATRYOSHKA_DIMS, as_unit_matrix
 from . import search_sql
 from .config import PostgresConfig
 from .schema import ensure_schema, names
 
 logger = logging.getLogger(__name__)
 
-SEARCH_MODES = ("exact", "adaptive")
 MAX_LIST_LIMIT = 10_000
 MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint
 _ITEM_COLUMNS = (
@@ -340,26 +339,6 @@ class PostgresStore(VectorBackend):
         with self._connection() as conn:
             return [_item(row) for row in conn.execute(query, params)]
 
-    def search(
-        self,
-        query: Any,
-        *,
-        k: int = 10,
-        dims: int = 512,
-        mode: str = "exact",
-        modality: str | None = None,
-        where: dict[str, Any] | None = None,
-    ) -> list[SearchHit]:
-        try:
-            array = np.asarray(query)
-        except (TypeError, ValueError) as exc:
-            raise InvalidVector(f"query is not a numeric array: {exc}") from exc
-        if array.shape != (EMBED_DIM,):
-            raise InvalidVector(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
-        return self.search_batch(
-            array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where
-        )[0]
-
     def search_batch(
         self,
         queries: np.ndarray,
@@ -372,13 +351,7 @@ class PostgresStore(VectorBackend):
     ) -> list[list[SearchHit]]:
         """One statement per query, on one connection."""
         queries = as_unit_matrix(queries, what="query")
-        if not is_int(k) or not 1 <= k <= self.config.max_k:
-            raise InvalidQuery(f"k must be an int in [1, {self.config.max_k}], got {k!r}")
-        dims = check_dims(dims)
-        if mode not in SEARCH_MODES:
-            raise InvalidQuery(f"mode must be one of {SEARCH_MODES}, got {mode!r}")
-        if modality is not None:
-            check_modality(modality)
+        dims = check_search(k, dims, mode, modality, self.config.max_k)
         equalities = dict(check_where(where))
         if len(queries) == 0:
             return []
