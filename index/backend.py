@@ -23,7 +23,6 @@ from .vectors import EMBED_DIM
 class VectorBackend(ABC):
     """Items with a 512-d Matryoshka vector, searchable at 64, 128, 256 or 512 dims."""
 
-    @abstractmethod
     def add(
         self,
         vector: Any,
@@ -37,6 +36,7 @@ class VectorBackend(ABC):
 
         Raises DuplicateId if the id exists.
         """
+        return self.add_many([NewItem(vector, modality, metadata, id, preview)])[0]
 
     @abstractmethod
     def add_many(self, items: list[NewItem]) -> list[str]:

@@ -166,17 +166,6 @@ class PostgresStore(VectorBackend):
 
     # ---- writes ----
 
-    def add(
-        self,
-        vector: Any,
-        *,
-        modality: str,
-        metadata: dict[str, Any] | None = None,
-        id: str | None = None,
-        preview: Preview | None = None,
-    ) -> str:
-        return self.add_many([NewItem(vector, modality, metadata, id, preview)])[0]
-
     def add_many(self, items: list[NewItem]) -> list[str]:
         if not isinstance(items, list | tuple):
             raise InvalidItem(f"add_many takes a list of NewItem, got {type(items).__name__}")
