@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -235,7 +236,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data-dir", help="folder for the store (default: a new temp folder)")
     parser.add_argument("--keep", action="store_true", help="keep the store afterwards")
     args = parser.parse_args(argv)
-    rows = run(args)
+    print_table(run(args))
+
+
+def print_table(rows: list[tuple[str, Any]]) -> None:
+    """A benchmark's (measure, value) rows as a Markdown table."""
     width = max(len(name) for name, _ in rows)
     print("\n| " + "measure".ljust(width) + " | value |")
     print("|" + "-" * (width + 2) + "|-------|")

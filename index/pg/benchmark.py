@@ -25,7 +25,7 @@ from collections.abc import Iterator
 import numpy as np
 import psycopg
 
-from ..benchmark import interleaved, latencies, recall_at_k
+from ..benchmark import interleaved, latencies, print_table, recall_at_k
 from ..items import NewItem
 from ..synthetic import matryoshka_like, queries_like
 from .config import PostgresConfig
@@ -187,12 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ef-search", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    rows = run(args)
-    width = max(len(name) for name, _ in rows)
-    print("\n| " + "measure".ljust(width) + " | value |")
-    print("|" + "-" * (width + 2) + "|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+    print_table(run(args))
 
 
 if __name__ == "__main__":
