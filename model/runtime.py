@@ -7,7 +7,7 @@ CPU, so the export can be kept in a cache folder and reused), and runs them with
 ONNX Runtime's CPU provider and its full graph optimisations (fused attention,
 layer norm and GELU). Same float32 arithmetic, so outputs agree with PyTorch's
 to about 1e-5; measured faster on CPU (see ``python -m
-model.encoder_benchmark`` and the README). ``"auto"`` picks ``onnx`` on CPU for
+model.training.encoder_benchmark`` and the README). ``"auto"`` picks ``onnx`` on CPU for
 the real text encoder only (the audio encoder gained at batch 1 only) and
 ``torch`` everywhere else (CUDA, where float16/bfloat16 run, and the tiny
 preset's random encoders, where speed does not matter and export would only

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from model.multimodal import MultimodalModel
 from model.training.data import Pair, SkipReport, read_dataset
 from model.training.evaluate import evaluate_cached, format_table
 from model.training.features import (
@@ -55,7 +56,9 @@ def release_command(recipe: str | Path, overrides: dict[str, Any]) -> int:
     return 0
 
 
-def _check_baseline_encoders(baseline: Any, model: Any, path: str, window: str | None) -> None:
+def _check_baseline_encoders(
+    baseline: Any, model: MultimodalModel, path: str, window: str | None
+) -> None:
     """Refuse a baseline trained on other encoders than the checkpoint's."""
     for m, enc in baseline.encoder_config.items():
         mine = dataclasses.asdict(model.config.encoders[m]) if m in model.config.encoders else None

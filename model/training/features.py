@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from model.constants import SAMPLE_RATE
+from model.multimodal import MultimodalModel
 from model.training.data import DataError, Pair, SkipReport, load_media
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class FeatureCache:
         self._load()
 
     @classmethod
-    def for_model(cls, root: str | Path, model: Any, modality: str) -> FeatureCache:
+    def for_model(cls, root: str | Path, model: MultimodalModel, modality: str) -> FeatureCache:
         """The cache of ``model``'s ``modality`` encoder (a :class:`MultimodalModel`)."""
         enc = model.config.encoders[modality]
         preprocessing = {"sampling_rate": SAMPLE_RATE} if modality == "audio" else {}
@@ -185,7 +186,7 @@ class FeatureCache:
 
 
 def encode_items(
-    model: Any, modality: str, raw: list[Any], device: str | torch.device = "cpu"
+    model: MultimodalModel, modality: str, raw: list[Any], device: str | torch.device = "cpu"
 ) -> list[np.ndarray]:
     """Run the frozen encoder on raw items; return each item's valid tokens, (T_i, D) float16."""
     batch = model.preprocess(modality, raw)
@@ -230,7 +231,7 @@ def _pending(items: Sequence[FeatureJob], cache: FeatureCache) -> list[FeatureJo
 
 
 def build_features(
-    model: Any,
+    model: MultimodalModel,
     cache: FeatureCache,
     items: Sequence[FeatureJob],
     *,
@@ -336,7 +337,7 @@ def collate(features: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor
 
 
 def cache_pairs(
-    model: Any,
+    model: MultimodalModel,
     cache_root: str | Path,
     pairs: Sequence[Pair],
     *,

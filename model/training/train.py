@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from model.matryoshka import truncate
+from model.multimodal import MultimodalModel
 from model.training.augment import augment_tokens
 from model.training.evaluate import evaluate_cached, score
 from model.training.features import FeatureCache, cache_pairs, collate
@@ -144,7 +146,9 @@ class Prepared:
     feature_timing: dict[str, dict[str, float]]
 
 
-def prepare_data(cfg: TrainConfig, encoder_model: Any, device: torch.device) -> Prepared:
+def prepare_data(
+    cfg: TrainConfig, encoder_model: MultimodalModel, device: torch.device
+) -> Prepared:
     """Read the datasets, cache the features of every pair, keep the pairs with features."""
     train_set = load_split(cfg.data.train, cfg.data.limit_train)
     val_set = load_split(cfg.data.val)
@@ -321,7 +325,7 @@ class Trainer:
         every = self.cfg.run.eval_every
         return bool(every) and self.progress.step % every == 0
 
-    def run_epoch(self, out_of_time: Any) -> None:
+    def run_epoch(self, out_of_time: Callable[[], bool]) -> None:
         """Train one epoch (or until the step or time limit), then validate and save."""
         from tqdm.auto import tqdm
 

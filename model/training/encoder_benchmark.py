@@ -2,7 +2,7 @@
 
 Run from the repository root (a full measurement: about 40 minutes on 2 loaded cores):
 
-    HF_HUB_OFFLINE=1 nice -n 5 python -m model.encoder_benchmark --threads 1
+    HF_HUB_OFFLINE=1 nice -n 5 python -m model.training.encoder_benchmark --threads 1
 
 Options (``--options``, each against ``torch``: float32 PyTorch with SDPA attention,
 transformers' default and what :mod:`model.runtime` calls "torch"):
@@ -47,6 +47,7 @@ import torch
 from model.benchmark import SENTENCES, _clip
 from model.config import EncoderConfig, preset
 from model.encoders import FrozenEncoder, build_encoder
+from model.training.evaluate import neighbourhood_recall
 
 OPTIONS: tuple[str, ...] = ("eager", "int8", "compile", "onnx", "onnx-int8")
 FORTUNES = Path("/usr/share/games/fortunes")
@@ -157,19 +158,6 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def neighbour_recall(ref: np.ndarray, other: np.ndarray, k: int = 10) -> float:
-    """Mean share of each row's k nearest neighbours (cosine, itself excluded) kept by ``other``."""
-
-    def top(x: np.ndarray) -> np.ndarray:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        sim = x @ x.T
-        np.fill_diagonal(sim, -np.inf)
-        return np.argsort(-sim, axis=1)[:, :k]
-
-    a, b = top(ref), top(other)
-    return float(np.mean([len(set(r) & set(o)) / k for r, o in zip(a, b, strict=True)]))
-
-
 def spoken_clips(sentences: Sequence[str], seed: int = 0) -> list[np.ndarray]:
     """Each sentence spoken by espeak-ng with a random voice, speed and pitch (clean)."""
     from model.training.spoken import sample_params, synthesize
@@ -196,7 +184,7 @@ def fidelity_row(
         cos = cosines(ref_pooled[modality], got)
         cells.append(f" {cos.mean():.5f} | {cos.min():.5f} |")
         if modality == "text":
-            cells.append(f" {neighbour_recall(ref_pooled[modality], got):.3f} |")
+            cells.append(f" {neighbourhood_recall(got, ref_pooled[modality], k=10):.3f} |")
     return "".join(cells)
 
 
@@ -208,12 +196,12 @@ def checkpoint_r1(
 ) -> list[str]:
     """audio->text and text->audio R@1 (512 dims) of the checkpoint on ``test``, per option."""
     from model.embedder import Embedder
-    from model.training.data import group_ids, load_audio, read_jsonl
+    from model.training.data import load_audio, read_jsonl
     from model.training.evaluate import retrieval_report
 
-    pairs = read_jsonl(test).subset("audio").pairs[:limit]
+    pairs = [p for p in read_jsonl(test).pairs if p.modality == "audio"][:limit]
     clips = [load_audio(p.path, p.origin) for p in pairs]
-    groups = group_ids(pairs)
+    _, groups = np.unique([p.group for p in pairs], return_inverse=True)
     captions: dict[int, str] = {}
     for p, g in zip(pairs, groups, strict=True):
         captions.setdefault(int(g), p.text)
@@ -239,7 +227,7 @@ def _encoders(configs: dict[str, EncoderConfig]) -> dict[str, FrozenEncoder]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models-dir", type=Path, default=here.parent / "shared" / "models")
     parser.add_argument("--options", default=",".join(OPTIONS))
