@@ -21,7 +21,8 @@ more tables::
     [eval]
     neighbourhood_k = 10
 
-``mmembed train --recipe FILE`` runs every stage in order. Each resumes:
+``mmembed train --recipe FILE`` runs every stage in order, the last one writing
+the release's model card (:mod:`model.training.card`). Each resumes:
 spoken clips already written are kept, cached features are not recomputed,
 and a training run whose ``last/`` checkpoint exists continues from it (a
 finished run is not repeated).
@@ -29,9 +30,12 @@ finished run is not repeated).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,35 +195,84 @@ def evaluate_release(
     return results
 
 
+class StageClock:
+    """Wall time of each pipeline stage, summed over every run of the pipeline (an
+    interrupted stage's time counts, and a resumed one adds its own), kept in
+    ``stages.json`` in the runs folder for the model card."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.seconds: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(self.seconds.get(name, 0.0) + time.perf_counter() - start, 1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(self.seconds, indent=2) + "\n")
+
+
 def run_release(path: str | Path, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every stage of a release recipe, in order; returns the evaluation results."""
     recipe = read_release_recipe(path, overrides)
     torch.manual_seed(recipe.train.run.seed)
-    root = Path(recipe.release.root)
-    log.info("stage 1/5: spoken data in %s", root / "spoken")
-    build_spoken_dataset(root / "spoken", recipe.spoken, workers=recipe.workers)
+    root, runs = Path(recipe.release.root), Path(recipe.release.runs)
+    clock = StageClock(runs / "stages.json")
+    log.info("stage 1/6: spoken data in %s", root / "spoken")
+    with clock.stage("spoken data (espeak-ng)"):
+        build_spoken_dataset(root / "spoken", recipe.spoken, workers=recipe.workers)
     baseline = None
     if recipe.baseline is not None:
-        log.info("stage 2/5: the mean-pool baseline")
-        baseline = _train(
-            _run_config(recipe, "baseline", {"model.baseline": True, **recipe.baseline})
-        )
-    log.info("stage 3/5: the model")
-    best = _train(_run_config(recipe, "model", {}))
-    log.info("stage 4/5: evaluation on %s", ", ".join(recipe.spoken.test_sets))
-    results = evaluate_release(recipe, best, baseline)
-    runs = Path(recipe.release.runs)
+        log.info("stage 2/6: the mean-pool baseline (caches the features first)")
+        with clock.stage("features and the mean-pool baseline"):
+            baseline = _train(
+                _run_config(recipe, "baseline", {"model.baseline": True, **recipe.baseline})
+            )
+    log.info("stage 3/6: the model")
+    with clock.stage("the model"):
+        best = _train(_run_config(recipe, "model", {}))
+    log.info("stage 4/6: evaluation on %s", ", ".join(recipe.spoken.test_sets))
+    with clock.stage("evaluation"):
+        results = evaluate_release(recipe, best, baseline)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     if recipe.release.out:
-        from model.training.export import export_release
+        export_and_describe(recipe, best, results, clock)
+    return results
 
-        log.info("stage 5/5: export to %s", recipe.release.out)
+
+def export_and_describe(
+    recipe: ReleaseRecipe, best: Path, results: dict[str, Any], clock: StageClock
+) -> Path:
+    """Stages 5 and 6: the fp16 release folder, then its model card with the text speed."""
+    from model.training.card import release_test_sentences, text_speed, write_model_card
+    from model.training.export import export_release
+
+    out = Path(recipe.release.out)
+    log.info("stage 5/6: export to %s", out)
+    with clock.stage("export"):
         export_release(
             best,
-            recipe.release.out,
+            out,
             name=recipe.release.name,
             version=recipe.release.version,
             hub_ids=recipe.release.hub_ids,
             extra={"eval": results, "spoken": asdict(recipe.spoken), "recipe": recipe.source},
         )
-    return results
+    log.info("stage 6/6: text speed against plain MiniLM, and the model card")
+    encoders = {**recipe.train.model.encoders}
+    speed = None
+    if "text" in encoders:
+        sentences = release_test_sentences(out, recipe.release.root)
+        speed = text_speed(
+            out,
+            encoders["text"],
+            sentences,
+            audio_encoder=encoders.get("audio"),
+            threads=recipe.train.run.torch_threads,
+        )
+    else:
+        log.warning("no --text-encoder folder given: the model card has no text speed")
+    return write_model_card(out, stages=clock.seconds, speed=speed)

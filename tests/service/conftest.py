@@ -158,6 +158,8 @@ class ServerProcess:
     log_path: Path
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    # What model to serve; [] serves the shipped release, as `mmembed serve` does.
+    model_args: list[str] = field(default_factory=lambda: ["--preset", "tiny"])
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
 
@@ -166,7 +168,7 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> None:
-        command = [*mmembed_command(), "serve", "--preset", "tiny", "--host", "127.0.0.1"]
+        command = [*mmembed_command(), "serve", *self.model_args, "--host", "127.0.0.1"]
         command += ["--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra_args]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMBED_")}
         # One torch thread per server: on a small shared machine, idle-spinning OpenMP

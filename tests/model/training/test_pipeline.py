@@ -102,6 +102,22 @@ def test_a_release_recipe_runs_every_stage_and_resumes(
     vectors = released.embed_texts(["a red fox", "cold rain"], dims=64)
     assert vectors.shape == (2, 64) and np.allclose(np.linalg.norm(vectors, axis=1), 1.0)
 
+    card = (tmp_path / "weights" / "README.md").read_text()
+    a2t = results["test_sets"]["a"]["model"]["audio->text"]["512"]["R@1"]
+    assert card.startswith("# audio-text-test 0.0.1")
+    assert f"| a | 2 | **resampler (this release)** | {a2t:.3f} / " in card
+    assert "| b | 2 | mean-pool baseline |" in card and "Text embeddings per second" in card
+    stages = json.loads((tmp_path / "runs" / "stages.json").read_text())
+    assert list(stages) == [
+        "spoken data (espeak-ng)",
+        "features and the mean-pool baseline",
+        "the model",
+        "evaluation",
+        "export",
+    ]
+    assert all(seconds >= 0 for seconds in stages.values()) and stages["the model"] > 0
+    assert "| the model |" in card
+
     # A second run finds every stage done: same data, same runs, same results.
     summary = (tmp_path / "runs" / "model" / "summary.json").read_text()
     assert run_release(recipe) == results
