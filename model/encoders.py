@@ -410,9 +410,12 @@ class AudioEncoder(FrozenEncoder):
 
     def __init__(self, config: EncoderConfig) -> None:
         if config.source is not None:
-            # A full Whisper checkpoint stores the encoder under "encoder."; without this
-            # mapping every weight would silently stay random.
-            model = _load_pretrained(WhisperEncoder, config, key_mapping={r"^encoder\.": ""})
+            # The hub's openai/whisper-base stores the whole encoder-decoder model, the
+            # encoder under "model.encoder." (other exports under "encoder."); without
+            # this mapping no weight would load (and _load_pretrained refuses that).
+            model = _load_pretrained(
+                WhisperEncoder, config, key_mapping={r"^(model\.)?encoder\.": ""}
+            )
             extractor = _load_preprocessor(WhisperFeatureExtractor, config, "feature extractor")
         else:
             whisper_config = WhisperConfig(**(config.random_init or {}))

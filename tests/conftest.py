@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,18 +67,29 @@ def _fake_hub_cache(root: Path, repos: dict[str, str]) -> Path:
 
 
 @pytest.fixture
+def make_hub_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Callable[[dict[str, str]], Path]:
+    """Makes an offline Hugging Face cache of {hub ID: model folder} and points
+    HF_HUB_CACHE at it."""
+
+    def make(repos: dict[str, str]) -> Path:
+        cache = _fake_hub_cache(tmp_path / "hub", repos)
+        monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        return cache
+
+    return make
+
+
+@pytest.fixture
 def hub_cache(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_encoders: dict[str, str]
+    make_hub_cache: Callable[[dict[str, str]], Path], shared_encoders: dict[str, str]
 ) -> Path:
     """An offline Hugging Face cache holding the shared encoders under their hub IDs."""
     from model.release import HUB_IDS
 
-    cache = _fake_hub_cache(
-        tmp_path / "hub", {HUB_IDS[m]: folder for m, folder in shared_encoders.items()}
-    )
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    return cache
+    return make_hub_cache({HUB_IDS[m]: folder for m, folder in shared_encoders.items()})
 
 
 @pytest.fixture

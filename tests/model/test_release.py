@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,49 @@ def test_from_pretrained_loads_a_hub_named_checkpoint_from_the_cache(
     shutil.rmtree(hub_cache / f"models--{HUB_IDS['audio'].replace('/', '--')}")
     with pytest.raises(MissingWeights, match=HUB_IDS["audio"]):
         Embedder.from_pretrained(folder)
+
+
+def hub_layout_whisper(shared_whisper: Path, out: Path, prefix: str = "model.") -> Path:
+    """openai/whisper-base as the hub stores it: the whole encoder-decoder model in
+    float32 with keys under ``model.encoder.`` and ``model.decoder.`` (a few decoder
+    tensors stand in for the decoder), from the same weights as the shared fp16 copy.
+    ``prefix=""`` gives the ``encoder.`` layout of other exports."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out.mkdir(parents=True)
+    tensors = {
+        f"{prefix}encoder.{k}": v.float()
+        for k, v in load_file(str(shared_whisper / "model.safetensors")).items()
+    }
+    tensors[f"{prefix}decoder.layer_norm.weight"] = torch.ones(512)
+    tensors[f"{prefix}decoder.layer_norm.bias"] = torch.zeros(512)
+    save_file(tensors, str(out / "model.safetensors"))
+    config = json.loads((shared_whisper / "config.json").read_text())
+    config.update(architectures=["WhisperForConditionalGeneration"], dtype="float32")
+    (out / "config.json").write_text(json.dumps(config))
+    shutil.copy(shared_whisper / "preprocessor_config.json", out)
+    return out
+
+
+@pytest.mark.real_weights
+@pytest.mark.parametrize("prefix", ["model.", ""])
+def test_a_release_loads_with_the_hubs_fp32_whisper_as_with_the_shared_fp16_copy(
+    prefix: str,
+    tmp_path: Path,
+    make_hub_cache: Callable[[dict[str, str]], Path],
+    small_real_checkpoint: Path,
+    shared_encoders: dict[str, str],
+) -> None:
+    hub_whisper = hub_layout_whisper(
+        Path(shared_encoders["audio"]), tmp_path / "whisper-hub", prefix
+    )
+    make_hub_cache({HUB_IDS["audio"]: str(hub_whisper), HUB_IDS["text"]: shared_encoders["text"]})
+    folder = small_real_checkpoint
+    name_encoders_by_hub_id(folder)
+    from_hub = Embedder.from_pretrained(folder)
+    from_shared = Embedder.from_pretrained(folder, encoders=shared_encoders)
+    clip = np.sin(np.arange(32_000) / 9).astype(np.float32) * 0.3
+    np.testing.assert_allclose(
+        from_hub.embed_audio([clip], 16_000), from_shared.embed_audio([clip], 16_000), atol=2e-3
+    )
