@@ -37,7 +37,7 @@ def _free_port() -> int:
 def test_first_lines_give_the_run_and_test_commands():
     _, first = _code_blocks(README)[0]
     run_command, test_command = first.strip().splitlines()
-    assert run_command.endswith("mmembed serve --preset tiny")
+    assert run_command.endswith("mmembed serve")
     assert "pytest" in test_command
     ci = (REPO_ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines(), ".ci/run must run the README's test command as written"

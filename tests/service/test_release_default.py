@@ -117,3 +117,52 @@ def test_asking_for_an_unshipped_release_lists_what_is_shipped(
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="no released model 'audio-text-v1'; .* has none"):
         Embedder.from_pretrained()
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
+    server_factory, shared_encoders: dict[str, str]
+) -> None:
+    """The issue's acceptance check: no model flag, only the encoders in the environment,
+    the real shipped release; a clip of a sentence sent to POST /search finds its text."""
+    import io
+    import random
+
+    import soundfile as sf
+
+    from model.constants import SAMPLE_RATE
+    from model.training.spoken import HELD_OUT_VOICES, sample_params, synthesize
+
+    sentences = (Path(__file__).parents[1] / "data" / "unseen_sentences.txt").read_text()
+    sentences = sentences.splitlines()[:12]
+    server = server_factory(
+        model_args=[],
+        env={
+            "MMEMBED_AUDIO_ENCODER": shared_encoders["audio"],
+            "MMEMBED_TEXT_ENCODER": shared_encoders["text"],
+            "MMEMBED_ENCODER_RUNTIME": "torch",
+        },
+    )
+    server.start(timeout=300)
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        ready = http.get("/readyz").json()
+        assert ready["model"] == DEFAULT_RELEASE and ready["trained"] is True
+        added = http.post(
+            "/items/batch",
+            json={"items": [{"text": s, "id": f"s{i}"} for i, s in enumerate(sentences)]},
+        )
+        assert added.status_code == 201, added.text
+        rng = random.Random(7)
+        found = []
+        for i in (0, 5, 11):
+            clip = synthesize(sentences[i], sample_params(rng, HELD_OUT_VOICES, noise_prob=0.0))
+            wav = io.BytesIO()
+            sf.write(wav, clip, SAMPLE_RATE, format="WAV")
+            response = http.post(
+                "/search?modality=text&k=3", files={"file": ("q.wav", wav.getvalue())}
+            )
+            assert response.status_code == 200, response.text
+            found.append(response.json()["results"][0]["id"])
+        assert found == ["s0", "s5", "s11"]
+    assert server.stop() == 0
