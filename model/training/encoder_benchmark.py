@@ -28,7 +28,12 @@ sentence's 10 nearest neighbours (pooled cosine) that stay the same.
 With ``--checkpoint DIR --test MANIFEST`` (a trained checkpoint and a JSONL of
 spoken test clips, as ``mmembed`` training writes them) it also embeds the test
 set through the whole model and reports audio->text and text->audio R@1 at 512
-dims for float32 and each option.
+dims for float32 and each option. ``--r1-only`` prints that table alone (the
+release's encoders load from ``--models-dir``)::
+
+    HF_HUB_OFFLINE=1 nice -n 5 python -m model.training.encoder_benchmark --threads 1 \
+        --r1-only --options onnx,onnx-int8 \
+        --checkpoint model/weights/audio-text-v1 --test data/release/spoken/test-devil.jsonl
 """
 
 from __future__ import annotations
