@@ -242,7 +242,7 @@ def test_int8_models_are_cached_apart_from_float32_and_reused(tmp_path, caplog, 
         raise AssertionError("exported or quantised again despite the cache")
 
     monkeypatch.setattr("model.runtime.export_onnx", refuse)
-    monkeypatch.setattr("model.runtime.quantize_int8", refuse)
+    monkeypatch.setattr("onnxruntime.quantization.quantize_dynamic", refuse)
     again = build_encoder(config)
     with caplog.at_level("INFO", logger="model.runtime"):
         again.use_onnx(threads=1, cache_dir=tmp_path, int8=True)
