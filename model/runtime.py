@@ -232,7 +232,8 @@ def quantize_int8(model: bytes) -> bytes:
     per-tensor int8 on every linear layer kept 76% of 10-nearest neighbourhoods
     (pooled cosine down to 0.87); per channel with the down-projections in float32
     kept 91% (cosine min 0.98), and ran 1.3-1.6x as fast as ONNX float32 at batch
-    8-32 (one run on 2 busy cores: a ranking, not a measurement to quote).
+    8-32 (one run on 2 busy cores: a ranking, not a measurement to quote). The
+    Whisper-base encoder so quantised: pooled cosine min 0.991 on 12 espeak-ng clips.
     Embedding tables (Gather) and convolutions stay float32: int8 made them no
     faster (ConvInteger is slower) and only less exact.
     """
