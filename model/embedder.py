@@ -71,7 +71,9 @@ class Embedder:
         self.model = model.to(device=self.device, dtype=_DTYPES[dtype]).eval()
         for modality in onnx_modalities(encoder_runtime, self.device, model.config.encoders):
             self.model.encoders[modality].use_onnx(
-                threads=torch.get_num_threads(), cache_dir=onnx_cache_dir
+                threads=torch.get_num_threads(),
+                cache_dir=onnx_cache_dir,
+                int8=encoder_runtime == "onnx-int8",
             )
         self._preset = preset_name
         self._checkpoint = checkpoint
@@ -107,7 +109,8 @@ class Embedder:
             encoders: {modality: hub ID or folder} overriding the preset's sources.
             modalities: keep only these modalities (e.g. ("audio", "text")).
             audio_window: "full" or "trimmed" Whisper window (default: the preset's).
-            encoder_runtime: "auto", "torch" or "onnx"; see :mod:`model.runtime`.
+            encoder_runtime: "auto", "torch", "onnx" or "onnx-int8"; see
+                :mod:`model.runtime`.
             onnx_cache_dir: where the ONNX runtime keeps exported encoders between
                 runs (None: export at every load).
         """

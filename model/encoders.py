@@ -72,6 +72,7 @@ class FrozenEncoder(nn.Module):
         self.model.requires_grad_(False)
         self.model.eval()
         self._onnx: Callable[..., torch.Tensor] | None = None
+        self._onnx_runtime = "onnx"  # or "onnx-int8"
 
     def train(self, mode: bool = True) -> FrozenEncoder:
         """Frozen encoders stay in eval mode (no dropout) whatever ``mode`` is."""
@@ -97,20 +98,20 @@ class FrozenEncoder(nn.Module):
 
     @property
     def runtime(self) -> str:
-        """How the encoder runs: "torch", or "onnx" once :meth:`use_onnx` has run."""
-        return "onnx" if self._onnx is not None else "torch"
+        """How the encoder runs: "torch", or "onnx" / "onnx-int8" once :meth:`use_onnx` has run."""
+        return self._onnx_runtime if self._onnx is not None else "torch"
 
     def use_onnx(
         self,
         threads: int,
         cache_dir: str | os.PathLike[str] | None = None,
-        transform: Callable[[bytes], bytes] | None = None,
+        int8: bool = False,
     ) -> None:
         """Run the encoder with ONNX Runtime on CPU from now on (see :mod:`model.runtime`).
 
         ``threads``: ONNX Runtime's intra-op threads; ``cache_dir``: where exported
-        models are kept and reused (None: export every time); ``transform``: rewrites
-        the exported ONNX model before it runs (the benchmark's int8 quantisation).
+        models are kept and reused (None: export every time); ``int8``: run the
+        exported model after dynamic int8 quantisation (the "onnx-int8" runtime).
         """
         raise ValueError(f"the {self.modality} encoder has no ONNX runtime; use 'torch'")
 
@@ -318,7 +319,7 @@ class TextEncoder(FrozenEncoder):
         self,
         threads: int,
         cache_dir: str | os.PathLike[str] | None = None,
-        transform: Callable[[bytes], bytes] | None = None,
+        int8: bool = False,
     ) -> None:
         example = self.preprocess(["a short example", "a somewhat longer example sentence"])
         self._onnx = onnx_module(
@@ -328,8 +329,9 @@ class TextEncoder(FrozenEncoder):
             {"input_ids": (0, 1), "attention_mask": (0, 1)},
             threads=threads,
             cache_dir=cache_dir,
-            transform=transform,
+            int8=int8,
         )
+        self._onnx_runtime = "onnx-int8" if int8 else "onnx"
 
 
 class _LastHiddenState(nn.Module):
@@ -495,7 +497,7 @@ class AudioEncoder(FrozenEncoder):
         self,
         threads: int,
         cache_dir: str | os.PathLike[str] | None = None,
-        transform: Callable[[bytes], bytes] | None = None,
+        int8: bool = False,
     ) -> None:
         frames = 24
         example = {
@@ -509,8 +511,9 @@ class AudioEncoder(FrozenEncoder):
             {"features": (0, 2), "valid": (0, 1)},
             threads=threads,
             cache_dir=cache_dir,
-            transform=transform,
+            int8=int8,
         )
+        self._onnx_runtime = "onnx-int8" if int8 else "onnx"
 
     def _forward_full(self, features: torch.Tensor) -> torch.Tensor:
         """Whisper on whole 30 s windows (W, 80, 3000) -> (W, 1500, D), padding attended."""

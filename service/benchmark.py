@@ -5,6 +5,7 @@
                                                          # base preset), MiniLM from
                                                          # ../shared/models
     python -m service.benchmark --real --peer            # and infinity-emb on the same MiniLM
+    python -m service.benchmark --real --runtime onnx-int8   # another encoder runtime
 
 It starts `mmembed serve` as a real process on 127.0.0.1 and loads `wrk` (Debian's
 C load generator: one thread, so the client takes little of the server's CPU)
@@ -14,7 +15,8 @@ p99 latency, and any connection errors or non-2xx answers. Before that, with the
 server idle, the same model embeds the same sentences in-process in batches of
 `--batch-size`: the rate HTTP is compared with. `--peer` also starts infinity-emb
 (`service/peer/infinity.sh`) on the same MiniLM and measures its `/embeddings`
-the same way, one server at a time.
+the same way, one server at a time. `--runtime` sets the encoder runtime
+(`MMEMBED_ENCODER_RUNTIME`) of the served model and of the in-process one alike.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import numpy as np
 import torch
 
 from model.release import shipped_release
+from model.runtime import ENCODER_RUNTIMES
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_MODELS = REPO.parent / "shared" / "models"
@@ -203,8 +206,11 @@ def settle(url: str, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def inprocess_rate(settings, texts: list[str], batch_size: int, seconds: float) -> float:
-    """Texts/s of `Embedder.embed_texts` in batches of `batch_size`, for about `seconds`."""
+def inprocess_rate(
+    settings, texts: list[str], batch_size: int, seconds: float
+) -> tuple[float, dict[str, str]]:
+    """Texts/s of `Embedder.embed_texts` in batches of `batch_size`, for about `seconds`,
+    and how each encoder ran ({modality: "torch", "onnx" or "onnx-int8"})."""
     from service.app import load_embedder
 
     embedder = load_embedder(settings)
@@ -214,7 +220,7 @@ def inprocess_rate(settings, texts: list[str], batch_size: int, seconds: float) 
         batch = [texts[(done + j) % len(texts)] for j in range(batch_size)]
         embedder.embed_texts(batch)
         done += batch_size
-    return done / (time.perf_counter() - started)
+    return done / (time.perf_counter() - started), embedder.info["encoder_runtime"]
 
 
 # Main -------------------------------------------------------------------------------------
@@ -238,6 +244,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32, help="server and in-process batch")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument(
+        "--runtime",
+        choices=ENCODER_RUNTIMES,
+        default=None,
+        metavar="NAME",
+        help=f"encoder runtime of the server and in-process alike: {', '.join(ENCODER_RUNTIMES)} "
+        "(default: the service's, auto)",
+    )
+    parser.add_argument(
         "--torch-threads", type=int, default=None, help="for the servers and in-process alike"
     )
     return parser.parse_args(argv)
@@ -252,6 +266,8 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
     }
     if args.torch_threads is not None:
         env["MMEMBED_TORCH_THREADS"] = str(args.torch_threads)
+    if args.runtime is not None:
+        env["MMEMBED_ENCODER_RUNTIME"] = args.runtime
     if args.checkpoint is not None:
         env["MMEMBED_CHECKPOINT"] = str(args.checkpoint)
     elif not args.real:
@@ -282,13 +298,19 @@ def main(argv: list[str] | None = None) -> int:
     connections = [int(c) for c in args.connections.split(",")]
     routes = args.routes.split(",")
     seconds = float(args.duration.rstrip("s"))
-    local = inprocess_rate(settings, texts, args.batch_size, seconds)
+    local, runtimes = inprocess_rate(settings, texts, args.batch_size, seconds)
     print(f"  in-process, batches of {args.batch_size}: {local:.1f} texts/s", file=sys.stderr)
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
         server, url = mmembed_server(env, Path(tmp))
         with server:
+            served = httpx.get(f"{url}/readyz", timeout=30).json()["encoder_runtime"]
+            if served != runtimes:
+                raise SystemExit(
+                    f"the server runs its encoders as {served}, in-process as {runtimes}: "
+                    "the two rates would not compare"
+                )
             for route in routes:
                 bodies = request_bodies(route, texts, "mmembed")
                 for c in connections:
@@ -305,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                         wrk_run("infinity-emb", url, "/embeddings", bodies, c, args.duration)
                     )
                     _progress(results[-1])
-    print_table(results, local, args, settings)
+    print_table(results, local, runtimes, args, settings)
     return 0
 
 
@@ -313,14 +335,18 @@ def _progress(r: Result) -> None:
     print(f"  {r.target} {r.route} c={r.connections}: {r.rate:.1f}/s", file=sys.stderr)
 
 
-def print_table(results: list[Result], local: float, args, settings) -> None:
+def print_table(
+    results: list[Result], local: float, runtimes: dict[str, str], args, settings
+) -> None:
     model = settings.checkpoint or (
         f"preset {settings.preset}" if "preset" in settings.model_fields_set else shipped_release()
     )
     if args.real or args.checkpoint:
         model = f"{model}, MiniLM-L6 text encoder from {args.models_dir}"
     print(
-        f"\nmodel: {model}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
+        f"\nmodel: {model}; encoder runtime {settings.encoder_runtime} "
+        f"({', '.join(f'{m}: {r}' for m, r in runtimes.items())}); "
+        f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
         f"max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}; "
         f"wrk -t1 -d{args.duration}; one short sentence per request\n"
     )

@@ -186,7 +186,8 @@ class ReadyOut(BaseModel):
     dtype: str
     encoder_runtime: dict[str, str] = Field(
         default_factory=dict,
-        description='How each encoder runs: "torch" or "onnx" (ONNX Runtime).',
+        description='How each encoder runs: "torch", "onnx" (ONNX Runtime) or "onnx-int8" '
+        "(ONNX Runtime, dynamic int8).",
     )
     dims: list[int]
     audio_window: str | None = Field(

@@ -89,15 +89,16 @@ class Settings(BaseSettings):
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
         "float32", description="Model weights and activations; float16/bfloat16 need CUDA."
     )
-    encoder_runtime: Literal["auto", "torch", "onnx"] = Field(
+    encoder_runtime: Literal["auto", "torch", "onnx", "onnx-int8"] = Field(
         "auto",
         description="How the text and audio encoders run: 'torch', or 'onnx' (ONNX Runtime, "
-        "CPU only, same float32 results); 'auto': onnx for the real text encoder on CPU, "
-        "torch for the rest, on CUDA and for the tiny preset.",
+        "CPU only, same float32 results), or 'onnx-int8' (the same with dynamic int8 "
+        "quantisation, CPU only, close to float32 but not equal); 'auto': onnx for the real "
+        "text encoder on CPU, torch for the rest, on CUDA and for the tiny preset.",
     )
     onnx_cache_dir: Path | None = Field(
         default_factory=default_onnx_cache_dir,
-        description="Where the onnx runtime keeps exported encoders, so that a restart "
+        description="Where the onnx runtimes keep exported encoders, so that a restart "
         "skips the export (empty: export at every start).",
     )
     torch_threads: int | None = Field(

@@ -11,7 +11,8 @@ transformers' default and what :mod:`model.runtime` calls "torch"):
 - ``int8``: ``torch.ao.quantization.quantize_dynamic`` int8 on every nn.Linear;
 - ``compile``: ``torch.compile(dynamic=True)`` on each transformer layer;
 - ``onnx``: ONNX Runtime, float32 (:mod:`model.runtime`, the "onnx" runtime);
-- ``onnx-int8``: the same ONNX model with ONNX Runtime's dynamic int8 quantisation.
+- ``onnx-int8``: the same ONNX model with ONNX Runtime's dynamic int8 quantisation
+  (the "onnx-int8" runtime, :func:`model.runtime.quantize_int8`).
 
 Speed: texts/s (short sentences) and 3 s clips/s (trimmed window) at each batch
 size, for the float32 path and the option, measured alternately (``--rounds``
@@ -27,7 +28,12 @@ sentence's 10 nearest neighbours (pooled cosine) that stay the same.
 With ``--checkpoint DIR --test MANIFEST`` (a trained checkpoint and a JSONL of
 spoken test clips, as ``mmembed`` training writes them) it also embeds the test
 set through the whole model and reports audio->text and text->audio R@1 at 512
-dims for float32 and each option.
+dims for float32 and each option. ``--r1-only`` prints that table alone (the
+release's encoders load from ``--models-dir``)::
+
+    HF_HUB_OFFLINE=1 nice -n 5 python -m model.training.encoder_benchmark --threads 1 \
+        --r1-only --options onnx,onnx-int8 \
+        --checkpoint model/weights/audio-text-v1 --test data/release/spoken/test-devil.jsonl
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import torch
 from model.benchmark import SENTENCES, _clip
 from model.config import EncoderConfig, preset
 from model.encoders import FrozenEncoder, build_encoder
+from model.runtime import ONNX_RUNTIMES
 from model.training.evaluate import neighbourhood_recall
 
 OPTIONS: tuple[str, ...] = ("eager", "int8", "compile", "onnx", "onnx-int8")
@@ -54,19 +61,6 @@ FORTUNES = Path("/usr/share/games/fortunes")
 
 
 # ------------------------------------------------------------------------- options
-
-
-def _onnx_int8(model: bytes) -> bytes:
-    """ONNX Runtime's dynamic int8 quantisation of a serialised model."""
-    import tempfile
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "f32.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(model)
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
-        return dst.read_bytes()
 
 
 def _layers(encoder: FrozenEncoder) -> Any:
@@ -88,10 +82,8 @@ def apply_option(option: str, encoder: FrozenEncoder, threads: int) -> None:
         layers = _layers(encoder)
         for i, layer in enumerate(layers):
             layers[i] = torch.compile(layer, dynamic=True)
-    elif option == "onnx":
-        encoder.use_onnx(threads)
-    elif option == "onnx-int8":
-        encoder.use_onnx(threads, transform=_onnx_int8)
+    elif option in ONNX_RUNTIMES:  # what the service's runtimes of these names run
+        encoder.use_onnx(threads, int8=option == "onnx-int8")
     else:
         raise ValueError(f"unknown option {option!r}; known: torch, {', '.join(OPTIONS)}")
 
@@ -192,9 +184,18 @@ def fidelity_row(
 
 
 def checkpoint_r1(
-    checkpoint: Path, test: Path, options: Sequence[str], threads: int, limit: int
+    checkpoint: Path,
+    test: Path,
+    options: Sequence[str],
+    threads: int,
+    limit: int,
+    encoders: dict[str, str] | None = None,
 ) -> list[str]:
-    """audio->text and text->audio R@1 (512 dims) of the checkpoint on ``test``, per option."""
+    """audio->text and text->audio R@1 (512 dims) of the checkpoint on ``test``, per option.
+
+    ``encoders`` ({modality: folder}) loads the checkpoint's encoders from there (a
+    release names them by hub ID); see :meth:`model.embedder.Embedder.from_pretrained`.
+    """
     from model.embedder import Embedder
     from model.training.data import load_audio, read_jsonl
     from model.training.evaluate import retrieval_report
@@ -208,7 +209,7 @@ def checkpoint_r1(
     text_groups = np.array(sorted(captions))
     rows = []
     for option in ("torch", *options):
-        embedder = Embedder.from_checkpoint(checkpoint, encoder_runtime="torch")
+        embedder = Embedder.from_pretrained(checkpoint, encoders=encoders, encoder_runtime="torch")
         for modality in ("text", "audio"):
             apply_option(option, embedder.model.encoders[modality], threads)
         audio = embedder.embed_audio(clips, 16_000)
@@ -226,31 +227,10 @@ def _encoders(configs: dict[str, EncoderConfig]) -> dict[str, FrozenEncoder]:
     return {m: build_encoder(c) for m, c in configs.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
-    here = Path(__file__).resolve().parents[2]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models-dir", type=Path, default=here.parent / "shared" / "models")
-    parser.add_argument("--options", default=",".join(OPTIONS))
-    parser.add_argument("--modalities", default="text,audio")
-    parser.add_argument("--batch-sizes", default="1,8,32")
-    parser.add_argument("--rounds", type=int, default=7, help="timed pairs per cell (median)")
-    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
-    parser.add_argument("--sentences", type=int, default=1000, help="fortunes for text fidelity")
-    parser.add_argument("--clips", type=int, default=100, help="espeak-ng clips for audio fidelity")
-    parser.add_argument("--checkpoint", type=Path, help="trained checkpoint: also report R@1")
-    parser.add_argument("--test", type=Path, help="JSONL of spoken test clips (with --checkpoint)")
-    parser.add_argument("--test-limit", type=int, default=2000, help="most test clips to embed")
-    args = parser.parse_args(argv)
-    if (args.checkpoint is None) != (args.test is None):
-        parser.error("--checkpoint and --test go together")
-    torch.set_num_threads(args.threads)
-    options = [o for o in args.options.split(",") if o]
-    for o in options:
-        if o not in OPTIONS:
-            parser.error(f"unknown option {o!r}; known: {', '.join(OPTIONS)}")
+def encoder_tables(args: argparse.Namespace, options: Sequence[str]) -> None:
+    """Print speed, start-up and fidelity of each option against float32 PyTorch."""
     batches = [int(b) for b in args.batch_sizes.split(",")]
     modalities = [m for m in args.modalities.split(",") if m]
-
     config = preset(
         "base",
         encoders={
@@ -315,10 +295,49 @@ def main(argv: list[str] | None = None) -> None:
         "|-----------|---------------|--------------|------------------|----------------|---------------|"
     )
     print("\n".join(fidelity))
+
+
+def main(argv: list[str] | None = None) -> None:
+    here = Path(__file__).resolve().parents[2]
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=here.parent / "shared" / "models")
+    parser.add_argument("--options", default=",".join(OPTIONS))
+    parser.add_argument("--modalities", default="text,audio")
+    parser.add_argument("--batch-sizes", default="1,8,32")
+    parser.add_argument("--rounds", type=int, default=7, help="timed pairs per cell (median)")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads")
+    parser.add_argument("--sentences", type=int, default=1000, help="fortunes for text fidelity")
+    parser.add_argument("--clips", type=int, default=100, help="espeak-ng clips for audio fidelity")
+    parser.add_argument("--checkpoint", type=Path, help="trained checkpoint: also report R@1")
+    parser.add_argument("--test", type=Path, help="JSONL of spoken test clips (with --checkpoint)")
+    parser.add_argument("--test-limit", type=int, default=2000, help="most test clips to embed")
+    parser.add_argument(
+        "--r1-only",
+        action="store_true",
+        help="with --checkpoint: only the R@1 table (no speed or fidelity runs)",
+    )
+    args = parser.parse_args(argv)
+    if (args.checkpoint is None) != (args.test is None):
+        parser.error("--checkpoint and --test go together")
+    if args.r1_only and args.checkpoint is None:
+        parser.error("--r1-only needs --checkpoint and --test")
+    torch.set_num_threads(args.threads)
+    options = [o for o in args.options.split(",") if o]
+    for o in options:
+        if o not in OPTIONS:
+            parser.error(f"unknown option {o!r}; known: {', '.join(OPTIONS)}")
+    if not args.r1_only:
+        encoder_tables(args, options)
     if args.checkpoint is not None:
+        encoders = {
+            "text": str(args.models_dir / "all-MiniLM-L6-v2"),
+            "audio": str(args.models_dir / "whisper-base-encoder"),
+        }
         print(f"\nR@1 (%, 512 dims) of {args.checkpoint} on {args.test}:\n")
         print("| option    | a->t   | t->a   |\n|-----------|--------|--------|")
-        rows = checkpoint_r1(args.checkpoint, args.test, options, args.threads, args.test_limit)
+        rows = checkpoint_r1(
+            args.checkpoint, args.test, options, args.threads, args.test_limit, encoders
+        )
         print("\n".join(rows))
 
 
