@@ -279,9 +279,11 @@ def render_model_card(
         "| --- | --- | --- | --- |",
     ]
     n_train = spoken.get("n_train") or "all"
-    for key in train_sources:
-        what, licence = SOURCES.get(key, (key, "see the source"))
-        lines.append(f"| train + val | {n_train} + {spoken['n_val']} | {what} | {licence} |")
+    train_rows = [SOURCES.get(key, (key, "see the source")) for key in train_sources]
+    lines.append(
+        f"| train + val (drawn from the sources together) | {n_train} + {spoken['n_val']} | "
+        f"{'; '.join(w for w, _ in train_rows)} | {'; '.join(lic for _, lic in train_rows)} |"
+    )
     for test, keys in test_sources.items():
         for key in keys:
             what, licence = SOURCES.get(key, (key, "see the source"))
@@ -289,7 +291,7 @@ def render_model_card(
     lines += [
         "",
         f"Speech: espeak-ng (GPL-3.0-or-later), 16 kHz; each training sentence spoken "
-        f"{spoken['train_variants']} time(s) by a random training voice, speed and pitch, "
+        f"{_times(spoken['train_variants'])} by a random training voice, speed and pitch, "
         f"with background noise on {spoken['noise_prob']:.0%} of clips. A training sentence "
         "that shares any 5-word run with a test sentence was dropped.",
     ]
@@ -358,12 +360,28 @@ def write_model_card(
     return path
 
 
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
+def _ranges(values: Sequence[int]) -> str:
+    """``[112, 114, ..., 128, 202, ..., 220]`` -> ``"112-128 and 202-220"`` (runs of one step)."""
+    values = sorted(values)
+    step = min((b - a for a, b in zip(values, values[1:], strict=False)), default=1)
+    runs: list[list[int]] = []
+    for v in values:
+        if runs and v - runs[-1][-1] == step:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    return " and ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+
+
 def _voice_names(pool: Any) -> str:
     """One line for a :class:`~model.training.spoken.VoicePool`."""
     return (
         f"{', '.join(pool.languages)}; variants {', '.join(v or 'none' for v in pool.variants)}; "
-        f"speeds {min(pool.speeds)}-{max(pool.speeds)} wpm; pitches {min(pool.pitches)}-"
-        f"{max(pool.pitches)}"
+        f"speeds {_ranges(pool.speeds)} wpm; pitches {_ranges(pool.pitches)}"
     )
 
 

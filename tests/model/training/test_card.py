@@ -90,5 +90,13 @@ def test_the_card_reports_every_set_and_marks_targets_met_or_not() -> None:
     assert "**180.0** for this release against 240.0 for plain MiniLM (0.75x" in card
     assert "| the model | 60.0 |" in card
     assert "GPL-3.0-or-later" in card and "public domain" in card
-    assert "| train + val | 18000 + 300 |" in card
+    assert "| train + val (drawn from the sources together) | 18000 + 300 |" in card
+    assert "spoken once by a random training voice" in card
     assert '```toml\n[release]\nname = "audio-text-v1"\n```' in card
+
+
+def test_voice_ranges_are_written_as_runs() -> None:
+    from model.training.card import _ranges
+
+    assert _ranges([116, 112, 114, 202, 204]) == "112-116 and 202-204"
+    assert _ranges([50]) == "50"
