@@ -218,6 +218,7 @@ def render_model_card(
         "",
         "```python",
         "from model import Embedder",
+        "",
         f'embedder = Embedder.from_pretrained("{name}")  # also what `mmembed serve` loads',
         "```",
         "",
