@@ -257,6 +257,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def encoder_env(
+    models_dir: Path, modalities: tuple[str, ...] = ("text", "audio")
+) -> dict[str, str]:
+    """MMEMBED_*_ENCODER settings pointing at the real encoders in ``models_dir``."""
+    folders = {"text": "all-MiniLM-L6-v2", "audio": "whisper-base-encoder"}
+    return {f"MMEMBED_{m.upper()}_ENCODER": str(models_dir / folders[m]) for m in modalities}
+
+
 def settings_env(args: argparse.Namespace) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMEMBED_")}
     env |= {
@@ -275,8 +283,7 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
     elif shipped_release() is None:  # no release here: real encoders, untrained heads
         env |= {"MMEMBED_PRESET": "base", "MMEMBED_MODALITIES": "text"}
     if args.real or args.checkpoint is not None:
-        env["MMEMBED_TEXT_ENCODER"] = str(args.models_dir / "all-MiniLM-L6-v2")
-        env["MMEMBED_AUDIO_ENCODER"] = str(args.models_dir / "whisper-base-encoder")
+        env |= encoder_env(args.models_dir)
     return env
 
 

@@ -38,7 +38,14 @@ from pathlib import Path
 import httpx
 
 from index.pg.local_server import LocalPostgres, free_port
-from service.benchmark import SHARED_MODELS, make_texts, request_bodies, settle, wrk_run
+from service.benchmark import (
+    SHARED_MODELS,
+    encoder_env,
+    make_texts,
+    request_bodies,
+    settle,
+    wrk_run,
+)
 
 MODELS = ("release", "tiny", "base")
 
@@ -61,12 +68,11 @@ def replica(core: int, index_url: str, args: argparse.Namespace, log_dir: Path) 
         "PYTHONPATH": str(REPO_ROOT),
     }
     if args.model == "release":
-        env["MMEMBED_TEXT_ENCODER"] = str(args.models_dir / "all-MiniLM-L6-v2")
-        env["MMEMBED_AUDIO_ENCODER"] = str(args.models_dir / "whisper-base-encoder")
+        env |= encoder_env(args.models_dir)
     else:
         env |= {"MMEMBED_PRESET": args.model, "MMEMBED_MODALITIES": "text"}
         if args.model == "base":
-            env["MMEMBED_TEXT_ENCODER"] = str(args.models_dir / "all-MiniLM-L6-v2")
+            env |= encoder_env(args.models_dir, ("text",))
     log = (log_dir / f"replica-{core}.log").open("wb")
     proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

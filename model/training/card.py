@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -386,11 +386,10 @@ def _voice_names(pool: Any) -> str:
     )
 
 
-def release_test_sentences(release_dir: str | Path, root: str | Path) -> list[str]:
-    """The distinct test sentences of a release's data (for :func:`text_speed`)."""
-    document = json.loads((Path(release_dir) / CONFIG_FILE).read_text())
+def release_test_sentences(test_sets: Iterable[str], root: str | Path) -> list[str]:
+    """The distinct sentences of a release's spoken test sets (for :func:`text_speed`)."""
     sentences: list[str] = []
-    for name in document["metadata"]["spoken"]["test_sets"]:
+    for name in test_sets:
         manifest = Path(root) / "spoken" / f"test-{name}.jsonl"
         for line in manifest.read_text(encoding="utf-8").splitlines():
             sentences.append(json.loads(line)["text"])

@@ -262,10 +262,10 @@ def export_and_describe(
             extra={"eval": results, "spoken": asdict(recipe.spoken), "recipe": recipe.source},
         )
     log.info("stage 6/6: text speed against plain MiniLM, and the model card")
-    encoders = {**recipe.train.model.encoders}
+    encoders = recipe.train.model.encoders
     speed = None
     if "text" in encoders:
-        sentences = release_test_sentences(out, recipe.release.root)
+        sentences = release_test_sentences(recipe.spoken.test_sets, recipe.release.root)
         speed = text_speed(
             out,
             encoders["text"],
