@@ -314,6 +314,12 @@ def text_feature_items(texts: Sequence[str]) -> list[FeatureJob]:
     ]
 
 
+def mean_tokens(cache: FeatureCache, items: Sequence[str]) -> np.ndarray:
+    """The mean of each item's cached tokens, (N, D) float32: for MiniLM's cache, its
+    own sentence embedding before L2 normalisation."""
+    return np.stack([np.asarray(cache.get(item), np.float32).mean(axis=0) for item in items])
+
+
 def collate(features: Sequence[np.ndarray | torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad variable-length token arrays into a batch.
 

@@ -40,11 +40,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from model.training.evaluate import embed_cached, evaluate_cached, neighbourhood_recall
-from model.training.features import FeatureCache, cache_pairs
+from model.training.features import FeatureCache, cache_pairs, mean_tokens
 from model.training.pairs import cached_pairs, load_split
 from model.training.recipe import TrainConfig
 from model.training.runtime import resolve_device
@@ -184,7 +183,7 @@ def evaluate_release(
             entry["baseline"] = evaluate_cached(other, test, caches, device)
         results["test_sets"][name] = entry
         text_ids.extend(dict.fromkeys(test.text_ids))
-    teacher = np.stack([np.asarray(caches["text"].get(t), np.float32).mean(0) for t in text_ids])
+    teacher = mean_tokens(caches["text"], text_ids)
     embedded = embed_cached(model, "text", caches["text"], text_ids, device)
     k = recipe.neighbourhood_k
     results["text_neighbourhood"] = {

@@ -103,6 +103,12 @@ class OptimPart:
     distill_audio_weight: float = 0.0
     distill_temperature: float = 0.05
     distill_dims: list[int] = field(default_factory=lambda: [64, 512])
+    # Similarity distillation on batches of nearest neighbours (0: off): its weight,
+    # the seed sentences per step and the teacher's neighbours each seed brings
+    # (model.training.neighbours).
+    neighbour_distill_weight: float = 0.0
+    neighbour_seeds: int = 32
+    neighbour_k: int = 7
 
 
 @dataclass

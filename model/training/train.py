@@ -8,7 +8,9 @@ temperature (or the mean-pool baseline of :mod:`model.training.baseline`).
   between each media item and its caption, with the learnable temperature,
   plus optionally ``distill_weight`` (text) and ``distill_audio_weight`` (media)
   times :func:`~model.training.losses.similarity_distillation` against MiniLM's
-  own mean-pooled sentence embedding, so text keeps the text encoder's
+  own mean-pooled sentence embedding, and ``neighbour_distill_weight`` times the similarity
+  distillation on an extra text batch of nearest neighbours
+  (:mod:`model.training.neighbours`), so text keeps the text encoder's
   neighbourhoods;
 - AdamW over ``model.trainable_parameters()`` only, linear warm-up then cosine
   decay, gradient clipping, bfloat16 autocast on CUDA;
@@ -38,13 +40,14 @@ from model.matryoshka import truncate
 from model.multimodal import MultimodalModel
 from model.training.augment import augment_tokens
 from model.training.evaluate import evaluate_cached, score
-from model.training.features import FeatureCache, cache_pairs, collate
+from model.training.features import FeatureCache, cache_pairs, collate, mean_tokens
 from model.training.losses import (
     MatryoshkaLoss,
     clip_loss,
     masked_mean,
     similarity_distillation,
 )
+from model.training.neighbours import NeighbourBatches
 from model.training.pairs import CachedPairs, cached_pairs, load_split, unique_group_batches
 from model.training.recipe import TrainConfig
 from model.training.runtime import autocast, resolve_device, seed_everything
@@ -73,8 +76,12 @@ def batch_loss(
     mrl: MatryoshkaLoss | None,
     rng: np.random.Generator,
     device: torch.device,
+    neighbours: NeighbourBatches | None = None,
 ) -> torch.Tensor:
-    """Loss of one batch of pair indices, summed over media modalities by share."""
+    """Loss of one batch of pair indices, summed over media modalities by share.
+
+    ``neighbours`` draws the extra text batch of ``optim.neighbour_distill_weight``.
+    """
     text_feats = [
         augment_tokens(caches["text"].get(data.text_ids[i]), cfg.augment, rng, text=True)
         for i in batch
@@ -86,11 +93,19 @@ def batch_loss(
     ).embedding
     logit_scale = model.temperature()
     total = text_emb.new_zeros(())
+    optim = cfg.optim
     teacher = None
-    if cfg.optim.distill_weight > 0 or cfg.optim.distill_audio_weight > 0:
+    if optim.distill_weight > 0 or optim.distill_audio_weight > 0:
         clean, clean_mask = collate([caches["text"].get(data.text_ids[i]) for i in batch])
         teacher = masked_mean(clean.float(), clean_mask).to(device)  # (B, D_text)
-        total = total + cfg.optim.distill_weight * distill_loss(text_emb, teacher, cfg)
+    if optim.distill_weight > 0:
+        total = total + optim.distill_weight * distill_loss(text_emb, teacher, cfg)
+    if optim.neighbour_distill_weight > 0:
+        if neighbours is None:
+            raise ValueError("optim.neighbour_distill_weight needs the neighbour batches")
+        total = total + optim.neighbour_distill_weight * neighbour_distill_loss(
+            model, caches["text"], neighbours, cfg, device
+        )
     modalities = [data.pairs[i].modality for i in batch]
     for modality in sorted(set(modalities)):
         rows = [k for k, m in enumerate(modalities) if m == modality]
@@ -108,9 +123,9 @@ def batch_loss(
         loss = cfg.optim.clip_weight * clip_loss(media_emb, t, logit_scale)
         if mrl is not None and cfg.optim.mrl_weight > 0:
             loss = loss + cfg.optim.mrl_weight * mrl(media_emb, t, logit_scale)
-        if teacher is not None and cfg.optim.distill_audio_weight > 0:
+        if optim.distill_audio_weight > 0:
             audio_distill = distill_loss(media_emb, teacher[rows], cfg)
-            loss = loss + cfg.optim.distill_audio_weight * audio_distill
+            loss = loss + optim.distill_audio_weight * audio_distill
         total = total + loss * (len(rows) / len(batch))
     return total
 
@@ -122,6 +137,32 @@ def distill_loss(emb: torch.Tensor, teacher: torch.Tensor, cfg: TrainConfig) -> 
         for d in cfg.optim.distill_dims
     ]
     return torch.stack(losses).mean()
+
+
+def neighbour_distill_loss(
+    model: AlignmentModel,
+    cache: FeatureCache,
+    neighbours: NeighbourBatches,
+    cfg: TrainConfig,
+    device: torch.device,
+) -> torch.Tensor:
+    """:func:`distill_loss` on a text-only batch of seed sentences and their teacher
+    neighbours (:class:`~model.training.neighbours.NeighbourBatches`), unaugmented."""
+    rows = neighbours.sample(cfg.optim.neighbour_seeds)
+    tokens, mask = collate([cache.get(neighbours.ids[r]) for r in rows])
+    emb = model.forward_features(
+        "text", tokens.to(device), mask.to(device), with_llm_tokens=False
+    ).embedding
+    teacher = torch.from_numpy(neighbours.teacher[rows]).to(device)
+    return distill_loss(emb, teacher, cfg)
+
+
+def fit_neighbours(
+    data: CachedPairs, cache: FeatureCache, k: int, seed: int = 0
+) -> NeighbourBatches:
+    """The neighbour batches of a run's training sentences under the text encoder."""
+    sentences = list(dict.fromkeys(data.text_ids))
+    return NeighbourBatches(sentences, mean_tokens(cache, sentences), k, seed)
 
 
 @dataclass
@@ -205,6 +246,11 @@ class Trainer:
         self.params = self.model.trainable_parameters()
         self._build_optimiser()
         self.mrl = MatryoshkaLoss(dims=cfg.optim.mrl_dims) if cfg.optim.mrl_weight > 0 else None
+        self.neighbours = None
+        if cfg.optim.neighbour_distill_weight > 0:
+            self.neighbours = fit_neighbours(
+                self.data.train, self.data.caches["text"], cfg.optim.neighbour_k, cfg.run.seed
+            )
         self.progress = Progress()
         self.rng = np.random.default_rng(cfg.run.seed)
         if resume:
@@ -312,6 +358,7 @@ class Trainer:
                 self.mrl,
                 self.rng,
                 self.device,
+                self.neighbours,
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

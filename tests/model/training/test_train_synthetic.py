@@ -129,3 +129,68 @@ def test_distillation_adds_its_weighted_term_to_the_batch_loss(recipe: dict) -> 
     assert expected > 0
     assert loss(2.0, 0.0) - loss(0.0, 0.0) == pytest.approx(2.0 * expected, rel=1e-4, abs=1e-6)
     assert loss(0.0, 1.0) > loss(0.0, 0.0)
+
+
+@pytest.mark.slow
+def test_neighbour_distillation_adds_its_weighted_term_and_draws_its_own_batches(
+    recipe: dict,
+) -> None:
+    """``neighbour_distill_weight`` adds exactly its weighted term, computed on a text
+    batch of seeds and their teacher neighbours that the augmentation never sees."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.training.features import mean_tokens
+    from model.training.train import (
+        batch_loss,
+        fit_neighbours,
+        neighbour_distill_loss,
+        prepare_data,
+    )
+
+    root = recipe["root"]
+    cfg = TrainConfig.from_dict(
+        json.loads((root / "out" / "run" / "train_config.json").read_text())
+    ).with_values({"run.progress": False, "optim.neighbour_seeds": 4, "optim.neighbour_k": 3})
+    model = load_model(recipe["summary"]["checkpoint"]).eval()
+    prepared = prepare_data(cfg, model, torch.device("cpu"))
+    data, caches = prepared.train, prepared.caches
+    sentences = list(dict.fromkeys(data.text_ids))
+    neighbours = fit_neighbours(data, caches["text"], k=3, seed=5)
+    assert neighbours.ids == sentences
+    np.testing.assert_allclose(neighbours.teacher, mean_tokens(caches["text"], sentences))
+    batch = np.arange(16)
+
+    def loss(weight: float) -> float:
+        c = cfg.with_values({"optim.neighbour_distill_weight": weight})
+        drawn = fit_neighbours(data, caches["text"], k=3, seed=5)
+        with torch.no_grad():
+            return float(
+                batch_loss(
+                    model,
+                    data,
+                    caches,
+                    batch,
+                    c,
+                    None,
+                    np.random.default_rng(0),
+                    torch.device("cpu"),
+                    neighbours=drawn,
+                )
+            )
+
+    with torch.no_grad():
+        expected = float(neighbour_distill_loss(model, caches["text"], neighbours, cfg, "cpu"))
+    assert expected > 0
+    assert loss(2.0) - loss(0.0) == pytest.approx(2.0 * expected, rel=1e-4, abs=1e-6)
+    with pytest.raises(ValueError, match="needs the neighbour batches"):
+        batch_loss(
+            model,
+            data,
+            caches,
+            batch,
+            cfg.with_values({"optim.neighbour_distill_weight": 1.0}),
+            None,
+            np.random.default_rng(0),
+            torch.device("cpu"),
+        )
