@@ -28,12 +28,13 @@ sentence's 10 nearest neighbours (pooled cosine) that stay the same.
 With ``--checkpoint DIR --test MANIFEST`` (a trained checkpoint and a JSONL of
 spoken test clips, as ``mmembed`` training writes them) it also embeds the test
 set through the whole model and reports audio->text and text->audio R@1 at 512
-dims for float32 and each option. ``--r1-only`` prints that table alone (the
+dims for float32 and each option; ``MODALITY:OPTION`` (``text:onnx-int8``) applies
+an option to that encoder only. ``--r1-only`` prints that table alone (the
 release's encoders load from ``--models-dir``)::
 
     HF_HUB_OFFLINE=1 nice -n 5 python -m model.training.encoder_benchmark --threads 1 \
         --r1-only --options onnx,onnx-int8 \
-        --checkpoint model/weights/audio-text-v1 --test data/release/spoken/test-devil.jsonl
+        --checkpoint model/weights/audio-text-v2 --test data/release/spoken/test-devil.jsonl
 """
 
 from __future__ import annotations
@@ -210,8 +211,10 @@ def checkpoint_r1(
     rows = []
     for option in ("torch", *options):
         embedder = Embedder.from_pretrained(checkpoint, encoders=encoders, encoder_runtime="torch")
+        only, _, name = option.rpartition(":")  # "text:onnx-int8": the text encoder only
         for modality in ("text", "audio"):
-            apply_option(option, embedder.model.encoders[modality], threads)
+            chosen = name if only in ("", modality) else "torch"
+            apply_option(chosen, embedder.model.encoders[modality], threads)
         audio = embedder.embed_audio(clips, 16_000)
         texts = embedder.embed_texts([captions[int(g)] for g in text_groups])
         report = retrieval_report(audio, texts, groups, text_groups, media_name="audio", dims=[512])
@@ -324,8 +327,13 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     options = [o for o in args.options.split(",") if o]
     for o in options:
-        if o not in OPTIONS:
-            parser.error(f"unknown option {o!r}; known: {', '.join(OPTIONS)}")
+        only, _, name = o.rpartition(":")
+        if name not in OPTIONS or only not in ("", "text", "audio"):
+            parser.error(
+                f"unknown option {o!r}; known: {', '.join(OPTIONS)}, each as it is or as text:NAME / audio:NAME"
+            )
+        if only and not args.r1_only:
+            parser.error(f"{o!r}: an option for one encoder only needs --r1-only")
     if not args.r1_only:
         encoder_tables(args, options)
     if args.checkpoint is not None:

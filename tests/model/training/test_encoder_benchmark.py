@@ -50,6 +50,25 @@ def test_r1_only_command_compares_the_onnx_runtimes(tmp_path: Path, capsys) -> N
     assert rows[1][1:] == rows[0][1:]
 
 
+def test_an_option_for_the_text_encoder_only_leaves_the_audio_encoder_in_torch(
+    tmp_path: Path, capsys
+) -> None:
+    folder, manifest = _tiny_test_set(tmp_path)
+    argv = ["--r1-only", "--checkpoint", str(folder), "--test", str(manifest), "--threads", "1"]
+    main([*argv, "--options", "text:onnx", "--models-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    rows = re.findall(r"^\| (torch|text:onnx) +\| +([\d.]+) \| +([\d.]+) \|$", out, re.M)
+    assert [r[0] for r in rows] == ["torch", "text:onnx"]
+    assert rows[1][1:] == rows[0][1:]
+    for bad in ("image:onnx", "text:fast"):
+        with pytest.raises(SystemExit):
+            main([*argv, "--options", bad])
+        assert f"unknown option {bad!r}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--options", "text:onnx"])
+    assert "needs --r1-only" in capsys.readouterr().err
+
+
 def test_r1_only_needs_a_checkpoint(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["--r1-only"])
