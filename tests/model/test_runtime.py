@@ -214,18 +214,23 @@ def _op_types(path: Path) -> Counter[str]:
 def test_onnx_int8_embeddings_stay_close_to_float32(tiny_pair, speech):
     # Measured on these tiny random encoders: cosine to float32 at least 0.99999 (text)
     # and 0.9997 (audio); the thresholds leave room for other CPUs' int8 kernels.
-    ref, _ = tiny_pair
+    ref, float32 = tiny_pair
     fast = _tiny(0, "onnx-int8")
     assert fast.info["encoder_runtime"] == {"audio": "onnx-int8", "text": "onnx-int8"}
     clips, rate = _clips(speech)
-    for got, want in (
-        (fast.embed_texts(TEXTS), ref.embed_texts(TEXTS)),
-        (fast.embed_audio(clips, rate), ref.embed_audio(clips, rate)),
+    for got, exact, want in (
+        (fast.embed_texts(TEXTS), float32.embed_texts(TEXTS), ref.embed_texts(TEXTS)),
+        (
+            fast.embed_audio(clips, rate),
+            float32.embed_audio(clips, rate),
+            ref.embed_audio(clips, rate),
+        ),
     ):
         cos = (got * want).sum(1)  # unit rows
         assert cos.min() > 0.999, cos
-        # and int8 really ran: float32 ONNX agrees with PyTorch to 1e-5
-        assert np.abs(got - want).max() > 1e-4
+        # and int8 really ran: it strays from PyTorch further than float32 ONNX does (by
+        # how much depends on the CPU's int8 kernels: 3e-5 with VNNI, over 1e-4 without).
+        assert np.abs(got - want).max() > 2 * np.abs(exact - want).max()
 
 
 def test_int8_models_are_cached_apart_from_float32_and_reused(tmp_path, caplog, monkeypatch):
