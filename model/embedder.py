@@ -28,7 +28,7 @@ from model.errors import InvalidInput, MissingWeights
 from model.matryoshka import check_dims, truncate
 from model.multimodal import MultimodalModel
 from model.release import DEFAULT_RELEASE, is_release_name, release_path, resolve_encoders
-from model.runtime import onnx_modalities
+from model.runtime import onnx_runtimes
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +69,12 @@ class Embedder:
         self.dtype = dtype
         self.max_batch_size = int(max_batch_size)
         self.model = model.to(device=self.device, dtype=_DTYPES[dtype]).eval()
-        for modality in onnx_modalities(encoder_runtime, self.device, model.config.encoders):
+        runtimes = onnx_runtimes(encoder_runtime, self.device, model.config.encoders)
+        for modality, runtime in runtimes.items():
             self.model.encoders[modality].use_onnx(
                 threads=torch.get_num_threads(),
                 cache_dir=onnx_cache_dir,
-                int8=encoder_runtime == "onnx-int8",
+                int8=runtime == "onnx-int8",
             )
         self._preset = preset_name
         self._checkpoint = checkpoint

@@ -11,9 +11,9 @@ model.training.encoder_benchmark`` and the README). ``"onnx-int8"`` runs the sam
 exported graph after ONNX Runtime's dynamic int8 quantisation (int8 weights,
 activations quantised per batch): no longer the same function, so whether it keeps
 a trained model's retrieval is measured, not assumed; the quantised model is cached
-beside the float32 one. ``"auto"`` picks ``onnx`` on CPU for
-the real text encoder only (the audio encoder gained at batch 1 only) and
-``torch`` everywhere else (CUDA, where float16/bfloat16 run, and the tiny
+beside the float32 one. ``"auto"`` picks ``onnx-int8`` on CPU for
+the real text encoder only (measured within 1 R@1 point of float32 on the
+release; the audio encoder gained at batch 1 only) and ``torch`` everywhere else (CUDA, where float16/bfloat16 run, and the tiny
 preset's random encoders, where speed does not matter and export would only
 slow start-up). The image encoder always runs in PyTorch.
 
@@ -47,38 +47,45 @@ ENCODER_RUNTIMES: tuple[str, ...] = ("auto", "torch", "onnx", "onnx-int8")
 ONNX_RUNTIMES: tuple[str, ...] = ("onnx", "onnx-int8")
 # The encoders "onnx" and "onnx-int8" run in ONNX Runtime; images stay in PyTorch.
 ONNX_MODALITIES: tuple[str, ...] = ("text", "audio")
-# The encoders "auto" runs in ONNX Runtime on CPU: MiniLM was 1.1-1.7x faster; the
-# Whisper encoder (trimmed windows) gained at batch 1 only (README, Encoder runtimes).
-AUTO_ONNX_MODALITIES: tuple[str, ...] = ("text",)
+# What "auto" runs on CPU: MiniLM in ONNX Runtime with int8 weights (it kept the
+# released model's R@1 within 1 point and ran faster than float32 ONNX, which was
+# 1.1-1.7x PyTorch); the Whisper encoder stays in PyTorch (trimmed windows gained
+# at batch 1 only, and int8 on it cost R@1). README, Encoder runtimes.
+AUTO_ONNX: dict[str, str] = {"text": "onnx-int8"}
 
 
-def onnx_modalities(
+def onnx_runtimes(
     runtime: str, device: torch.device, encoders: Mapping[str, Any]
-) -> tuple[str, ...]:
-    """The modalities whose encoders ``runtime`` runs in ONNX Runtime on ``device``.
+) -> dict[str, str]:
+    """The encoders ``runtime`` runs in ONNX Runtime on ``device``: {modality: "onnx" or
+    "onnx-int8"}.
 
-    "torch": none. "onnx", "onnx-int8": text and audio. "auto": on CPU, the real (not
-    random) encoders of :data:`AUTO_ONNX_MODALITIES`; none on CUDA, where
-    float16/bfloat16 run. Raises ValueError for an unknown name and RuntimeUnavailable
-    for "onnx" or "onnx-int8" off the CPU or without onnxruntime installed.
+    "torch": none. "onnx", "onnx-int8": text and audio, that way. "auto": on CPU, the
+    real (not random) encoders of :data:`AUTO_ONNX`, each as it says; none on CUDA,
+    where float16/bfloat16 run. Raises ValueError for an unknown name and
+    RuntimeUnavailable for "onnx" or "onnx-int8" off the CPU or without onnxruntime.
     """
     if runtime not in ENCODER_RUNTIMES:
         raise ValueError(
             f"encoder runtime must be one of {list(ENCODER_RUNTIMES)}; got {runtime!r}"
         )
     if runtime == "torch":
-        return ()
+        return {}
     if runtime == "auto":
-        real = [m for m in AUTO_ONNX_MODALITIES if m in encoders and encoders[m].source is not None]
+        real = {
+            m: name
+            for m, name in AUTO_ONNX.items()
+            if m in encoders and encoders[m].source is not None
+        }
         if device.type != "cpu" or not real:
-            return ()
+            return {}
         if not onnxruntime_available():
             logger.warning(
                 "onnxruntime is not installed: the encoders run in PyTorch, slower on CPU "
                 "(pip install onnxruntime onnxscript)"
             )
-            return ()
-        return tuple(real)
+            return {}
+        return real
     if device.type != "cpu":
         raise RuntimeUnavailable(
             f"encoder runtime {runtime!r} runs on the CPU only; on {device} use 'torch' "
@@ -89,7 +96,7 @@ def onnx_modalities(
             f"encoder runtime {runtime!r} needs the onnxruntime and onnxscript packages: "
             "pip install onnxruntime onnxscript (or use encoder runtime 'torch')"
         )
-    return tuple(m for m in ONNX_MODALITIES if m in encoders)
+    return {m: runtime for m in ONNX_MODALITIES if m in encoders}
 
 
 def onnxruntime_available() -> bool:

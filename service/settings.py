@@ -93,8 +93,8 @@ class Settings(BaseSettings):
         "auto",
         description="How the text and audio encoders run: 'torch', or 'onnx' (ONNX Runtime, "
         "CPU only, same float32 results), or 'onnx-int8' (the same with dynamic int8 "
-        "quantisation, CPU only, close to float32 but not equal); 'auto': onnx for the real "
-        "text encoder on CPU, torch for the rest, on CUDA and for the tiny preset.",
+        "quantisation, CPU only, close to float32 but not equal); 'auto': onnx-int8 for the "
+        "real text encoder on CPU, torch for the rest, on CUDA and for the tiny preset.",
     )
     onnx_cache_dir: Path | None = Field(
         default_factory=default_onnx_cache_dir,

@@ -23,7 +23,7 @@ from model.config import PRESETS, preset
 from model.encoders import build_encoder
 from model.errors import RuntimeUnavailable
 from model.multimodal import MultimodalModel
-from model.runtime import ENCODER_RUNTIMES, cache_key, onnx_modalities
+from model.runtime import ENCODER_RUNTIMES, cache_key, onnx_runtimes
 from model.training.spoken import read_source
 from service.app import load_embedder
 from service.settings import Settings
@@ -126,19 +126,19 @@ def test_real_minilm_in_onnx_int8_stays_close(minilm_dir):
     assert cos.mean() > 0.99 and cos.min() > 0.97, (cos.mean(), cos.min())
 
 
-def test_auto_runtime_puts_only_the_real_text_encoder_in_onnx_on_cpu():
+def test_auto_runtime_puts_only_the_real_text_encoder_in_onnx_int8_on_cpu():
     tiny, base = PRESETS["tiny"].encoders, PRESETS["base"].encoders
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert onnx_modalities("auto", cpu, base) == ("text",)
-    assert onnx_modalities("auto", cuda, base) == ()
-    assert onnx_modalities("auto", cpu, tiny) == ()
-    assert onnx_modalities("auto", cpu, {"audio": base["audio"]}) == ()
-    assert onnx_modalities("torch", cpu, base) == ()
-    assert onnx_modalities("onnx", cpu, tiny) == ("text", "audio")
-    assert onnx_modalities("onnx-int8", cpu, tiny) == ("text", "audio")
-    assert onnx_modalities("onnx", cpu, {"image": tiny["image"], "audio": tiny["audio"]}) == (
-        "audio",
-    )
+    assert onnx_runtimes("auto", cpu, base) == {"text": "onnx-int8"}
+    assert onnx_runtimes("auto", cuda, base) == {}
+    assert onnx_runtimes("auto", cpu, tiny) == {}
+    assert onnx_runtimes("auto", cpu, {"audio": base["audio"]}) == {}
+    assert onnx_runtimes("torch", cpu, base) == {}
+    assert onnx_runtimes("onnx", cpu, tiny) == {"text": "onnx", "audio": "onnx"}
+    assert onnx_runtimes("onnx-int8", cpu, tiny) == {"text": "onnx-int8", "audio": "onnx-int8"}
+    assert onnx_runtimes("onnx", cpu, {"image": tiny["image"], "audio": tiny["audio"]}) == {
+        "audio": "onnx"
+    }
 
 
 def test_bad_runtimes_are_refused_with_the_reason(monkeypatch):
@@ -146,17 +146,17 @@ def test_bad_runtimes_are_refused_with_the_reason(monkeypatch):
     with pytest.raises(
         ValueError, match=r"one of \['auto', 'torch', 'onnx', 'onnx-int8'\]; got 'int8'"
     ):
-        onnx_modalities("int8", torch.device("cpu"), base)
+        onnx_runtimes("int8", torch.device("cpu"), base)
     with pytest.raises(RuntimeUnavailable, match="CPU only; on cuda use 'torch'"):
-        onnx_modalities("onnx", torch.device("cuda"), base)
+        onnx_runtimes("onnx", torch.device("cuda"), base)
     with pytest.raises(RuntimeUnavailable, match="'onnx-int8' runs on the CPU only"):
-        onnx_modalities("onnx-int8", torch.device("cuda"), base)
+        onnx_runtimes("onnx-int8", torch.device("cuda"), base)
     monkeypatch.setattr("model.runtime.onnxruntime_available", lambda: False)
     with pytest.raises(RuntimeUnavailable, match="pip install onnxruntime onnxscript"):
-        onnx_modalities("onnx", torch.device("cpu"), base)
+        onnx_runtimes("onnx", torch.device("cpu"), base)
     with pytest.raises(RuntimeUnavailable, match="'onnx-int8' needs the onnxruntime"):
-        onnx_modalities("onnx-int8", torch.device("cpu"), base)
-    assert onnx_modalities("auto", torch.device("cpu"), base) == ()
+        onnx_runtimes("onnx-int8", torch.device("cpu"), base)
+    assert onnx_runtimes("auto", torch.device("cpu"), base) == {}
 
 
 def test_embedder_refuses_a_bad_runtime_before_any_export():
