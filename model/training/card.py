@@ -308,11 +308,11 @@ def render_model_card(
         "",
         "## Recipe",
         "",
-        "Architecture: the cut-down Perceiver Resampler "
+        "Architecture: a Perceiver Resampler "
         f"({perceiver['num_latents']} latents x {perceiver['dim']}, {perceiver['depth']} "
         "layers) between per-modality adapters and the alignment head. The release is one "
-        "command, `mmembed train --recipe model/training/recipes/audio-text-v1.toml` with the "
-        "encoder flags; the whole file:",
+        f"command, `mmembed train --recipe model/training/recipes/{meta['release']}.toml` "
+        "with the encoder flags; the whole file:",
         "",
         "```toml",
         meta["recipe"].rstrip(),

@@ -34,7 +34,7 @@ release's encoders load from ``--models-dir``)::
 
     HF_HUB_OFFLINE=1 nice -n 5 python -m model.training.encoder_benchmark --threads 1 \
         --r1-only --options onnx,onnx-int8 \
-        --checkpoint model/weights/audio-text-v2 --test data/release/spoken/test-devil.jsonl
+        --checkpoint model/weights/audio-text-v1 --test data/release/spoken/test-devil.jsonl
 """
 
 from __future__ import annotations

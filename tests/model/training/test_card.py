@@ -93,6 +93,7 @@ def test_the_card_reports_every_set_and_marks_targets_met_or_not() -> None:
     assert "| train + val (drawn from the sources together) | 18000 + 300 |" in card
     assert "spoken once by a random training voice" in card
     assert '```toml\n[release]\nname = "audio-text-v1"\n```' in card
+    assert "`mmembed train --recipe model/training/recipes/audio-text-v1.toml`" in card
 
 
 def test_voice_ranges_are_written_as_runs() -> None:
