@@ -11,11 +11,11 @@ model.training.encoder_benchmark`` and the README). ``"onnx-int8"`` runs the sam
 exported graph after ONNX Runtime's dynamic int8 quantisation (int8 weights,
 activations quantised per batch): no longer the same function, so whether it keeps
 a trained model's retrieval is measured, not assumed; the quantised model is cached
-beside the float32 one. ``"auto"`` picks ``onnx-int8`` on CPU for
-the real text encoder only (measured within 1 R@1 point of float32 on the
-release; the audio encoder gained at batch 1 only) and ``torch`` everywhere else (CUDA, where float16/bfloat16 run, and the tiny
-preset's random encoders, where speed does not matter and export would only
-slow start-up). The image encoder always runs in PyTorch.
+beside the float32 one. ``"auto"`` picks ``onnx-int8`` on CPU for the real
+text encoder only (measured within 1 R@1 point of float32 on the release; the
+audio encoder gained at batch 1 only) and ``torch`` everywhere else (CUDA, where
+float16/bfloat16 run, and the tiny preset's random encoders, where speed does
+not matter and export would only slow start-up). The image encoder always runs in PyTorch.
 
 The PyTorch weights stay loaded: checkpoint fingerprints and training read them.
 """

@@ -10,8 +10,6 @@ against plain MiniLM (:func:`text_speed`).
 from __future__ import annotations
 
 import json
-import statistics
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -98,14 +96,10 @@ def text_speed(
         for batch in batches:
             embedder.embed_texts(batch)
 
-    timings: dict[str, list[float]] = {"release": [], "minilm": []}
-    release_pass(), plain()  # warm-up: first calls allocate and pick kernels
-    for _ in range(rounds):
-        for name, fn in (("release", release_pass), ("minilm", plain)):
-            start = time.perf_counter()
-            fn()
-            timings[name].append(time.perf_counter() - start)
-    rates = {name: len(sentences) / statistics.median(t) for name, t in timings.items()}
+    from model.training.encoder_benchmark import median_pair
+
+    seconds = median_pair(release_pass, plain, rounds)  # warm-up, then turn about
+    rates = {"release": len(sentences) / seconds[0], "minilm": len(sentences) / seconds[1]}
     return {
         "release_texts_per_s": round(rates["release"], 1),
         "minilm_texts_per_s": round(rates["minilm"], 1),

@@ -92,7 +92,7 @@ def apply_option(option: str, encoder: FrozenEncoder, threads: int) -> None:
 # --------------------------------------------------------------------------- speed
 
 
-def _median_pair(
+def median_pair(
     base: Callable[[], object], other: Callable[[], object], rounds: int
 ) -> tuple[float, float]:
     """Median seconds of ``base`` and ``other``, run alternately ``rounds`` times each."""
@@ -121,7 +121,7 @@ def speed_rows(
         for b in batches:
             batch = ref[modality].preprocess((items * (b // len(items) + 1))[:b])
             with torch.inference_mode():
-                t_ref, t_fast = _median_pair(
+                t_ref, t_fast = median_pair(
                     lambda m=modality, x=batch: ref[m](x),
                     lambda m=modality, x=batch: fast[m](x),
                     rounds,

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import statistics
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from model.embedder import Embedder
+from model.training.encoder_benchmark import median_pair
 
 FORTUNES = "/usr/share/games/fortunes"
 
@@ -44,19 +44,15 @@ def text_rates(
         embedder.model.encoders["text"].use_onnx(threads=threads, int8=name == "onnx-int8")
         embedders[name] = embedder
 
-    def one_pass(embedder: Embedder) -> float:
-        start = time.perf_counter()
-        for i in range(0, len(sentences), batch_size):
-            embedder.embed_texts(sentences[i : i + batch_size])
-        return len(sentences) / (time.perf_counter() - start)
+    def one_pass(embedder: Embedder) -> Callable[[], None]:
+        def run() -> None:
+            for i in range(0, len(sentences), batch_size):
+                embedder.embed_texts(sentences[i : i + batch_size])
 
-    for embedder in embedders.values():
-        one_pass(embedder)  # warm-up
-    passes: dict[str, list[float]] = {name: [] for name in embedders}
-    for _ in range(rounds):
-        for name, embedder in embedders.items():
-            passes[name].append(one_pass(embedder))
-    return {name: round(statistics.median(p), 1) for name, p in passes.items()}
+        return run
+
+    seconds = median_pair(one_pass(embedders["onnx"]), one_pass(embedders["onnx-int8"]), rounds)
+    return {name: round(len(sentences) / s, 1) for name, s in zip(embedders, seconds, strict=True)}
 
 
 def main(argv: list[str] | None = None) -> None:
