@@ -236,7 +236,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         version="0.1.0",
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings  # what every route reads
+    app.state.settings = settings  # what every route reads (service.deps.get_app_settings)
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)

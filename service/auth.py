@@ -15,8 +15,9 @@ from typing import Annotated
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.deps import SettingsDep
 from service.errors import Unauthorized
-from service.settings import Settings, get_settings, is_loopback
+from service.settings import Settings, is_loopback
 
 _bearer = HTTPBearer(auto_error=False, description="An API key from MMEMBED_API_KEYS.")
 
@@ -46,7 +47,7 @@ def key_matches(candidate: str, settings: Settings) -> bool:
 
 
 async def require_api_key(
-    settings: Annotated[Settings, Depends(get_settings)],
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Dependency for protected routers; a no-op when no keys are configured."""

@@ -1,8 +1,9 @@
 """Service settings: every option from an `MMEMBED_*` environment variable.
 
-`Settings` is validated once at start-up; routes receive it through the cached
-`get_settings` dependency, the only one: `create_app(settings)` overrides it with
-the app's settings, which is how tests give an app their own instance.
+`Settings` is validated once at start-up. `get_settings()` reads the environment
+once per process; `create_app(settings)` keeps the app's own instance on
+`app.state`, and routes receive that one (`service.deps.get_app_settings`), which
+is how tests give each app its own.
 """
 
 from __future__ import annotations

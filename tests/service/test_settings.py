@@ -77,16 +77,40 @@ def test_xdg_data_home_is_respected(monkeypatch, tmp_path):
     assert default_data_dir() == Path(tmp_path) / "mmembed"
 
 
-def test_get_settings_is_the_dependency_routes_read(make_client):
-    """Overriding get_settings changes what every route sees (the app sets it to its own)."""
-    from service.settings import Settings, get_settings
-
-    client = make_client()
-    assert client.post("/embed", json={"text": "twelve chars"}).status_code == 200
-    strict = Settings(preset="tiny", max_text_chars=5)
-    client.app.dependency_overrides[get_settings] = lambda: strict
-    response = client.post("/embed", json={"text": "twelve chars"})
+def test_each_app_serves_with_its_own_settings(make_client):
+    """Routes read the settings given to create_app, so two apps in one process keep
+    their own limits (tests and embedders rely on this)."""
+    lenient, strict = make_client(), make_client(max_text_chars=5)
+    assert lenient.post("/embed", json={"text": "twelve chars"}).status_code == 200
+    response = strict.post("/embed", json={"text": "twelve chars"})
     assert response.status_code == 400 and "the limit is 5" in response.json()["error"]["message"]
+    assert lenient.post("/embed", json={"text": "twelve chars"}).status_code == 200
+
+
+def test_no_dependency_runs_on_a_worker_thread_or_through_an_override(client):
+    """FastAPI runs a plain `def` dependency on a worker thread and re-inspects an
+    override's signature per request; the service's dependencies avoid both."""
+    import inspect
+
+    from fastapi.routing import APIRoute
+
+    from service.routers import embed, health, items, openai, page, search
+
+    assert not client.app.dependency_overrides
+    seen = 0
+    for module in (embed, health, items, openai, page, search):
+        for route in module.router.routes:
+            if not isinstance(route, APIRoute):
+                continue
+            stack = list(route.dependant.dependencies)
+            while stack:
+                dependant = stack.pop()
+                stack.extend(dependant.dependencies)
+                call = dependant.call
+                target = call if inspect.isfunction(call) else type(call).__call__
+                assert inspect.iscoroutinefunction(target), f"{route.path}: {call} is not async"
+                seen += 1
+    assert seen > 10
 
 
 def test_torch_threads_applied_when_the_service_builds_its_model(tmp_path):
