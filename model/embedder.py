@@ -269,15 +269,13 @@ class Embedder:
         """
         dims = check_dims(dims)
         encoder = self._text_encoder()
-        lengths = encoder.count_tokens(texts)
-        for i, n in enumerate(lengths):
-            if n > encoder.max_tokens:
-                raise InvalidInput(
-                    f"text {i} is {n} tokens long; the limit is {encoder.max_tokens}"
-                )
+        ids = encoder.token_ids(texts)  # tokenised once: counted here, padded per batch
+        encoder.check_lengths(ids)
+        lengths = [len(row) for row in ids]
         # Similar lengths together: less padding, same results (padding is masked).
         order = sorted(range(len(texts)), key=lambda i: lengths[i])
-        return self._run("text", [texts[i] for i in order], order, dims), lengths
+        vectors = self._run("text", [ids[i] for i in order], order, dims, encoder.pad)
+        return vectors, lengths
 
     def embed_images(self, images: list[Image.Image], dims: int = EMBED_DIM) -> np.ndarray:
         """Embed PIL images (any mode; converted to RGB): (N, dims) float32 unit rows."""

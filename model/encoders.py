@@ -275,7 +275,11 @@ class TextEncoder(FrozenEncoder):
     def hidden_size(self) -> int:
         return int(self.model.config.hidden_size)
 
-    def _token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, special tokens included, with no limit applied.
+
+        Texts that are not strings, or are empty, raise InvalidInput naming the item.
+        """
         if isinstance(texts, str) or not isinstance(texts, Sequence):
             raise InvalidInput(f"texts must be a list of strings; got {type(texts).__name__}")
         for i, text in enumerate(texts):
@@ -290,21 +294,29 @@ class TextEncoder(FrozenEncoder):
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text becomes, special tokens included (no limit applied)."""
-        return [len(ids) for ids in self._token_ids(texts)]
+        return [len(ids) for ids in self.token_ids(texts)]
+
+    def check_lengths(self, ids: Sequence[Sequence[int]]) -> None:
+        """InvalidInput naming the first row over :attr:`max_tokens` (never truncated)."""
+        for i, row in enumerate(ids):
+            if len(row) > self.max_tokens:
+                raise InvalidInput(
+                    f"text {i} is {len(row)} tokens long; the limit is {self.max_tokens}"
+                )
+
+    def pad(self, ids: Sequence[Sequence[int]]) -> dict[str, torch.Tensor]:
+        """Already tokenised rows (from :meth:`token_ids`) as a padded batch."""
+        with self._tokenizer_lock:
+            return dict(self.tokenizer.pad({"input_ids": list(ids)}, return_tensors="pt"))
 
     def preprocess(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """Tokenize; texts over :attr:`max_tokens` are refused, never truncated.
 
         Returns: input_ids, attention_mask (and token_type_ids), each (B, L) int64.
         """
-        ids = self._token_ids(texts)
-        for i, row in enumerate(ids):
-            if len(row) > self.max_tokens:
-                raise InvalidInput(
-                    f"text {i} is {len(row)} tokens long; the limit is {self.max_tokens}"
-                )
-        with self._tokenizer_lock:
-            return dict(self.tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
+        ids = self.token_ids(texts)
+        self.check_lengths(ids)
+        return self.pad(ids)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
         device = self.device

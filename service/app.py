@@ -8,6 +8,7 @@ modality, and undoes all of it on shutdown. Run it with `mmembed serve`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -222,9 +223,16 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             counts = await state.refresh_index_gauge()
             _log_loaded(settings, info, counts, state.warning)
             app.state.service = state
+            # The model, tokenizer and index are a few million long-lived objects that every
+            # full garbage collection would walk again; under load those pauses landed on
+            # the event loop. Freezing moves everything alive now out of the collector's
+            # view (it is never freed anyway), so collections see only per-request garbage.
+            gc.collect()
+            gc.freeze()
             logger.info("ready on http://%s:%s (docs at /docs)", settings.host, settings.port)
             yield
         finally:
+            gc.unfreeze()
             app.state.service = None
             await engine.stop()
             await store.close()

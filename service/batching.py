@@ -144,6 +144,8 @@ class Batcher(Generic[T, R]):
         self._observer.queue_depth(self.name, self._queue.qsize())
         try:
             async with asyncio.timeout(self.timeout_s):
+                if len(futures) == 1:
+                    return [await futures[0]]
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:
             raise RequestTimedOut(

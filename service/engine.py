@@ -125,11 +125,13 @@ class EmbeddingEngine:
         for i, item in enumerate(inputs):
             by_modality.setdefault(item.modality, []).append(i)
         batchers = {m: self.require(m) for m in by_modality}
-        results = await asyncio.gather(
-            *(
-                batchers[m].submit_many([inputs[i].value for i in positions])
-                for m, positions in by_modality.items()
-            )
+        submissions = [
+            batchers[m].submit_many([inputs[i].value for i in positions])
+            for m, positions in by_modality.items()
+        ]
+        # One modality (nearly every call) needs no task around its one submission.
+        results = (
+            [await submissions[0]] if len(submissions) == 1 else await asyncio.gather(*submissions)
         )
         vectors = np.empty((len(inputs), EMBED_DIM), dtype=np.float32)
         tokens = [0] * len(inputs)

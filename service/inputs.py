@@ -267,6 +267,8 @@ async def decode_inputs(
     inputs: list[RawInput], engine: EmbeddingEngine, settings: Settings
 ) -> list[Input]:
     """Decoded inputs in order; the first bad one fails the request (nothing is embedded)."""
+    if all(raw.text is not None for raw in inputs):  # checked in place: no task per input
+        return [decode_input(raw, settings, engine.modalities) for raw in inputs]
     results = await asyncio.gather(
         *(_decode(raw, engine, settings) for raw in inputs), return_exceptions=True
     )
