@@ -46,6 +46,10 @@ UNTRAINED_WARNING = (
 )
 
 
+# Every API router the app serves, in the order they are included.
+ROUTERS = (health.router, embed.router, search.router, items.router, openai.router, page.router)
+
+
 def load_embedder(settings: Settings) -> Embedder:
     """The embedder the settings ask for: a checkpoint (a folder or the name of a
     shipped release) if given; else the shipped release unless a preset was asked
@@ -248,14 +252,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     app.state.metrics = metrics
     app.state.service = None
     install_error_handlers(app)
-    for router in (
-        health.router,
-        embed.router,
-        search.router,
-        items.router,
-        openai.router,
-        page.router,
-    ):
+    for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(WarningHeaderMiddleware, fastapi_app=app)
