@@ -93,6 +93,7 @@ class EmbeddingEngine:
                 functools.partial(embed_rows, embedder, modality),
                 max_batch_size=settings.max_batch_size,
                 max_wait_ms=settings.max_wait_ms,
+                workers=settings.batch_workers,
                 queue_size=settings.queue_size,
                 timeout_s=settings.request_timeout_s,
                 per_item_errors=(InvalidInput,),

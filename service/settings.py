@@ -142,6 +142,15 @@ class Settings(BaseSettings):
         le=1000,
         description="Longest wait, after its first item, for more items to fill a batch.",
     )
+    batch_workers: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description=(
+            "Batches of one modality that run at once, each on its own worker thread "
+            "(2 keeps small CPUs busy through a forward pass's serial stretches)."
+        ),
+    )
     queue_size: int = Field(
         1024, ge=1, description="Pending items per modality before 429 Too Many Requests."
     )

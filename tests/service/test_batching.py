@@ -70,6 +70,61 @@ def test_concurrent_callers_share_batches_and_get_their_own_rows():
     assert all(name.startswith("batch-t") for name in threads), "runs on the worker thread"
 
 
+def test_two_workers_run_two_batches_at_once_and_no_more():
+    """Each batch waits at a 2-party barrier: it only opens if two batches run together
+    (one worker would time out there). A third batch waits for a free worker."""
+    barrier = threading.Barrier(2, timeout=5)
+    lock = threading.Lock()
+    running = most = 0
+    threads: set[str] = set()
+
+    def fn(items: list[int]) -> np.ndarray:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            threads.add(threading.current_thread().name)
+        try:
+            barrier.wait()
+            return rows_for(items)
+        finally:
+            with lock:
+                running -= 1
+
+    async def main():
+        batcher = Batcher("t", fn, max_batch_size=4, max_wait_ms=0, workers=2)
+        await batcher.start()
+        try:
+            return await asyncio.gather(*(batcher.submit(i) for i in range(16)))
+        finally:
+            await batcher.stop()
+
+    rows = run(main())
+    assert [r.tolist() for r in rows] == [[i, 2 * i] for i in range(16)]
+    assert most == 2, "two batches ran together, never three"
+    assert len(threads) == 2
+
+
+def test_stopping_with_two_batches_running_answers_every_caller():
+    release = threading.Event()
+    slow = blocked_until(release)
+
+    async def main():
+        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0, workers=2)
+        await batcher.start()
+        pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
+        await asyncio.sleep(0.05)
+        assert len(batcher._running) == 2
+        stopping = asyncio.ensure_future(batcher.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        await stopping
+        return await asyncio.gather(*pending, return_exceptions=True)
+
+    results = run(main())
+    assert all(isinstance(r, NotReady) for r in results)
+
+
 def test_a_lone_request_runs_at_once_without_waiting_for_company():
     """Concurrency 1 never pays max_wait: with a 60 s wait, each request still finishes."""
     recorder = Recorder()
@@ -256,3 +311,5 @@ def test_not_started_and_stopped_batchers_refuse_work():
 def test_invalid_sizes_are_refused():
     with pytest.raises(ValueError, match="max_batch_size"):
         Batcher("t", rows_for, max_batch_size=0)
+    with pytest.raises(ValueError, match="workers"):
+        Batcher("t", rows_for, workers=0)
