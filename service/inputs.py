@@ -87,6 +87,14 @@ def require_form_or_json(request: Request) -> None:
         )
 
 
+def require_json(request: Request) -> None:
+    """415 unless the body is JSON; a request with no Content-Type is read as JSON."""
+    if _content_type(request) and not is_json(request):
+        raise UnsupportedMedia(
+            f"request body must be application/json; got Content-Type {_content_type(request)}"
+        )
+
+
 async def read_json(request: Request, model: type[M]) -> M:
     """The JSON body validated against `model` (400 malformed, 422 invalid)."""
     body = await request.body()

@@ -229,6 +229,12 @@ def request_body(
     return {"requestBody": {"required": True, "description": description, "content": content}}
 
 
+def json_request_body(json_model: type[BaseModel]) -> dict[str, Any]:
+    """An `openapi_extra` request body of JSON only, for routes that read it themselves."""
+    content = {"application/json": {"schema": _inline(json_model)}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
 FILE_FIELD = {"type": "string", "format": "binary", "description": "An image or audio file."}
 FILES_FIELD = {"type": "array", "items": FILE_FIELD, "description": "Image or audio files."}
 TEXT_FIELD = {"type": "string", "description": "Text input."}

@@ -13,14 +13,14 @@ from __future__ import annotations
 import base64
 
 import numpy as np
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from model.constants import EMBED_DIM, MATRYOSHKA_DIMS
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep
 from service.engine import Input
 from service.errors import InvalidRequest
-from service.inputs import check_text
+from service.inputs import check_text, read_json, require_json
 from service.responses import vector_response
 from service.schemas import (
     ERROR_RESPONSES,
@@ -28,6 +28,7 @@ from service.schemas import (
     OpenAIEmbeddingsOut,
     OpenAIModel,
     OpenAIModelList,
+    json_request_body,
 )
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -58,8 +59,14 @@ def _encode(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
     response_model=OpenAIEmbeddingsOut,
     responses=ERROR_RESPONSES,
     summary="Create text embeddings (OpenAI-compatible)",
+    openapi_extra=json_request_body(OpenAIEmbeddingsIn),
 )
-async def create_embeddings(body: OpenAIEmbeddingsIn, engine: EngineDep, settings: SettingsDep):
+async def create_embeddings(request: Request, engine: EngineDep, settings: SettingsDep):
+    # The body is read here, as `/embed` reads its own, rather than as a FastAPI body
+    # parameter: that answered a body without Content-Type, a form body and malformed JSON
+    # alike with a 422 about dictionaries. The schema stays documented (`openapi_extra`).
+    require_json(request)
+    body = await read_json(request, OpenAIEmbeddingsIn)
     dims = EMBED_DIM if body.dimensions is None else body.dimensions
     if dims not in MATRYOSHKA_DIMS:
         raise InvalidRequest(

@@ -64,3 +64,17 @@ def test_errors_reach_the_client_as_openai_errors(client):
 
 def test_models_list(client):
     assert [m.id for m in client.models.list()] == ["mmembed"]
+
+
+def test_a_json_body_without_content_type_is_read_as_json(live_server, client):
+    import httpx
+
+    body = b'{"model": "m", "input": "one string", "dimensions": 64}'
+    raw = httpx.post(f"{live_server.url}/v1/embeddings", content=body)
+    assert raw.status_code == 200, raw.text
+    expected = client.embeddings.create(
+        model="m", input="one string", dimensions=64, encoding_format="float"
+    )
+    np.testing.assert_allclose(
+        raw.json()["data"][0]["embedding"], expected.data[0].embedding, atol=1e-6
+    )
