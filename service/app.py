@@ -209,7 +209,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             logger.info(
                 "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
             )
-            model = await asyncio.to_thread(load_embedder, settings)
+            model = await asyncio.to_thread(load_embedder, settings.for_serving())
         threads = max(4, settings.index_pool_size) if settings.index_url else 4
         store = await AsyncStore.open(settings, threads=threads)
         engine = EmbeddingEngine(model, settings, observer=metrics)

@@ -13,7 +13,8 @@ with a Lua script that POSTs one short sentence per request, to `/embed` and to
 `/v1/embeddings`, at each `--connections` count. It reports requests/s, p50 and
 p99 latency, and any connection errors or non-2xx answers. Before that, with the
 server idle, the same model embeds the same sentences in-process in batches of
-`--batch-size`: the rate HTTP is compared with. `--peer` also starts infinity-emb
+`--batch-size`, from one thread and from as many threads as the server runs
+batches at once (`--batch-workers`): the higher is the rate HTTP is compared with. `--peer` also starts infinity-emb
 (`service/peer/infinity.sh`) on the same MiniLM and measures its `/embeddings`
 the same way, one server at a time. `--runtime` sets the encoder runtime
 (`MMEMBED_ENCODER_RUNTIME`) of the served model and of the in-process one alike.
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,21 +208,38 @@ def settle(url: str, timeout: float = 300) -> None:
         time.sleep(0.2)
 
 
-def inprocess_rate(
+def inprocess_rates(
     settings, texts: list[str], batch_size: int, seconds: float
-) -> tuple[float, dict[str, str]]:
+) -> tuple[dict[int, float], dict[str, str]]:
     """Texts/s of `Embedder.embed_texts` in batches of `batch_size`, for about `seconds`,
-    and how each encoder ran ({modality: "torch", "onnx" or "onnx-int8"})."""
+    from one caller thread and from `settings.batch_workers` threads at once (as many
+    batches as the server runs at a time), and how each encoder ran ({modality: "torch",
+    "onnx" or "onnx-int8"}). HTTP is compared with the higher rate: a server that
+    overlaps batches must not beat an in-process figure that could not."""
     from service.app import load_embedder
 
     embedder = load_embedder(settings)
     embedder.embed_texts(texts[:batch_size])  # warm-up
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        batch = [texts[(done + j) % len(texts)] for j in range(batch_size)]
-        embedder.embed_texts(batch)
-        done += batch_size
-    return done / (time.perf_counter() - started), embedder.info["encoder_runtime"]
+    rates = {}
+    for threads in sorted({1, settings.batch_workers}):
+        rates[threads] = _embed_for(embedder, texts, batch_size, seconds, threads)
+    return rates, embedder.info["encoder_runtime"]
+
+
+def _embed_for(embedder, texts: list[str], batch_size: int, seconds: float, threads: int) -> float:
+    def caller(offset: int) -> int:
+        done = 0
+        while time.perf_counter() - started < seconds:
+            embedder.embed_texts(
+                [texts[(offset + done + j) % len(texts)] for j in range(batch_size)]
+            )
+            done += batch_size
+        return done
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        done = sum(pool.map(caller, range(0, threads * batch_size, batch_size)))
+    return done / (time.perf_counter() - started)
 
 
 # Main -------------------------------------------------------------------------------------
@@ -243,6 +262,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--routes", default="/embed,/v1/embeddings")
     parser.add_argument("--batch-size", type=int, default=32, help="server and in-process batch")
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument(
+        "--batch-workers",
+        type=int,
+        default=None,
+        help="batches the server runs at once (default: the service's, 2)",
+    )
     parser.add_argument(
         "--runtime",
         choices=ENCODER_RUNTIMES,
@@ -272,6 +297,8 @@ def settings_env(args: argparse.Namespace) -> dict[str, str]:
         "MMEMBED_MAX_BATCH_SIZE": str(args.batch_size),
         "MMEMBED_MAX_WAIT_MS": str(args.max_wait_ms),
     }
+    if args.batch_workers is not None:
+        env["MMEMBED_BATCH_WORKERS"] = str(args.batch_workers)
     if args.torch_threads is not None:
         env["MMEMBED_TORCH_THREADS"] = str(args.torch_threads)
     if args.runtime is not None:
@@ -296,17 +323,20 @@ def main(argv: list[str] | None = None) -> int:
     env = settings_env(args)
     from service.settings import Settings
 
+    # The threads the server will give each batch (`Settings.for_serving`), in-process too.
     settings = Settings(
         **{k[len("MMEMBED_") :].lower(): v for k, v in env.items() if k.startswith("MMEMBED_")}
-    )
-    if settings.torch_threads is not None:
-        torch.set_num_threads(settings.torch_threads)
+    ).for_serving()
     texts = make_texts(256)
     connections = [int(c) for c in args.connections.split(",")]
     routes = args.routes.split(",")
     seconds = float(args.duration.rstrip("s"))
-    local, runtimes = inprocess_rate(settings, texts, args.batch_size, seconds)
-    print(f"  in-process, batches of {args.batch_size}: {local:.1f} texts/s", file=sys.stderr)
+    local, runtimes = inprocess_rates(settings, texts, args.batch_size, seconds)
+    for threads, rate in local.items():
+        print(
+            f"  in-process, batches of {args.batch_size}, {threads} thread(s): {rate:.1f} texts/s",
+            file=sys.stderr,
+        )
 
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -343,7 +373,7 @@ def _progress(r: Result) -> None:
 
 
 def print_table(
-    results: list[Result], local: float, runtimes: dict[str, str], args, settings
+    results: list[Result], local: dict[int, float], runtimes: dict[str, str], args, settings
 ) -> None:
     model = settings.checkpoint or (
         f"preset {settings.preset}" if "preset" in settings.model_fields_set else shipped_release()
@@ -354,7 +384,8 @@ def print_table(
         f"\nmodel: {model}; encoder runtime {settings.encoder_runtime} "
         f"({', '.join(f'{m}: {r}' for m, r in runtimes.items())}); "
         f"{os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
-        f"max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}; "
+        f"max_batch_size={args.batch_size}, max_wait_ms={args.max_wait_ms:g}, "
+        f"batch_workers={settings.batch_workers}; "
         f"wrk -t1 -d{args.duration}; one short sentence per request\n"
     )
     print("| server | route | connections | requests/s | p50 ms | p99 ms | errors | non-2xx |")
@@ -364,15 +395,18 @@ def print_table(
             f"| {r.target} | {r.route} | {r.connections} | {r.rate:.1f} | {r.p50_ms:.1f} | "
             f"{r.p99_ms:.1f} | {r.errors} | {r.non_2xx} |"
         )
-    print(
-        f"| mmembed in-process | embed_texts x{args.batch_size} | - | {local:.1f} texts/s | | | | |"
-    )
+    for threads, rate in local.items():
+        print(
+            f"| mmembed in-process | embed_texts x{args.batch_size}, {threads} thread"
+            f"{'s' if threads > 1 else ''} | - | {rate:.1f} texts/s | | | | |"
+        )
+    best = max(local.values())
     top = max(r.connections for r in results)
     peer = next((r for r in results if r.target != "mmembed" and r.connections == top), None)
     print()
     for r in results:
         if r.target == "mmembed" and r.connections == top:
-            line = f"{r.route} at {top} connections: {r.rate / local:.2f} of the in-process rate"
+            line = f"{r.route} at {top} connections: {r.rate / best:.2f} of the in-process rate"
             if peer is not None:
                 line += f", {r.rate / peer.rate:.2f}x infinity-emb"
             print(line)

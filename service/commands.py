@@ -124,12 +124,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from service.app import create_app
     from service.auth import UnsafeBind, check_bind
 
-    settings = settings_from(args)
+    settings = settings_from(args).for_serving()
     setup_logging(settings.log_level)
     try:
         check_bind(settings)
     except UnsafeBind as exc:
         raise CliError(str(exc)) from exc
+    logger.info(
+        "%d batch workers per modality, %d intra-op threads each",
+        settings.batch_workers,
+        settings.torch_threads,
+    )
     embedder = load_embedder(settings)
     app = create_app(settings, embedder=embedder)
     config = uvicorn.Config(

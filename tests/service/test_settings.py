@@ -133,3 +133,30 @@ def test_torch_threads_applied_when_the_service_builds_its_model(tmp_path):
             assert threads == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_server_shares_the_cores_among_its_batch_workers(monkeypatch, tmp_path):
+    import torch
+    from fastapi.testclient import TestClient
+
+    import service.settings
+    from service.app import create_app
+
+    monkeypatch.setattr(service.settings, "usable_cores", lambda: 4)
+    assert Settings(batch_workers=2).for_serving().torch_threads == 2
+    assert Settings(batch_workers=1).for_serving().torch_threads == 4
+    assert Settings(batch_workers=8).for_serving().torch_threads == 1  # never 0
+    assert Settings(batch_workers=2, torch_threads=3).for_serving().torch_threads == 3
+    assert Settings().torch_threads is None  # only a server splits the cores
+
+    before = torch.get_num_threads()
+    settings = Settings(preset="tiny", modalities="text", batch_workers=4, data_dir=tmp_path)
+    try:
+        with TestClient(create_app(settings)) as client:  # the lifespan loads the model
+            state = client.app.state.service
+            threads = client.portal.call(
+                state.engine.batchers["text"].run_on_worker, torch.get_num_threads
+            )
+            assert threads == 1  # 4 cores among 4 workers
+    finally:
+        torch.set_num_threads(before)
