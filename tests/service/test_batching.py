@@ -46,6 +46,21 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def submit_all(batcher: Batcher, items, *, return_exceptions: bool = False) -> list:
+    """Start ``batcher``, submit every item at once, gather the answers, stop it."""
+
+    async def main():
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(i) for i in items), return_exceptions=return_exceptions
+            )
+        finally:
+            await batcher.stop()
+
+    return run(main())
+
+
 def test_concurrent_callers_share_batches_and_get_their_own_rows():
     recorder = Recorder()
     threads: set[str] = set()
@@ -54,15 +69,9 @@ def test_concurrent_callers_share_batches_and_get_their_own_rows():
         threads.add(threading.current_thread().name)
         return rows_for(items)
 
-    async def main():
-        batcher = Batcher("t", fn, max_batch_size=8, max_wait_ms=50, observer=recorder)
-        await batcher.start()
-        try:
-            return await asyncio.gather(*(batcher.submit(i) for i in range(40)))
-        finally:
-            await batcher.stop()
-
-    rows = run(main())
+    rows = submit_all(
+        Batcher("t", fn, max_batch_size=8, max_wait_ms=50, observer=recorder), range(40)
+    )
     assert [r.tolist() for r in rows] == [[i, 2 * i] for i in range(40)]
     assert sum(recorder.sizes) == 40
     assert max(recorder.sizes) == 8, "batches are capped at max_batch_size"
@@ -91,38 +100,10 @@ def test_two_workers_run_two_batches_at_once_and_no_more():
             with lock:
                 running -= 1
 
-    async def main():
-        batcher = Batcher("t", fn, max_batch_size=4, max_wait_ms=0, workers=2)
-        await batcher.start()
-        try:
-            return await asyncio.gather(*(batcher.submit(i) for i in range(16)))
-        finally:
-            await batcher.stop()
-
-    rows = run(main())
+    rows = submit_all(Batcher("t", fn, max_batch_size=4, max_wait_ms=0, workers=2), range(16))
     assert [r.tolist() for r in rows] == [[i, 2 * i] for i in range(16)]
     assert most == 2, "two batches ran together, never three"
     assert len(threads) == 2
-
-
-def test_stopping_with_two_batches_running_answers_every_caller():
-    release = threading.Event()
-    slow = blocked_until(release)
-
-    async def main():
-        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0, workers=2)
-        await batcher.start()
-        pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(4)]
-        await asyncio.sleep(0.05)
-        assert len(batcher._running) == 2
-        stopping = asyncio.ensure_future(batcher.stop())
-        await asyncio.sleep(0.05)
-        release.set()
-        await stopping
-        return await asyncio.gather(*pending, return_exceptions=True)
-
-    results = run(main())
-    assert all(isinstance(r, NotReady) for r in results)
 
 
 def test_a_lone_request_runs_at_once_without_waiting_for_company():
@@ -259,17 +240,9 @@ def test_an_unexpected_failure_reaches_every_caller_of_that_batch():
     def broken(items: list[int]) -> np.ndarray:
         raise RuntimeError("model crashed")
 
-    async def main():
-        batcher = Batcher("t", broken, max_batch_size=4, max_wait_ms=20)
-        await batcher.start()
-        try:
-            return await asyncio.gather(
-                *(batcher.submit(i) for i in range(3)), return_exceptions=True
-            )
-        finally:
-            await batcher.stop()
-
-    results = run(main())
+    results = submit_all(
+        Batcher("t", broken, max_batch_size=4, max_wait_ms=20), range(3), return_exceptions=True
+    )
     assert all(isinstance(r, RuntimeError) for r in results)
 
 
@@ -287,17 +260,19 @@ def test_wrong_row_count_is_an_error_not_a_mixup():
     assert all(isinstance(r, RuntimeError) for r in run(main()))
 
 
-def test_not_started_and_stopped_batchers_refuse_work():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_not_started_and_stopped_batchers_refuse_work(workers):
     release = threading.Event()
     slow = blocked_until(release)
 
     async def main():
-        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0)
+        batcher = Batcher("t", slow, max_batch_size=1, max_wait_ms=0, workers=workers)
         with pytest.raises(NotReady):
             await batcher.submit(1)
         await batcher.start()
-        pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(3)]
+        pending = [asyncio.ensure_future(batcher.submit(i)) for i in range(workers + 2)]
         await asyncio.sleep(0.05)
+        assert len(batcher._running) == workers  # the rest are queued
         stopping = asyncio.ensure_future(batcher.stop())
         await asyncio.sleep(0.05)
         release.set()
