@@ -217,22 +217,20 @@ def _inline(model: type[BaseModel]) -> dict[str, Any]:
 def request_body(
     *,
     json_model: type[BaseModel] | None,
-    form_fields: dict[str, dict[str, Any]],
-    description: str,
+    form_fields: dict[str, dict[str, Any]] | None = None,
+    description: str | None = None,
 ) -> dict[str, Any]:
-    """An `openapi_extra` request body offering multipart/form-data and JSON."""
-    content: dict[str, Any] = {
-        "multipart/form-data": {"schema": {"type": "object", "properties": form_fields}}
-    }
+    """An `openapi_extra` request body: JSON (`json_model`) and/or multipart/form-data
+    (`form_fields`)."""
+    content: dict[str, Any] = {}
+    if form_fields is not None:
+        content["multipart/form-data"] = {"schema": {"type": "object", "properties": form_fields}}
     if json_model is not None:
         content["application/json"] = {"schema": _inline(json_model)}
-    return {"requestBody": {"required": True, "description": description, "content": content}}
-
-
-def json_request_body(json_model: type[BaseModel]) -> dict[str, Any]:
-    """An `openapi_extra` request body of JSON only, for routes that read it themselves."""
-    content = {"application/json": {"schema": _inline(json_model)}}
-    return {"requestBody": {"required": True, "content": content}}
+    body: dict[str, Any] = {"required": True, "content": content}
+    if description is not None:
+        body["description"] = description
+    return {"requestBody": body}
 
 
 FILE_FIELD = {"type": "string", "format": "binary", "description": "An image or audio file."}

@@ -28,7 +28,7 @@ from service.schemas import (
     OpenAIEmbeddingsOut,
     OpenAIModel,
     OpenAIModelList,
-    json_request_body,
+    request_body,
 )
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
@@ -59,7 +59,7 @@ def _encode(vector: np.ndarray, encoding_format: str) -> np.ndarray | str:
     response_model=OpenAIEmbeddingsOut,
     responses=ERROR_RESPONSES,
     summary="Create text embeddings (OpenAI-compatible)",
-    openapi_extra=json_request_body(OpenAIEmbeddingsIn),
+    openapi_extra=request_body(json_model=OpenAIEmbeddingsIn),
 )
 async def create_embeddings(request: Request, engine: EngineDep, settings: SettingsDep):
     # The body is read here, as `/embed` reads its own, rather than as a FastAPI body
