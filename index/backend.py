@@ -15,13 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidVector
-from .items import Item, NewItem, Preview, SearchHit
+from .errors import InvalidVector, ModelMismatch
+from .items import Item, ModelStamp, NewItem, Preview, SearchHit
 from .vectors import EMBED_DIM
+
+MODEL_KEY = "model"  # the meta key holding the ModelStamp of the vectors
 
 
 class VectorBackend(ABC):
     """Items with a 512-d Matryoshka vector, searchable at 64, 128, 256 or 512 dims."""
+
+    location: str  # where the store lives, for messages (a folder, or a database and schema)
 
     def add(
         self,
@@ -117,6 +121,37 @@ class VectorBackend(ABC):
     @abstractmethod
     def close(self) -> None:
         """Flush and release resources; idempotent."""
+
+    def bind_model(self, stamp: ModelStamp) -> ModelStamp | None:
+        """Claim the store for the model that will write and search it; returns the
+        stamp it held before (None: none).
+
+        A store holds one model's vectors. An empty store, or one written before
+        stamps were kept, takes `stamp`; one holding another model's vectors raises
+        ModelMismatch, since searching them with this model's queries would answer
+        with confident nonsense.
+        """
+        found = self._read_meta(MODEL_KEY)
+        held = ModelStamp.from_json(found) if found is not None else None
+        if held is not None and held.fingerprint == stamp.fingerprint:
+            return held
+        if held is not None and (items := self.count()):
+            raise ModelMismatch(self.location, held, stamp, items)
+        self._write_meta(MODEL_KEY, stamp.to_json())
+        return held
+
+    def model_stamp(self) -> ModelStamp | None:
+        """The stamp of the model whose vectors the store holds, if one was bound."""
+        found = self._read_meta(MODEL_KEY)
+        return ModelStamp.from_json(found) if found is not None else None
+
+    @abstractmethod
+    def _read_meta(self, key: str) -> str | None:
+        """A value of the store's own key/value table (None if the key is absent)."""
+
+    @abstractmethod
+    def _write_meta(self, key: str, value: str) -> None:
+        """Set a value of the store's own key/value table."""
 
     def connection_stats(self) -> dict[str, int]:
         """Counters of the backend's connection pool (for /metrics); empty if it has none."""

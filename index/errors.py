@@ -72,3 +72,18 @@ class StoreUnavailable(StoreError):
 
     The request may be retried: nothing was half-written (each write is one transaction).
     """
+
+
+class ModelMismatch(StoreError):
+    """The store holds vectors of another model than the one about to write or search it."""
+
+    def __init__(self, location: str, held: object, loaded: object, items: int) -> None:
+        super().__init__(
+            f"the index at {location} holds {items} vectors made by {held}, but the model "
+            f"loaded now is {loaded}. Vectors of different models are not comparable: serve "
+            "the model that made them, give the new model its own data directory or "
+            "database (MMEMBED_DATA_DIR / MMEMBED_INDEX_URL), or re-embed the items into it."
+        )
+        self.held = held
+        self.loaded = loaded
+        self.items = items

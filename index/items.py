@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,3 +56,27 @@ class SearchHit:
     score: float
     modality: str
     metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ModelStamp:
+    """Which model made a store's vectors: `name` for people (release and version, or
+    checkpoint or preset), `fingerprint` a digest of the weights that decide the space.
+
+    Vectors of two models are not comparable even when both are 512-d unit rows, so a
+    store records the stamp of the model that fills it (`VectorBackend.bind_model`).
+    """
+
+    name: str
+    fingerprint: str
+
+    def to_json(self) -> str:
+        return json.dumps({"name": self.name, "fingerprint": self.fingerprint})
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelStamp:
+        data = json.loads(text)
+        return cls(name=str(data["name"]), fingerprint=str(data["fingerprint"]))
+
+    def __str__(self) -> str:
+        return f"{self.name} (weights {self.fingerprint[:12]})"

@@ -252,7 +252,23 @@ class SqliteStore:
         conn.execute("UPDATE meta SET value = ? WHERE key = 'next_label'", (first + n,))
         return int(first)
 
+    def write_meta(self, key: str, value: str) -> None:
+        """Set a key of the meta table that no item write reads (so the generation,
+        which tells a FAISS snapshot what it has seen, is left alone)."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        with self._write_lock:
+            self._writer.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
     # ---- reads ----
+
+    def read_meta(self, key: str) -> str | None:
+        row = self._reader().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def generation(self) -> int:
         """Number of committed write transactions so far."""

@@ -83,6 +83,10 @@ class VectorStore(VectorBackend):
         self._snapshot_generation: int | None = open_report["snapshot_generation"]
         self._closed = False
 
+    @property
+    def location(self) -> str:
+        return str(self.data_dir)
+
     # ---- life cycle ----
 
     @classmethod
@@ -337,6 +341,14 @@ class VectorStore(VectorBackend):
             while len(self._filters) > FILTER_CACHE_SIZE:
                 self._filters.popitem(last=False)
         return made
+
+    def _read_meta(self, key: str) -> str | None:
+        self._check_open()
+        return self._sql.read_meta(key)
+
+    def _write_meta(self, key: str, value: str) -> None:
+        self._check_open()
+        self._sql.write_meta(key, value)
 
     def check_consistency(self) -> dict[str, int]:
         """Compare the FAISS label set with SQLite's: counts of items, indexed, missing, extra.

@@ -68,6 +68,7 @@ class Embedder:
             raise ValueError(f"max_batch_size must be at least 1; got {max_batch_size}")
         self.dtype = dtype
         self.max_batch_size = int(max_batch_size)
+        self.weights_digest = model.weights_digest()  # before a float16 cast changes the bytes
         self.model = model.to(device=self.device, dtype=_DTYPES[dtype]).eval()
         runtimes = onnx_runtimes(encoder_runtime, self.device, model.config.encoders)
         for modality, runtime in runtimes.items():
@@ -234,6 +235,7 @@ class Embedder:
             "preset": self._preset,
             "checkpoint": self._checkpoint,
             "trained": self._trained,
+            "weights_digest": self.weights_digest,
             "demo": any(e.source is None for e in encoders.values()),
             "encoders": {m: encoders[m].identity for m in self.modalities},
             "device": str(self.device),

@@ -8,6 +8,7 @@ tokens, so encoder outputs can be cached once and reused by every epoch.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,6 +106,23 @@ class MultimodalModel(nn.Module):
                 f"this model has no {modality} encoder (it has {', '.join(self.modalities)})"
             )
         return self.encoders[modality]
+
+    def weights_digest(self) -> str:
+        """sha256 of what decides this model's vector space: every weight outside the
+        frozen encoders (as float32, so fp16 and fp32 copies agree) and the identity of
+        random demo encoders. Real encoders are left out, since a checkpoint already
+        refuses encoder weights other than its own (:mod:`model.checkpoint`)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.state_dict().items()):
+            if name.startswith(ENCODER_PREFIX):
+                continue
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        for modality in self.modalities:
+            encoder = self.config.encoders[modality]
+            random_identity = encoder.identity if encoder.source is None else "pretrained"
+            digest.update(f"{modality}:{encoder.family}:{random_identity}".encode())
+        return digest.hexdigest()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Adapters, resampler, heads and temperature: everything the optimizer should see."""

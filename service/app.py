@@ -27,7 +27,7 @@ from service.metrics import Metrics, MetricsMiddleware
 from service.routers import embed, health, items, openai, page, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
-from service.store import AsyncStore, index_location
+from service.store import AsyncStore, index_location, model_stamp
 
 logger = logging.getLogger("mmembed.service")
 
@@ -212,8 +212,15 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             model = await asyncio.to_thread(load_embedder, settings.for_serving())
         threads = max(4, settings.index_pool_size) if settings.index_url else 4
         store = await AsyncStore.open(settings, threads=threads)
-        engine = EmbeddingEngine(model, settings, observer=metrics)
         info = model.info
+        try:
+            held = await store.bind_model(model_stamp(info))
+        except BaseException:
+            await store.close()
+            raise
+        if held is not None and held.fingerprint != info["weights_digest"]:
+            logger.info("the empty index held %s before; it is this model's now", held)
+        engine = EmbeddingEngine(model, settings, observer=metrics)
         state = ServiceState(
             settings=settings,
             engine=engine,

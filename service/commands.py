@@ -225,9 +225,11 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _open_store(settings: Settings) -> Iterator[Any]:
+def _open_store(settings: Settings, embedder: Any = None) -> Iterator[Any]:
+    """The settings' index; claimed for `embedder`'s model when one is given (a
+    CliError if it holds another model's vectors)."""
     from index.errors import StoreError, StoreLocked
-    from service.store import open_backend
+    from service.store import model_stamp, open_backend
 
     try:
         store = open_backend(settings)
@@ -236,6 +238,11 @@ def _open_store(settings: Settings) -> Iterator[Any]:
     except StoreError as exc:
         raise CliError(str(exc)) from exc
     with store:
+        if embedder is not None:
+            try:
+                store.bind_model(model_stamp(embedder.info))
+            except StoreError as exc:
+                raise CliError(str(exc)) from exc
         try:
             yield store
         except StoreError as exc:
@@ -273,7 +280,7 @@ def cmd_index_add(args: argparse.Namespace) -> int:
         else:
             meta.setdefault("source", raw.label)
         items.append(NewItem(vector=vector, modality=modality, metadata=meta, id=args.id))
-    with _open_store(settings) as store:
+    with _open_store(settings, embedder) as store:
         ids = store.add_many(items)
         for item_id, item in zip(ids, items, strict=True):
             print(json.dumps({"id": item_id, "modality": item.modality}))
@@ -299,7 +306,7 @@ def _index_add_folders(args: argparse.Namespace) -> int:
     for skip in missing:
         print(f"skipped {skip.path}: {skip.reason}", file=sys.stderr)
     embedder = load_embedder(settings)
-    with _open_store(settings) as store:
+    with _open_store(settings, embedder) as store:
         report = ingest_files(
             store,
             embedder,
@@ -327,7 +334,7 @@ def cmd_index_search(args: argparse.Namespace) -> int:
         raise CliError("give exactly one query: --text TEXT or one FILE")
     embedder = load_embedder(settings)
     ((_, vector),) = _embed_inputs(embedder, settings, inputs)
-    with _open_store(settings) as store:
+    with _open_store(settings, embedder) as store:
         hits = store.search(
             vector, k=args.k, dims=args.dims, mode=args.mode, modality=args.modality
         )

@@ -179,6 +179,11 @@ class ReadyOut(BaseModel):
     checkpoint: str | None
     trained: bool
     demo: bool
+    weights_digest: str = Field(
+        description="sha256 of the weights that decide the vector space (adapters, resampler, "
+        "heads): replicas with the same digest make comparable vectors, and an index refuses "
+        "a model with another digest once it holds vectors."
+    )
     warning: str | None = Field(None, description="Why the embeddings may not be meaningful.")
     modalities: list[Modality]
     encoders: dict[str, str]

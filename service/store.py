@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from index import IndexConfig, Item, NewItem, Preview, SearchHit, VectorBackend, VectorStore
+from index.items import ModelStamp
 from index.pg import PostgresConfig, PostgresStore
 from index.pg.store import describe_url
 from model.constants import MODALITIES
@@ -40,6 +41,19 @@ def open_backend(settings: Settings) -> VectorBackend:
     return VectorStore.open(
         settings.data_dir, IndexConfig(kind=settings.index_kind, max_k=settings.max_k)
     )
+
+
+def model_stamp(info: dict[str, Any]) -> ModelStamp:
+    """The stamp an index records for the model `Embedder.info` describes."""
+    if info.get("model"):
+        name = f"{info['model']} {info.get('version') or ''}".strip()
+    elif info.get("checkpoint"):
+        name = f"checkpoint {info['checkpoint']}"
+    else:
+        name = f"preset {info.get('preset')}"
+    if not info.get("trained"):
+        name += " (untrained)"
+    return ModelStamp(name=name, fingerprint=str(info["weights_digest"]))
 
 
 def index_location(settings: Settings) -> str:
@@ -116,6 +130,10 @@ class AsyncStore:
 
     async def list(self, modality: str | None, limit: int, offset: int) -> list[Item]:
         return await self._call(self.store.list, modality=modality, limit=limit, offset=offset)
+
+    async def bind_model(self, stamp: ModelStamp) -> ModelStamp | None:
+        """`VectorBackend.bind_model`: claim the index for this model, or ModelMismatch."""
+        return await self._call(self.store.bind_model, stamp)
 
     async def count(self, modality: str | None = None) -> int:
         return await self._call(self.store.count, modality)

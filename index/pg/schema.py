@@ -1,6 +1,6 @@
 """The tables, created or checked at start, under an advisory lock so replicas may start together.
 
-    {schema}.mmembed_meta      key/value: schema_version, embed_dim
+    {schema}.mmembed_meta      key/value: schema_version, embed_dim, model (its ModelStamp)
     {schema}.mmembed_items     id, modality, metadata jsonb, created_at, updated_at, embedding,
                                embedding64 (generated: the 64-d prefix)
     {schema}.mmembed_previews  id -> media_type, data (ON DELETE CASCADE)

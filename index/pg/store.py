@@ -413,6 +413,20 @@ class PostgresStore(VectorBackend):
         """psycopg_pool's counters: pool_size, pool_available, pool_max, requests_waiting, ..."""
         return dict(self._pool.get_stats())
 
+    def _read_meta(self, key: str) -> str | None:
+        query = sql.SQL("SELECT value FROM {} WHERE key = %s").format(self._tables["meta"])
+        with self._connection() as conn:
+            row = conn.execute(query, (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def _write_meta(self, key: str, value: str) -> None:
+        query = sql.SQL(
+            "INSERT INTO {} (key, value) VALUES (%s, %s)"
+            " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).format(self._tables["meta"])
+        with self._connection() as conn:
+            conn.execute(query, (key, value))
+
     def info(self) -> dict[str, Any]:
         counts = self.counts_by_modality()
         with self._connection() as conn:

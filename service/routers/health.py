@@ -50,6 +50,7 @@ async def readyz(request: Request):
         checkpoint=info.get("checkpoint"),
         trained=bool(info.get("trained")),
         demo=bool(info.get("demo")),
+        weights_digest=str(info["weights_digest"]),
         warning=state.warning,
         modalities=list(state.engine.modalities),
         encoders={k: str(v) for k, v in info.get("encoders", {}).items()},
