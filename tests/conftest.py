@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -17,6 +18,27 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def _shared_models_dir() -> Path:
     env = os.environ.get("MMEMBED_SHARED_MODELS")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "models"
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """The CLI's `setup_logging` replaces the root handlers with one writing to the
+    sys.stderr of that moment: under capsys a stream that is closed after the test,
+    which would break every later test that logs. Put the handlers back after each."""
+    root = logging.getLogger()
+    ours = [h for h in root.handlers if not _from_pytest(h)]
+    level = root.level
+    yield
+    for handler in [h for h in root.handlers if not _from_pytest(h) and h not in ours]:
+        root.removeHandler(handler)
+    for handler in [h for h in ours if h not in root.handlers]:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def _from_pytest(handler: logging.Handler) -> bool:
+    """pytest's own capture handlers, which it adds and removes around each phase."""
+    return type(handler).__module__.startswith("_pytest")
 
 
 @pytest.fixture(scope="session")
