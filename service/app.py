@@ -36,13 +36,13 @@ UNTRAINED_SEED = 0
 
 DEMO_WARNING = (
     "DEMO MODEL: the 'tiny' preset runs small randomly initialised encoders and heads, so its "
-    "embeddings carry no meaning. For real use: --preset base --checkpoint DIR (a checkpoint "
-    "trained with `mmembed train`)."
+    "embeddings carry no meaning. For real use: `mmembed serve` with no --preset serves the "
+    "shipped release (audio-text-v1); --checkpoint DIR serves one trained with `mmembed train`."
 )
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: real encoders but random adapters, resampler and heads (no checkpoint), so "
-    "similarities between modalities are meaningless. Train one with `mmembed train` and serve "
-    "it with --checkpoint DIR (MMEMBED_CHECKPOINT)."
+    "similarities between modalities are meaningless. Serve the shipped release (no --preset), "
+    "or train one with `mmembed train` and serve it with --checkpoint DIR (MMEMBED_CHECKPOINT)."
 )
 
 
