@@ -10,6 +10,7 @@ the dataclasses of `index.items`.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -19,6 +20,7 @@ from .errors import InvalidVector, ModelMismatch
 from .items import Item, ModelStamp, NewItem, Preview, SearchHit
 from .vectors import EMBED_DIM
 
+logger = logging.getLogger(__name__)
 MODEL_KEY = "model"  # the meta key holding the ModelStamp of the vectors
 
 
@@ -131,13 +133,14 @@ class VectorBackend(ABC):
         ModelMismatch, since searching them with this model's queries would answer
         with confident nonsense.
         """
-        found = self._read_meta(MODEL_KEY)
-        held = ModelStamp.from_json(found) if found is not None else None
+        held = self.model_stamp()
         if held is not None and held.fingerprint == stamp.fingerprint:
             return held
         if held is not None and (items := self.count()):
             raise ModelMismatch(self.location, held, stamp, items)
         self._write_meta(MODEL_KEY, stamp.to_json())
+        if held is not None:
+            logger.info("the empty index at %s held %s; it is %s's now", self.location, held, stamp)
         return held
 
     def model_stamp(self) -> ModelStamp | None:

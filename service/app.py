@@ -214,12 +214,10 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         store = await AsyncStore.open(settings, threads=threads)
         info = model.info
         try:
-            held = await store.bind_model(model_stamp(info))
+            await store.bind_model(model_stamp(info))
         except BaseException:
             await store.close()
             raise
-        if held is not None and held.fingerprint != info["weights_digest"]:
-            logger.info("the empty index held %s before; it is this model's now", held)
         engine = EmbeddingEngine(model, settings, observer=metrics)
         state = ServiceState(
             settings=settings,

@@ -32,9 +32,7 @@ def test_readyz_names_the_weights_and_a_restart_keeps_the_index(tmp_path, tiny_e
         assert client.get("/items/t1").status_code == 200
 
 
-def test_another_model_cannot_start_on_a_filled_index(
-    tmp_path, tiny_embedder, text_only_embedder, caplog
-):
+def test_another_model_cannot_start_on_a_filled_index(tmp_path, tiny_embedder, text_only_embedder):
     assert text_only_embedder.weights_digest != tiny_embedder.weights_digest
     with _client(tmp_path, tiny_embedder) as client:
         assert client.post("/items", json={"text": "a dog"}).status_code == 201
