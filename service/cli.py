@@ -181,8 +181,8 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
         "--train-text",
         nargs="+",
         metavar="SOURCE",
-        help="fortune folder, .dict.dz, WordNet folder or text file; PATH@N samples N "
-        "(default: fortunes and 20,000 GCIDE sentences)",
+        help="fortune folder, .dict.dz, WordNet folder or text file; PATH@N samples N, "
+        "PATH@N:4-6 samples N of 4 to 6 words (default: fortunes and 20,000 GCIDE sentences)",
     )
     spoken.add_argument(
         "--test-set",

@@ -367,23 +367,49 @@ def _shingles(sentence: str) -> set[str]:
     return {" ".join(words[i : i + SHINGLE_WORDS]) for i in range(len(words) - SHINGLE_WORDS + 1)}
 
 
-def _parse_source(spec: str | Path) -> tuple[str, int | None]:
-    """``path`` or ``path@N`` (at most N sentences, sampled with the build's seed)."""
-    text = str(spec)
-    path, sep, count = text.rpartition("@")
-    if sep and count.isdigit() and path:
-        return path, int(count)
-    return text, None
+_SOURCE_SUFFIX = re.compile(r"(?P<cap>\d+)?(?::(?P<low>\d+)-(?P<high>\d+))?")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """One text source: ``path``, ``path@N`` (at most N sentences, sampled with the
+    build's seed), ``path@N:A-B`` or ``path@:A-B`` (only sentences of A to B words,
+    then at most N of them). The word range shifts a pool's length mix, for example
+    toward short sentences like those of a test set."""
+
+    path: str
+    cap: int | None = None
+    words: tuple[int, int] | None = None
+
+    @classmethod
+    def parse(cls, spec: str | Path) -> SourceSpec:
+        text = str(spec)
+        path, sep, suffix = text.rpartition("@")
+        match = _SOURCE_SUFFIX.fullmatch(suffix) if sep and path else None
+        if match is None or not suffix:
+            return cls(text)
+        cap = int(match["cap"]) if match["cap"] else None
+        words = None
+        if match["low"] is not None:
+            words = (int(match["low"]), int(match["high"]))
+            if not 1 <= words[0] <= words[1]:
+                raise ValueError(f"{text}: the word range {suffix} must be A-B with 1 <= A <= B")
+        return cls(path, cap, words)
 
 
 def read_pool(sources: Sequence[str | Path], seed: int) -> list[str]:
-    """Sentences of several sources (``path`` or ``path@N``), deduplicated across them."""
+    """Sentences of several sources (see :class:`SourceSpec`), deduplicated across them."""
     pool: list[str] = []
     for spec in sources:
-        path, cap = _parse_source(spec)
-        sentences = read_source(path)
-        if cap is not None and cap < len(sentences):
-            sentences = random.Random(seed).sample(sentences, cap)
+        source = SourceSpec.parse(spec)
+        sentences = read_source(source.path)
+        if source.words is not None:
+            low, high = source.words
+            sentences = [s for s in sentences if low <= len(s.split()) <= high]
+            if not sentences:
+                raise ValueError(f"{spec}: no sentence of {low} to {high} words in {source.path}")
+        if source.cap is not None and source.cap < len(sentences):
+            sentences = random.Random(seed).sample(sentences, source.cap)
         pool.extend(sentences)
     return _unique(pool)
 
@@ -440,7 +466,8 @@ class SpokenSpec:
     """What :func:`build_spoken_dataset` builds.
 
     test_sets: name -> text sources; each becomes ``test-NAME.jsonl``.
-    Sources are paths, or ``path@N`` for at most N sentences of that source.
+    Sources are paths, ``path@N`` for at most N sentences of that source, or
+    ``path@N:A-B`` for sentences of A to B words (:class:`SourceSpec`).
     """
 
     train_sources: tuple[str, ...]

@@ -15,6 +15,7 @@ from model.training.spoken import (
     HELD_OUT_VOICES,
     SAMPLE_RATE,
     TRAIN_VOICES,
+    SourceSpec,
     SpeechParams,
     SpokenSpec,
     build_spoken_dataset,
@@ -157,6 +158,30 @@ def test_wordnet_examples_and_sampled_sources(tmp_path: Path) -> None:
     sampled = read_pool([f"{text}@7"], seed=3)
     assert len(sampled) == 7 and set(sampled) <= set(read_source(text))
     assert read_pool([f"{text}@7"], seed=3) == sampled
+
+
+def test_a_word_range_shifts_a_sources_length_mix(tmp_path: Path) -> None:
+    text = tmp_path / "mixed.txt"
+    names = ["red", "blue", "green", "black", "white", "grey", "brown", "pink", "gold", "tan"]
+    short = [f"The {name} cat sat." for name in names]
+    long = [f"The long sentence about the {name} cat goes on." for name in names]
+    text.write_text(" ".join(short + long))
+    assert read_pool([f"{text}@:4-5"], seed=0) == short
+    picked = read_pool([f"{text}@4:4-5"], seed=1)
+    assert len(picked) == 4 and set(picked) <= set(short)
+    assert read_pool([f"{text}@:9-9"], seed=0) == long
+    assert SourceSpec.parse("a/b.dict.dz@20000:4-6") == SourceSpec("a/b.dict.dz", 20000, (4, 6))
+    # A name that merely contains @ stays a path.
+    assert SourceSpec.parse("me@host/notes.txt") == SourceSpec("me@host/notes.txt")
+
+
+def test_a_bad_word_range_says_what_is_wrong(tmp_path: Path) -> None:
+    text = tmp_path / "plain.txt"
+    text.write_text("The cat one sat. The dog two sat down.")
+    with pytest.raises(ValueError, match="must be A-B with 1 <= A <= B"):
+        SourceSpec.parse(f"{text}@:6-4")
+    with pytest.raises(ValueError, match="no sentence of 20 to 30 words"):
+        read_pool([f"{text}@:20-30"], seed=0)
 
 
 def test_gcide_source_drops_wordnet_entries_and_markup(tmp_path: Path) -> None:
