@@ -153,16 +153,22 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
             json={"items": [{"text": s, "id": f"s{i}"} for i, s in enumerate(sentences)]},
         )
         assert added.status_code == 201, added.text
+        # Every sentence, spoken by held-out voices, is a query against all twelve texts.
+        # 1.1.0 finds 9 of 12 on top in process (chance: 1 of 12); a broken release or
+        # load finds about one.
         rng = random.Random(7)
         found = []
-        for i in (0, 5, 11):
-            clip = synthesize(sentences[i], sample_params(rng, HELD_OUT_VOICES, noise_prob=0.0))
+        for i, sentence in enumerate(sentences):
+            clip = synthesize(sentence, sample_params(rng, HELD_OUT_VOICES, noise_prob=0.0))
             wav = io.BytesIO()
             sf.write(wav, clip, SAMPLE_RATE, format="WAV")
             response = http.post(
                 "/search?modality=text&k=3", files={"file": ("q.wav", wav.getvalue())}
             )
             assert response.status_code == 200, response.text
-            found.append(response.json()["results"][0]["id"])
-        assert found == ["s0", "s5", "s11"]
+            results = response.json()["results"]
+            assert [r["modality"] for r in results] == ["text"] * 3
+            found.append(results[0]["id"] == f"s{i}")
+        print(f"spoken sentences found on top over HTTP: {sum(found)} of {len(found)}")
+        assert sum(found) >= 7, f"only {sum(found)} of 12 spoken sentences found their text"
     assert server.stop() == 0
