@@ -15,6 +15,8 @@ Outputs (:class:`EncoderOutput`):
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import string
@@ -40,11 +42,14 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
+from transformers.utils import logging as hf_logging
 
 from model import audio as audio_lib
 from model.config import EncoderConfig
 from model.errors import CheckpointMismatch, InvalidInput, MissingWeights
 from model.runtime import onnx_module
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -144,12 +149,29 @@ def fingerprints_match(
     return True, ""
 
 
+@contextlib.contextmanager
+def _quiet_load_report() -> Any:
+    """Keep transformers' load report (a multi-line warning table) off the log.
+
+    Its only entries for our encoders are weights we drop on purpose (MiniLM's
+    pooler, Whisper's decoder); missing or mis-shaped weights are refused below
+    with our own error, and conversion errors still raise inside transformers.
+    """
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Module:
     """``cls.from_pretrained(source)`` in float32, refusing any missing or mis-shaped weight."""
     try:
-        model, info = cls.from_pretrained(
-            config.source, output_loading_info=True, dtype=torch.float32, **kwargs
-        )
+        with _quiet_load_report():
+            model, info = cls.from_pretrained(
+                config.source, output_loading_info=True, dtype=torch.float32, **kwargs
+            )
     except (OSError, ValueError) as exc:
         raise MissingWeights(
             f"cannot load the {config.modality} encoder from {config.source!r}: {exc}"
@@ -163,6 +185,15 @@ def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Modul
             f"the {config.modality} encoder at {config.source!r} lacks {len(missing)} weights and "
             f"has {len(mismatched)} of the wrong shape ({shown}{f', ... {more} more' if more > 0 else ''}); "
             "refusing to run with randomly initialised weights"
+        )
+    unused = sorted(info.get("unexpected_keys") or [])
+    if unused:
+        log.debug(
+            "%s encoder %s: %d checkpoint weights not used (%s)",
+            config.modality,
+            config.source,
+            len(unused),
+            ", ".join(unused[:4]),
         )
     return model
 

@@ -94,3 +94,27 @@ def test_real_padding_invariance_text_and_audio(real_embedder, speech, speech_ot
     clip_batched = real_embedder.embed_audio([s2, s1], rate)[1]
     assert float(clip_alone @ clip_batched) > 0.9999
     assert real_embedder.embed_texts([short], dims=64).shape == (1, 64)
+
+
+def test_loading_the_real_encoders_prints_no_load_report(minilm_dir, whisper_dir):
+    # MiniLM's pooler and Whisper's decoder are dropped on purpose; transformers reports them
+    # as a warning table at every start unless the loader keeps it quiet. Its library logger
+    # does not propagate, so listen on it directly.
+    import logging
+
+    import transformers
+
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append
+    hf_root = logging.getLogger("transformers")
+    hf_root.addHandler(listener)
+    before = transformers.utils.logging.get_verbosity()
+    try:
+        config = preset("base", encoders={"text": str(minilm_dir), "audio": str(whisper_dir)})
+        build_encoder(config.encoders["text"])
+        build_encoder(config.encoders["audio"])
+    finally:
+        hf_root.removeHandler(listener)
+    assert not [r for r in records if "LOAD REPORT" in r.getMessage()]
+    assert transformers.utils.logging.get_verbosity() == before
