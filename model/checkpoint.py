@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from model.config import ModelConfig
 from model.encoders import fingerprints_match
@@ -71,7 +70,7 @@ def save_checkpoint(
         "metadata": metadata,
     }
     text = json.dumps(document, indent=2, sort_keys=True)
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: save_file(tensors, str(p)))
+    _atomic_write(directory / WEIGHTS_FILE, lambda p: write_safetensors(tensors, p))
     _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text + "\n"))
     return directory
 
@@ -170,15 +169,29 @@ def _load_trainable(model: MultimodalModel, state: dict[str, torch.Tensor], dire
     model.load_state_dict(state, strict=False)
 
 
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """Write ``tensors`` to ``path`` as safetensors, as readable as any other new file.
+
+    ``safetensors.torch.save_file`` creates its file with mode 0600 whatever the
+    umask, so a checkpoint trained as one user could not be served by another
+    (a container's non-root user, a shared model folder). Serialising to bytes
+    and writing them with ``open`` leaves the mode to the umask, like every other
+    file the project writes.
+    """
+    Path(path).write_bytes(save(dict(tensors)))
+
+
 def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
+    """Let ``write(tmp)`` produce the file beside ``path``, then rename it into place.
+
+    The temporary name is created by ``write`` itself (not ``mkstemp``, whose 0600
+    file would keep that mode after the rename), so the umask sets the mode.
+    """
+    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         write(tmp_path)
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)

@@ -15,9 +15,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
+from model.checkpoint import write_safetensors
 from model.constants import EMBED_DIM
 from model.heads import Temperature
 
@@ -86,7 +87,7 @@ class MeanPoolBaseline(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(tensors, str(directory / "baseline.safetensors"))
+        write_safetensors(tensors, directory / "baseline.safetensors")
         doc = {
             "format": BASELINE_FORMAT,
             "hidden_sizes": self.hidden_sizes,

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config
+from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, write_safetensors
 
 MAX_RELEASE_BYTES = 20 * 1024 * 1024
 
@@ -78,7 +78,7 @@ def export_release(
     # export never leaves a folder that would be listed (and served) as a release.
     staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
     try:
-        save_file(tensors, str(staging / WEIGHTS_FILE))
+        write_safetensors(tensors, staging / WEIGHTS_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         size = sum(p.stat().st_size for p in staging.iterdir())
         if size > max_bytes:

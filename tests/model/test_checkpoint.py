@@ -1,5 +1,7 @@
 import dataclasses
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -163,3 +165,16 @@ def test_audio_window_is_saved_and_reported(tmp_path):
     save_checkpoint(MultimodalModel(trimmed).eval(), tmp_path / "t", {"trained": True})
     info = Embedder.from_checkpoint(tmp_path / "t").info
     assert info["audio_window"] == "trimmed" and info["trained"] is True
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_checkpoint_files_take_their_mode_from_the_umask(tmp_path, umask):
+    """safetensors alone writes 0600; a server running as another user must still read it."""
+    model = MultimodalModel(PRESETS["tiny"].with_modalities(["text"]))
+    previous = os.umask(umask)
+    try:
+        path = save_checkpoint(model, tmp_path / "ckpt")
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
+    assert modes == {"config.json": 0o666 & ~umask, "model.safetensors": 0o666 & ~umask}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +37,12 @@ def test_export_halves_the_weights_and_names_encoders_by_hub_id(
     assert {m: e["source"] for m, e in document["encoders"].items()} == AUDIO_TEXT
     assert document["encoders"]["audio"]["trained_from"] == shared_encoders["audio"]
     assert document["metadata"]["metrics"] == {"R@1": 0.5}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == {
+        "config.json": 0o666 & ~umask,
+        "model.safetensors": 0o666 & ~umask,
+    }
     tensors = load_file(str(out / "model.safetensors"))
     assert {str(t.dtype) for t in tensors.values()} == {"torch.float16"}
     full = sum(
