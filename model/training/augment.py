@@ -13,12 +13,17 @@ def augment_tokens(
 ) -> torch.Tensor:
     """Augmented copy of one item's cached tokens (T, D) -> (T', D) float32 tensor.
 
-    Media: ``time_masks`` spans of up to ``time_mask_frac`` of T removed,
+    Media: first, with ``time_stretch`` s > 0, the frames resampled to a rate drawn
+    log-uniformly from 1/(1+s) to 1+s times the spoken one (:func:`stretch_frames`);
+    then ``time_masks`` spans of up to ``time_mask_frac`` of T removed,
     ``frame_drop`` of the rest removed, ``channel_mask`` of channels zeroed,
     Gaussian noise of ``feature_noise`` times each channel's std added.
     Text: ``text_token_drop`` of the tokens removed. At least one token stays.
     """
     x = np.asarray(tokens, dtype=np.float32)
+    if not text and aug.time_stretch > 0:
+        bound = np.log1p(aug.time_stretch)
+        x = stretch_frames(x, float(np.exp(rng.uniform(-bound, bound))))
     n = x.shape[0]
     keep = np.ones(n, dtype=bool)
     if text:
@@ -42,3 +47,24 @@ def augment_tokens(
             std = x.std(axis=0, keepdims=True) + 1e-6
             x = x + rng.normal(0.0, 1.0, x.shape).astype(np.float32) * std * aug.feature_noise
     return torch.from_numpy(np.ascontiguousarray(x))
+
+
+def stretch_frames(frames: np.ndarray, rate: float) -> np.ndarray:
+    """(T, D) frames as if spoken ``rate`` times as fast: round(T / rate) frames,
+    linearly interpolated between neighbours (at least one).
+
+    The held-out test voices speak faster and slower than any training voice
+    (model/training/spoken.py), and the encoders are frozen, so the features
+    are cached once per clip; resampling them in time is the cheap stand-in
+    for speaking each sentence again at other speeds. The encoder's frames are
+    contextual, so this approximates a change of tempo rather than reproducing it.
+    """
+    n = frames.shape[0]
+    m = max(1, int(round(n / rate)))
+    if m == n or n == 1:
+        return frames
+    pos = np.linspace(0.0, n - 1.0, m)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, n - 1)
+    w = (pos - lo).astype(np.float32)[:, None]
+    return frames[lo] * (1.0 - w) + frames[hi] * w

@@ -121,6 +121,14 @@ class AugmentPart:
     channel_mask: float = 0.1
     feature_noise: float = 0.05
     text_token_drop: float = 0.1
+    time_stretch: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.time_stretch < 1.0:
+            raise ValueError(
+                f"augment.time_stretch = {self.time_stretch}: expected 0 (off) up to below 1, "
+                "the largest relative change of speaking rate (0.15: up to 15% faster or slower)"
+            )
 
 
 @dataclass

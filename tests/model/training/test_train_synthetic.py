@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.training.augment import augment_tokens
+from model.training.augment import augment_tokens, stretch_frames
 from model.training.pairs import unique_group_batches
 from model.training.recipe import AugmentPart, TrainConfig
 from model.training.synthetic import build_synthetic_dataset, run_recipe
@@ -196,3 +196,35 @@ def test_neighbour_distillation_adds_its_weighted_term_and_draws_its_own_batches
             np.random.default_rng(0),
             torch.device("cpu"),
         )
+
+
+def test_time_stretch_resamples_frames_between_neighbours() -> None:
+    ramp = np.arange(11, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    fast = stretch_frames(ramp, 2.0)  # twice as fast: half the frames, the same path
+    np.testing.assert_allclose(fast[:, 0], np.linspace(0, 10, 6), atol=1e-6)
+    slow = stretch_frames(ramp, 0.5)
+    assert slow.shape == (22, 3)
+    np.testing.assert_allclose(slow[:, 1], np.linspace(0, 10, 22), atol=1e-5)
+    assert stretch_frames(ramp[:1], 0.5).shape == (1, 3)
+    assert stretch_frames(ramp, 1000.0).shape == (1, 3)
+
+
+def test_time_stretch_augmentation_stays_in_its_rate_range() -> None:
+    cfg = AugmentPart(
+        time_masks=0, frame_drop=0.0, channel_mask=0.0, feature_noise=0.0, time_stretch=0.25
+    )
+    rng = np.random.default_rng(0)
+    x = np.random.default_rng(1).normal(size=(200, 4)).astype(np.float16)
+    lengths = {augment_tokens(x, cfg, rng).shape[0] for _ in range(200)}
+    assert min(lengths) >= round(200 / 1.25) and max(lengths) <= round(200 * 1.25)
+    assert min(lengths) < 175 and max(lengths) > 230  # both faster and slower are drawn
+    text = augment_tokens(x[:5], cfg, rng, text=True)
+    assert text.shape[0] <= 5  # text is never stretched
+    off = AugmentPart(time_masks=0, frame_drop=0.0, channel_mask=0.0, feature_noise=0.0)
+    np.testing.assert_array_equal(augment_tokens(x, off, rng).numpy(), x.astype(np.float32))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, 3.0])
+def test_time_stretch_out_of_range_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="augment.time_stretch"):
+        AugmentPart(time_stretch=bad)
