@@ -30,6 +30,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ def export_onnx(
         name: {axis: torch.export.Dim.DYNAMIC for axis in dynamic_axes.get(name, ())}
         for name in example
     }
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             module,
             tuple(example.values()),
@@ -140,6 +141,34 @@ def export_onnx(
     if program is None:
         raise RuntimeError("torch.onnx.export returned no program")
     return program.model_proto.SerializeToString()
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Keep the exporter's own chatter off a first start's log, at debug level instead.
+
+    On every first export torch.onnx warns that torchvision (which mmembed does
+    not use) is missing, and its pytree code raises a FutureWarning meant for
+    torch's developers. Neither says anything to someone starting a server. Other
+    warnings are shown as usual, and an export that fails still raises.
+    """
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FutureWarning)
+            warnings.simplefilter("always", DeprecationWarning)
+            yield
+    finally:
+        exporter_log.setLevel(level)
+    for warning in caught:
+        if issubclass(warning.category, (FutureWarning, DeprecationWarning)):
+            logger.debug("torch.onnx.export: %s: %s", warning.category.__name__, warning.message)
+        else:  # anything else may matter to the user: shown as it would have been
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
 
 
 class OnnxModule:

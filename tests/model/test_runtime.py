@@ -8,7 +8,11 @@ model here is built once per module.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import subprocess
+import sys
 import typing
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -23,7 +27,7 @@ from model.config import PRESETS, preset
 from model.encoders import build_encoder
 from model.errors import RuntimeUnavailable
 from model.multimodal import MultimodalModel
-from model.runtime import ENCODER_RUNTIMES, cache_key, onnx_runtimes
+from model.runtime import ENCODER_RUNTIMES, _quiet_exporter, cache_key, onnx_runtimes
 from model.training.spoken import read_source
 from service.app import load_embedder
 from service.settings import Settings
@@ -264,3 +268,33 @@ def test_int8_models_are_cached_apart_from_float32_and_reused(tmp_path, caplog, 
     assert f"read from {float32}" in caplog.text
     assert plain.runtime == "onnx"
     assert len(list(tmp_path.glob("*.onnx"))) == 2
+
+
+EXPORT_A_LINEAR = """
+import torch
+from model.runtime import export_onnx
+print(len(export_onnx(torch.nn.Linear(4, 3), {"input": torch.zeros(2, 4)}, {"input": [0]})))
+"""
+
+
+def test_a_first_export_prints_nothing_but_its_own_output(tmp_path):
+    """torch.onnx's torchvision notices and pytree FutureWarning stay off a first start."""
+    result = subprocess.run(
+        [sys.executable, "-c", EXPORT_A_LINEAR],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout) > 100  # a serialised model came back
+    assert result.stderr == ""
+
+
+def test_the_quiet_exporter_still_shows_warnings_that_may_matter(caplog):
+    caplog.set_level(logging.DEBUG, logger="model.runtime")
+    with pytest.warns(UserWarning, match="the trace may be wrong"):
+        with _quiet_exporter():
+            warnings.warn("deprecated inside torch", FutureWarning, stacklevel=1)
+            warnings.warn("the trace may be wrong", UserWarning, stacklevel=1)
+    assert "FutureWarning: deprecated inside torch" in caplog.text
