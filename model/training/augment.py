@@ -57,7 +57,10 @@ def stretch_frames(frames: np.ndarray, rate: float) -> np.ndarray:
     (model/training/spoken.py), and the encoders are frozen, so the features
     are cached once per clip; resampling them in time is the cheap stand-in
     for speaking each sentence again at other speeds. The encoder's frames are
-    contextual, so this approximates a change of tempo rather than reproducing it.
+    contextual, so this approximates a change of tempo rather than reproducing it;
+    measured on the release recipe it did not help the fast held-out voices
+    (model/training/experiments.md, "Time-stretch augmentation"), so it is off
+    unless a recipe sets it.
     """
     n = frames.shape[0]
     m = max(1, int(round(n / rate)))
