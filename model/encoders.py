@@ -151,18 +151,23 @@ def fingerprints_match(
 
 @contextlib.contextmanager
 def _quiet_load_report() -> Any:
-    """Keep transformers' load report (a multi-line warning table) off the log.
+    """Keep transformers' load report (a multi-line warning table) and its
+    "Loading weights" progress bars off the log.
 
     Its only entries for our encoders are weights we drop on purpose (MiniLM's
     pooler, Whisper's decoder); missing or mis-shaped weights are refused below
     with our own error, and conversion errors still raise inside transformers.
     """
     level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # a bar for each sub-second load, on every start
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Module:

@@ -96,7 +96,7 @@ def test_real_padding_invariance_text_and_audio(real_embedder, speech, speech_ot
     assert real_embedder.embed_texts([short], dims=64).shape == (1, 64)
 
 
-def test_loading_the_real_encoders_prints_no_load_report(minilm_dir, whisper_dir):
+def test_loading_the_real_encoders_prints_no_load_report(minilm_dir, whisper_dir, capfd):
     # MiniLM's pooler and Whisper's decoder are dropped on purpose; transformers reports them
     # as a warning table at every start unless the loader keeps it quiet. Its library logger
     # does not propagate, so listen on it directly.
@@ -118,3 +118,5 @@ def test_loading_the_real_encoders_prints_no_load_report(minilm_dir, whisper_dir
         hf_root.removeHandler(listener)
     assert not [r for r in records if "LOAD REPORT" in r.getMessage()]
     assert transformers.utils.logging.get_verbosity() == before
+    assert "Loading weights" not in capfd.readouterr().err  # no progress bar either
+    assert transformers.utils.logging.is_progress_bar_enabled()  # and the setting is restored
