@@ -277,7 +277,7 @@ print(len(export_onnx(torch.nn.Linear(4, 3), {"input": torch.zeros(2, 4)}, {"inp
 """
 
 
-def test_a_first_export_prints_nothing_but_its_own_output(tmp_path):
+def test_a_first_export_prints_nothing_but_its_own_output():
     """torch.onnx's torchvision notices and pytree FutureWarning stay off a first start."""
     result = subprocess.run(
         [sys.executable, "-c", EXPORT_A_LINEAR],
