@@ -18,6 +18,11 @@ from model.constants import EMBED_DIM, MODALITIES
 
 AUDIO_WINDOWS: tuple[str, ...] = ("full", "trimmed")
 
+# "trained": text runs through its adapter and the shared resampler like every
+# modality. "locked": the text embedding is the text encoder's own, fixed
+# (model/locked_text.py), and only the other modalities train.
+TEXT_TOWERS: tuple[str, ...] = ("trained", "locked")
+
 # Which transformers family each modality's encoder belongs to.
 ENCODER_FAMILIES: dict[str, str] = {"image": "clip_vision", "audio": "whisper", "text": "bert"}
 
@@ -136,7 +141,11 @@ class HeadConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild a model; serialised into every checkpoint."""
+    """Everything needed to rebuild a model; serialised into every checkpoint.
+
+    ``text_tower`` is one of :data:`TEXT_TOWERS`; checkpoints from before it
+    existed are "trained".
+    """
 
     name: str
     encoders: dict[str, EncoderConfig]
@@ -145,8 +154,11 @@ class ModelConfig:
     head: HeadConfig = field(default_factory=HeadConfig)
     init_temperature: float = 0.07
     min_temperature: float = 0.01
+    text_tower: str = "trained"
 
     def __post_init__(self) -> None:
+        if self.text_tower not in TEXT_TOWERS:
+            raise ValueError(f"text_tower must be one of {TEXT_TOWERS}; got {self.text_tower!r}")
         if not self.encoders:
             raise ValueError("a model needs at least one encoder")
         for key, enc in self.encoders.items():
@@ -208,7 +220,7 @@ class ModelConfig:
             if key in ("name", "encoders") or key not in {f.name for f in dataclasses.fields(self)}:
                 raise ValueError(
                     f"cannot override model setting {key!r}; known: adapter, perceiver, head, "
-                    "init_temperature, min_temperature"
+                    "init_temperature, min_temperature, text_tower"
                 )
             current = getattr(self, key)
             if dataclasses.is_dataclass(current):

@@ -244,6 +244,7 @@ class Embedder:
             "embed_dim": EMBED_DIM,
             "dims": list(MATRYOSHKA_DIMS),
             "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,
+            "text_tower": self.model.config.text_tower if "text" in encoders else None,
         }
 
     @property

@@ -23,6 +23,7 @@ from model.constants import MODALITIES
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector, Temperature
+from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
 from model.tokens import on_real_tokens, pool_frames
 
@@ -37,18 +38,24 @@ class ModelOutput:
 
     Attributes:
         embedding: (B, 512) unit rows, the alignment embedding (Matryoshka-truncatable).
-        latents: (B, num_latents, dim) the resampler's output.
+        latents: (B, num_latents, dim) the resampler's output; None for text when the
+            text tower is locked (text then skips the resampler).
         llm_tokens: (B, num_latents, llm_dim) latents projected for an LLM (None when
-            ``forward_features`` was asked not to compute them).
+            ``forward_features`` was asked not to compute them, or without latents).
     """
 
     embedding: torch.Tensor
-    latents: torch.Tensor
+    latents: torch.Tensor | None
     llm_tokens: torch.Tensor | None
 
 
 class MultimodalModel(nn.Module):
-    """Frozen encoders + trainable adapters, Perceiver Resampler and heads, from a :class:`ModelConfig`."""
+    """Frozen encoders + trainable adapters, Perceiver Resampler and heads, from a :class:`ModelConfig`.
+
+    With ``config.text_tower == "locked"`` text has no adapter: its embedding comes
+    from :class:`~model.locked_text.LockedTextTower` (``self.text_tower``), and the
+    resampler serves the other modalities only.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -63,7 +70,15 @@ class MultimodalModel(nn.Module):
                     in_dim=config.encoders[m].hidden_size, out_dim=dim, config=config.adapter
                 )
                 for m in config.modalities
+                if not (m == "text" and self.text_locked)
             }
+        )
+        self.text_tower = (
+            LockedTextTower(
+                text_dim=config.encoders["text"].hidden_size, embed_dim=config.head.embed_dim
+            )
+            if self.text_locked
+            else None
         )
         self.resampler = PerceiverResampler(config=config.perceiver)
         self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
@@ -90,6 +105,11 @@ class MultimodalModel(nn.Module):
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.config.modalities
+
+    @property
+    def text_locked(self) -> bool:
+        """True when text embeddings are the text encoder's own (nothing of text trains)."""
+        return self.config.text_tower == "locked" and "text" in self.config.encoders
 
     def train(self, mode: bool = True) -> MultimodalModel:
         """Train mode for the trainable part; the encoders stay in eval mode."""
@@ -183,7 +203,6 @@ class MultimodalModel(nn.Module):
             ModelOutput with embedding (B, 512), latents (B, N, dim), llm_tokens (B, N, llm_dim).
         """
         self.encoder(modality)
-        adapter = self.adapters[modality]
         expected = self.config.encoders[modality].hidden_size
         if tokens.ndim != 3 or tokens.shape[-1] != expected:
             raise InvalidInput(
@@ -196,6 +215,11 @@ class MultimodalModel(nn.Module):
         param = self.resampler.latents
         tokens = tokens.to(param.device, param.dtype)
         mask = mask.to(param.device, torch.bool)
+        if modality == "text" and self.text_tower is not None:
+            return ModelOutput(
+                embedding=self.text_tower(tokens, mask), latents=None, llm_tokens=None
+            )
+        adapter = self.adapters[modality]
         if modality == "audio":
             # (B, T, D_enc) -> (B, ceil(T / pool), D_enc)
             tokens, mask = pool_frames(tokens, mask, self.config.adapter.audio_frame_pool)

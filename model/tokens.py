@@ -56,3 +56,13 @@ def pool_frames(
     summed = (tokens.view(B, groups, size, D) * weights).sum(dim=2)  # (B, G, D)
     counts = weights.sum(dim=2)  # (B, G, 1)
     return summed / counts.clamp(min=1.0), counts.squeeze(-1) > 0
+
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the real tokens: (B, L, D) with a (B, L) mask -> (B, D).
+
+    Applied to MiniLM's token outputs this is its own sentence embedding (before
+    its L2 normalisation).
+    """
+    weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)

@@ -200,6 +200,12 @@ class ReadyOut(BaseModel):
         description='How audio is run through Whisper: "full" (padded 30 s windows) or '
         '"trimmed" (each window cut to its clip); the one the checkpoint was trained with.',
     )
+    text_tower: str | None = Field(
+        None,
+        description='How text is embedded: "trained" (its adapter and the shared resampler) or '
+        '"locked" (the text encoder\'s own sentence embedding on its principal axes, so '
+        "text-to-text search ranks as that encoder does).",
+    )
     index: dict[str, Any]
 
 

@@ -41,6 +41,8 @@ class MeanPoolBaseline(nn.Module):
             cache and the saved file name the encoders the baseline was trained on).
     """
 
+    text_locked = False  # its text projection trains
+
     def __init__(
         self,
         *,

@@ -138,13 +138,3 @@ def similarity_distillation(
     p_t = F.softmax(t_logits, dim=-1)
     log_p_t = F.log_softmax(t_logits, dim=-1).masked_fill(eye, 0.0)
     return (p_t * (log_p_t - log_p_s)).sum(dim=-1).mean()
-
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of the real tokens: (B, L, D) with a (B, L) mask -> (B, D).
-
-    Applied to MiniLM's token outputs this is its own sentence embedding (before
-    its L2 normalisation), the teacher for :func:`similarity_distillation`.
-    """
-    weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, L, 1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)

@@ -38,15 +38,11 @@ import torch
 
 from model.matryoshka import truncate
 from model.multimodal import MultimodalModel
+from model.tokens import masked_mean
 from model.training.augment import augment_tokens
 from model.training.evaluate import evaluate_cached, score
 from model.training.features import FeatureCache, cache_pairs, collate, mean_tokens
-from model.training.losses import (
-    MatryoshkaLoss,
-    clip_loss,
-    masked_mean,
-    similarity_distillation,
-)
+from model.training.losses import MatryoshkaLoss, clip_loss, similarity_distillation
 from model.training.neighbours import NeighbourBatches
 from model.training.pairs import CachedPairs, cached_pairs, load_split, unique_group_batches
 from model.training.recipe import TrainConfig
@@ -81,11 +77,18 @@ def batch_loss(
     """Loss of one batch of pair indices, summed over media modalities by share.
 
     ``neighbours`` draws the extra text batch of ``optim.neighbour_distill_weight``.
+    A locked text tower gets its text unaugmented: its embeddings are the targets,
+    and serving computes them from the whole text.
     """
-    text_feats = [
-        augment_tokens(caches["text"].get(data.text_ids[i]), cfg.augment, rng, text=True)
-        for i in batch
-    ]
+    cache = caches["text"]
+    if model.text_locked:
+        text_feats = [
+            torch.from_numpy(np.array(cache.get(data.text_ids[i]), np.float32)) for i in batch
+        ]
+    else:
+        text_feats = [
+            augment_tokens(cache.get(data.text_ids[i]), cfg.augment, rng, text=True) for i in batch
+        ]
     t_tokens, t_mask = collate(text_feats)
     # The loss uses only the embeddings: skip the LLM projector's (B, N, llm_dim) output.
     text_emb = model.forward_features(
@@ -155,6 +158,30 @@ def neighbour_distill_loss(
     ).embedding
     teacher = torch.from_numpy(neighbours.teacher[rows]).to(device)
     return distill_loss(emb, teacher, cfg)
+
+
+def check_locked_text(model: AlignmentModel, cfg: TrainConfig) -> None:
+    """Refuse text-only loss terms when the text tower is locked: they would train nothing."""
+    if not model.text_locked:
+        return
+    terms = {
+        "optim.distill_weight": cfg.optim.distill_weight,
+        "optim.neighbour_distill_weight": cfg.optim.neighbour_distill_weight,
+    }
+    on = [f"{name} = {value}" for name, value in terms.items() if value > 0]
+    if on:
+        raise ValueError(
+            f'the text tower is locked (text_tower = "locked"), so {" and ".join(on)} '
+            "would train nothing; set them to 0 (optim.distill_audio_weight still applies)"
+        )
+
+
+def fit_locked_text(model: MultimodalModel, data: CachedPairs, cache: FeatureCache) -> int:
+    """Fit a locked text tower's rotation to the training sentences; returns how many."""
+    sentences = list(dict.fromkeys(data.text_ids))
+    assert model.text_tower is not None
+    model.text_tower.fit(mean_tokens(cache, sentences))
+    return len(sentences)
 
 
 def fit_neighbours(
@@ -240,8 +267,13 @@ class Trainer:
         resume = cfg.run.resume
         encoder_model = build_model(cfg.model, start=None if cfg.model.baseline else resume)
         encoder_model.to(self.device)
+        if not cfg.model.baseline:
+            check_locked_text(encoder_model, cfg)
         self.data = prepare_data(cfg, encoder_model, self.device)
         self.model = build_trainable(cfg.model, encoder_model, resume=resume)
+        if self.model.text_locked and not resume and cfg.model.checkpoint is None:
+            count = fit_locked_text(encoder_model, self.data.train, self.data.caches["text"])
+            log.info("locked text tower: principal axes of %d training sentences", count)
         self.model.to(self.device).train()
         self.params = self.model.trainable_parameters()
         self._build_optimiser()

@@ -24,6 +24,7 @@ class AlignmentModel(Protocol):
 
     training: bool
     temperature: nn.Module  # called: the logit scale, a 0-d tensor
+    text_locked: bool  # text embeddings fixed (model/locked_text.py), nothing of text trains
 
     def forward_features(
         self,

@@ -59,6 +59,7 @@ async def readyz(request: Request):
         encoder_runtime=info.get("encoder_runtime", {}),
         dims=list(MATRYOSHKA_DIMS),
         audio_window=info.get("audio_window"),
+        text_tower=info.get("text_tower"),
         index=index,
     )
 

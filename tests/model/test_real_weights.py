@@ -62,6 +62,27 @@ def test_minilm_known_similarity(real_embedder):
     assert float(sims[0, 2]) < 0.2
 
 
+def test_locked_text_tower_serves_minilms_own_similarities(minilm_dir):
+    """With the text tower locked, the embedder's text vectors are MiniLM's own sentence
+    embeddings turned: the known similarities of test_minilm_known_similarity, exactly."""
+    import numpy as np
+
+    config = preset("base", encoders={"text": str(minilm_dir)}, modalities=("text",))
+    model = MultimodalModel(config.with_overrides({"text_tower": "locked"}))
+    rng = np.random.default_rng(0)
+    model.text_tower.fit(rng.normal(size=(400, 384)) / (1.0 + np.arange(384)))
+    vectors = Embedder(model).embed_texts(
+        [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The girl is carrying a baby.",
+        ]
+    )
+    sims = vectors @ vectors.T
+    assert float(sims[0, 1]) == pytest.approx(0.755, abs=0.01)
+    assert float(sims[0, 2]) < 0.2
+
+
 def test_whisper_full_and_trimmed_on_real_speech(real_embedder, whisper_dir, speech):
     samples, rate = speech
     trimmed = real_embedder.model.encoders["audio"]

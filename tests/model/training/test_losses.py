@@ -113,7 +113,8 @@ def test_gradients_reach_trainable_parts_only_and_loss_goes_below_chance():
 
 
 def test_similarity_distillation_is_zero_for_the_teacher_and_grows_with_disorder() -> None:
-    from model.training.losses import masked_mean, similarity_distillation
+    from model.tokens import masked_mean
+    from model.training.losses import similarity_distillation
 
     torch.manual_seed(0)
     teacher = torch.randn(16, 384)

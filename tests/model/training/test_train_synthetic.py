@@ -96,7 +96,7 @@ def test_distillation_adds_its_weighted_term_to_the_batch_loss(recipe: dict) -> 
     import torch
 
     from model.checkpoint import load_model
-    from model.training.losses import masked_mean
+    from model.tokens import masked_mean
     from model.training.train import batch_loss, distill_loss, prepare_data
 
     root = recipe["root"]
@@ -228,3 +228,76 @@ def test_time_stretch_augmentation_stays_in_its_rate_range() -> None:
 def test_time_stretch_out_of_range_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="augment.time_stretch"):
         AugmentPart(time_stretch=bad)
+
+
+def test_locked_text_refuses_text_only_loss_terms() -> None:
+    from model.config import preset
+    from model.multimodal import MultimodalModel
+    from model.training.train import check_locked_text
+
+    model = MultimodalModel(preset("tiny").with_overrides({"text_tower": "locked"}))
+    cfg = TrainConfig().with_values({"optim.distill_weight": 1.0})
+    with pytest.raises(ValueError, match=r"optim.distill_weight = 1.0 would train nothing"):
+        check_locked_text(model, cfg)
+    cfg = TrainConfig().with_values({"optim.neighbour_distill_weight": 0.5})
+    with pytest.raises(ValueError, match="optim.neighbour_distill_weight = 0.5"):
+        check_locked_text(model, cfg)
+    check_locked_text(model, TrainConfig().with_values({"optim.distill_audio_weight": 1.0}))
+    check_locked_text(MultimodalModel(preset("tiny")), cfg)  # a trained text tower may
+
+
+@pytest.mark.slow
+def test_locked_text_trains_media_onto_the_text_encoders_own_space(recipe: dict) -> None:
+    """A run with ``text_tower = "locked"`` fits the rotation to its training sentences,
+    leaves text exactly where the text encoder puts it, and still teaches the media
+    paths to find their captions."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.locked_text import LockedTextTower
+    from model.training.evaluate import embed_cached, neighbourhood_recall
+    from model.training.features import mean_tokens
+    from model.training.train import batch_loss, prepare_data
+
+    root = recipe["root"]
+    result = run_recipe(
+        root / "data",
+        root / "out",
+        **{
+            "model.overrides": {
+                "text_tower": "locked",
+                "perceiver": {"dim": 128, "num_latents": 16},
+                "head": {"llm_dim": 64},
+            },
+            "run.out": str(root / "locked"),
+            "optim.epochs": 12,
+        },
+    )
+    summary, test = result["summary"], result["test"]
+    assert summary["feature_timing"]["audio"]["items"] == 0  # the recipe's cache, reused
+    for media in ("image", "audio"):
+        r1 = test[f"{media}->text"]["512"]["R@1"]
+        assert r1 >= 5 * CHANCE, f"{media}->text R@1 {r1:.3f} is below 5x chance"
+    model = load_model(summary["checkpoint"]).eval()
+    assert model.text_locked
+    cfg = TrainConfig.from_dict(json.loads((root / "locked" / "train_config.json").read_text()))
+    prepared = prepare_data(cfg.with_values({"run.progress": False}), model, torch.device("cpu"))
+    data, caches = prepared.train, prepared.caches
+    sentences = list(dict.fromkeys(data.text_ids))
+    fresh = LockedTextTower(text_dim=48, embed_dim=512)
+    fresh.fit(mean_tokens(caches["text"], sentences))
+    torch.testing.assert_close(model.text_tower.rotation, fresh.rotation)
+    embedded = embed_cached(model, "text", caches["text"], sentences, torch.device("cpu"))
+    teacher = mean_tokens(caches["text"], sentences)
+    assert neighbourhood_recall(embedded, teacher, k=5) == 1.0
+
+    def loss(token_drop: float) -> float:
+        c = cfg.with_values({"augment.text_token_drop": token_drop})
+        with torch.no_grad():
+            return float(
+                batch_loss(
+                    model, data, caches, np.arange(16), c, None, np.random.default_rng(0), "cpu"
+                )
+            )
+
+    assert loss(0.9) == loss(0.0)  # locked text is never augmented: it is the target
