@@ -140,11 +140,53 @@ class HeadConfig:
 
 
 @dataclass(frozen=True)
+class BlendConfig:
+    """A second branch, trained onto a locked text tower, whose embedding fills the last
+    ``dims`` of the 512 (model/blend.py).
+
+    The first ``512 - dims`` dims are the main branch's embedding prefix, so every
+    Matryoshka prefix up to that size is the main branch's alone. A full vector is
+    ``[sqrt(1 - w) * main | sqrt(w) * locked]``, each part a unit vector before the
+    weights, with ``w = text_weight`` for text and ``media_weight`` for the other
+    modalities: text-to-text similarity weighs the locked part (the text encoder's
+    own neighbourhoods) by ``text_weight``, cross-modal similarity by
+    ``sqrt(text_weight * media_weight)``. ``adapter`` and ``perceiver`` are the
+    locked branch's own shapes.
+    """
+
+    dims: int = 256
+    text_weight: float = 0.7
+    media_weight: float = 0.1
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    perceiver: PerceiverConfig = field(default_factory=PerceiverConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.dims < EMBED_DIM:
+            raise ValueError(f"blend dims must be between 1 and {EMBED_DIM - 1}; got {self.dims}")
+        for name in ("text_weight", "media_weight"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"blend {name} must be between 0 and 1; got {value}")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BlendConfig:
+        data = dict(data)
+        _reject_unknown(cls, data, "blend config")
+        parts = {}
+        for key, part_cls in (("adapter", AdapterConfig), ("perceiver", PerceiverConfig)):
+            if key in data:
+                _reject_unknown(part_cls, data[key], f"blend {key} config")
+                parts[key] = part_cls(**data.pop(key))
+        return cls(**parts, **data)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; serialised into every checkpoint.
 
     ``text_tower`` is one of :data:`TEXT_TOWERS`; checkpoints from before it
-    existed are "trained".
+    existed are "trained". ``blend`` adds a locked-text branch to a model whose own
+    text tower trains (:class:`BlendConfig`); None: one branch.
     """
 
     name: str
@@ -155,10 +197,16 @@ class ModelConfig:
     init_temperature: float = 0.07
     min_temperature: float = 0.01
     text_tower: str = "trained"
+    blend: BlendConfig | None = None
 
     def __post_init__(self) -> None:
         if self.text_tower not in TEXT_TOWERS:
             raise ValueError(f"text_tower must be one of {TEXT_TOWERS}; got {self.text_tower!r}")
+        if self.blend is not None:
+            if self.text_tower != "trained":
+                raise ValueError("a blend's main branch trains its text tower; got a locked one")
+            if "text" not in self.encoders:
+                raise ValueError("a blend needs a text encoder: its second branch locks text")
         if not self.encoders:
             raise ValueError("a model needs at least one encoder")
         for key, enc in self.encoders.items():
@@ -217,7 +265,9 @@ class ModelConfig:
             return self
         changes: dict[str, Any] = {}
         for key, value in overrides.items():
-            if key in ("name", "encoders") or key not in {f.name for f in dataclasses.fields(self)}:
+            if key in ("name", "encoders", "blend") or key not in {
+                f.name for f in dataclasses.fields(self)
+            }:
                 raise ValueError(
                     f"cannot override model setting {key!r}; known: adapter, perceiver, head, "
                     "init_temperature, min_temperature, text_tower"
@@ -270,6 +320,9 @@ class ModelConfig:
             if key in data:
                 _reject_unknown(part_cls, data[key], f"{key} config")
                 parts[key] = part_cls(**data.pop(key))
+        blend = data.pop("blend", None)
+        if blend is not None:
+            parts["blend"] = BlendConfig.from_dict(blend)
         return cls(encoders=encoders, **parts, **data)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from model.adapters import Adapter
+from model.blend import LockedBranch, blend_embeddings, resample
 from model.config import ModelConfig
 from model.constants import MODALITIES
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
@@ -25,7 +26,6 @@ from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector, Temperature
 from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
-from model.tokens import on_real_tokens, pool_frames
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class MultimodalModel(nn.Module):
 
     With ``config.text_tower == "locked"`` text has no adapter: its embedding comes
     from :class:`~model.locked_text.LockedTextTower` (``self.text_tower``), and the
-    resampler serves the other modalities only.
+    resampler serves the other modalities only. With ``config.blend`` a second,
+    locked-text branch (:class:`~model.blend.LockedBranch`, ``self.locked_branch``)
+    fills the last dims of every embedding (model/blend.py).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -80,6 +82,7 @@ class MultimodalModel(nn.Module):
             if self.text_locked
             else None
         )
+        self.locked_branch = LockedBranch(config) if config.blend is not None else None
         self.resampler = PerceiverResampler(config=config.perceiver)
         self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
         self.llm_projector = LLMProjector(dim=dim, llm_dim=config.head.llm_dim)
@@ -219,14 +222,16 @@ class MultimodalModel(nn.Module):
             return ModelOutput(
                 embedding=self.text_tower(tokens, mask), latents=None, llm_tokens=None
             )
-        adapter = self.adapters[modality]
-        if modality == "audio":
-            # (B, T, D_enc) -> (B, ceil(T / pool), D_enc)
-            tokens, mask = pool_frames(tokens, mask, self.config.adapter.audio_frame_pool)
-        x = on_real_tokens(adapter, tokens, mask)  # (B, T, dim), zeros at padding
-        latents = self.resampler(x, mask)  # (B, N, dim)
+        pool = self.config.adapter.audio_frame_pool if modality == "audio" else 1
+        latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
+        embedding = self.alignment_head(latents)  # (B, 512)
+        if self.locked_branch is not None:
+            locked = self.locked_branch(modality, tokens, mask)
+            embedding = blend_embeddings(
+                embedding, locked, self.locked_branch.blend, text=modality == "text"
+            )
         return ModelOutput(
-            embedding=self.alignment_head(latents),  # (B, 512)
+            embedding=embedding,
             latents=latents,
             llm_tokens=self.llm_projector(latents) if with_llm_tokens else None,  # (B, N, llm_dim)
         )

@@ -304,7 +304,9 @@ def render_model_card(
         "",
         "Architecture: a Perceiver Resampler "
         f"({perceiver['num_latents']} latents x {perceiver['dim']}, {perceiver['depth']} "
-        "layers) between per-modality adapters and the alignment head. The release is one "
+        "layers) between per-modality adapters and the alignment head."
+        + _blend_sentence(document["config"].get("blend"))
+        + " The release is one "
         f"command, `mmembed train --recipe model/training/recipes/{meta['release']}.toml` "
         "with the encoder flags; the whole file:",
         "",
@@ -331,6 +333,21 @@ def render_model_card(
         "",
     ]
     return "\n".join(lines)
+
+
+def _blend_sentence(blend: Mapping[str, Any] | None) -> str:
+    if not blend:
+        return ""
+    perceiver = blend["perceiver"]
+    return (
+        f" The last {blend['dims']} of the 512 dims come from a second branch "
+        f"(`model/blend.py`): its own adapter and resampler ({perceiver['num_latents']} "
+        f"latents x {perceiver['dim']}, {perceiver['depth']} layers) trained to land speech "
+        "on MiniLM's own sentence embedding, turned onto its principal axes and locked. "
+        f"A text vector gives {blend['text_weight']:.0%} of its weight to those dims, a "
+        f"speech vector {blend['media_weight']:.0%}; prefixes of up to "
+        f"{512 - blend['dims']} dims are the first branch's alone."
+    )
 
 
 def write_model_card(

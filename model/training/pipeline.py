@@ -21,6 +21,12 @@ more tables::
     [eval]
     neighbourhood_k = 10
 
+    [blend]                    # optional: a second, locked-text branch (model/blend.py)
+    dims = 256
+    text_weight = 0.7
+    media_weight = 0.1
+    locked = { "optim.distill_weight" = 0.0 }   # dotted overrides of its training run
+
 ``mmembed train --recipe FILE`` runs every stage in order, the last one writing
 the release's model card (:mod:`model.training.card`). Each resumes:
 spoken clips already written are kept, cached features are not recomputed,
@@ -51,7 +57,7 @@ from model.training.spoken import SpokenSpec, build_spoken_dataset
 
 log = logging.getLogger(__name__)
 
-PIPELINE_TABLES = ("release", "spoken", "baseline", "eval")
+PIPELINE_TABLES = ("release", "spoken", "baseline", "eval", "blend")
 
 
 @dataclass
@@ -67,6 +73,18 @@ class ReleasePart:
 
 
 @dataclass
+class BlendPart:
+    """A blend's shape (:class:`model.config.BlendConfig`) and how its locked-text branch
+    trains: ``locked`` holds dotted overrides of the training config for that run, on
+    top of ``model.overrides.text_tower = "locked"``."""
+
+    dims: int = 256
+    text_weight: float = 0.7
+    media_weight: float = 0.1
+    locked: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class ReleaseRecipe:
     """A parsed release recipe: the pipeline's own tables and the training config."""
 
@@ -77,6 +95,7 @@ class ReleaseRecipe:
     neighbourhood_k: int = 10
     workers: int = 1
     source: str = field(default="", repr=False)
+    blend: BlendPart | None = None
 
 
 def is_release_recipe(path: str | Path) -> bool:
@@ -100,6 +119,7 @@ def read_release_recipe(path: str | Path, overrides: dict[str, Any] | None = Non
         spoken["test_sets"] = {k: tuple(v) for k, v in spoken["test_sets"].items()}
         release = ReleasePart(**data.pop("release"))
         baseline = data.pop("baseline", None)
+        blend = data.pop("blend", None)
         evaluation = dict(data.pop("eval", {}))
         k = int(evaluation.pop("neighbourhood_k", 10))
         if evaluation:
@@ -112,6 +132,7 @@ def read_release_recipe(path: str | Path, overrides: dict[str, Any] | None = Non
             neighbourhood_k=k,
             workers=workers,
             source=text,
+            blend=BlendPart(**blend) if blend is not None else None,
         )
     except (KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"release recipe {path}: {type(exc).__name__}: {exc}") from exc
@@ -233,6 +254,8 @@ def run_release(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     log.info("stage 3/6: the model")
     with clock.stage("the model"):
         best = _train(_run_config(recipe, "model", {}))
+    if recipe.blend is not None:
+        best = _blend(recipe, best, clock)
     log.info("stage 4/6: evaluation on %s", ", ".join(recipe.spoken.test_sets))
     with clock.stage("evaluation"):
         results = evaluate_release(recipe, best, baseline)
@@ -240,6 +263,26 @@ def run_release(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     if recipe.release.out:
         export_and_describe(recipe, best, results, clock)
     return results
+
+
+def _blend(recipe: ReleaseRecipe, main: Path, clock: StageClock) -> Path:
+    """Stage 3b: train the locked-text branch, then compose the blend with ``main``."""
+    from model.training.compose import compose_checkpoints
+
+    blend = recipe.blend
+    assert blend is not None
+    log.info("stage 3/6: the locked-text branch of the blend")
+    with clock.stage("the locked-text branch"):
+        extra = {"model.overrides.text_tower": "locked", **blend.locked}
+        locked = _train(_run_config(recipe, "locked", extra))
+    return compose_checkpoints(
+        main,
+        locked,
+        Path(recipe.release.runs) / "blend",
+        dims=blend.dims,
+        text_weight=blend.text_weight,
+        media_weight=blend.media_weight,
+    )
 
 
 def export_and_describe(

@@ -267,6 +267,11 @@ class Trainer:
         resume = cfg.run.resume
         encoder_model = build_model(cfg.model, start=None if cfg.model.baseline else resume)
         encoder_model.to(self.device)
+        if encoder_model.config.blend is not None:
+            raise ValueError(
+                f"{cfg.model.checkpoint or resume} is a blend: it is composed from two trained "
+                "models (model/training/compose.py), not trained itself; start from one of them"
+            )
         if not cfg.model.baseline:
             check_locked_text(encoder_model, cfg)
         self.data = prepare_data(cfg, encoder_model, self.device)

@@ -151,3 +151,47 @@ def test_a_run_stopped_by_its_time_limit_is_continued_not_skipped(
     assert _run_config(recipe, "model", {}).run.resume == str(out / "last")
     (out / "summary.json").write_text(json.dumps({"stopped_by_time_limit": False}))
     assert _finished(out) and _run_config(recipe, "model", {}).run.resume is None
+
+
+@pytest.mark.slow
+@pytest.mark.real_weights
+def test_a_blend_recipe_trains_both_branches_and_releases_their_blend(
+    tmp_path: Path, shared_encoders: dict[str, str], hub_cache: Path
+) -> None:
+    from model.checkpoint import load_model
+
+    recipe = write_recipe(tmp_path, shared_encoders)
+    # distill_weight is a text-only term: the locked-text run must turn it off, or it refuses.
+    recipe.write_text(
+        recipe.read_text()
+        + """
+[blend]
+dims = 128
+text_weight = 0.6
+media_weight = 0.2
+locked = { "optim.distill_weight" = 0.0, "model.overrides.perceiver.num_latents" = 2 }
+"""
+    )
+    results = run_release(recipe)
+    runs = tmp_path / "runs"
+    stages = json.loads((runs / "stages.json").read_text())
+    assert list(stages)[2:4] == ["the model", "the locked-text branch"]
+    locked = load_model(runs / "locked" / "best")
+    assert locked.text_locked and locked.config.perceiver.num_latents == 2
+    released = Embedder.from_pretrained(tmp_path / "weights")
+    blend = released.model.config.blend
+    assert (blend.dims, blend.text_weight, blend.media_weight) == (128, 0.6, 0.2)
+    assert blend.perceiver.num_latents == 2
+    main = Embedder.from_checkpoint(runs / "model" / "best")
+    texts = ["a red fox", "cold rain"]
+    head = main.embed_texts(texts)[:, :384]
+    head /= np.linalg.norm(head, axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        released.embed_texts(texts)[:, :384], head * np.sqrt(0.4), atol=2e-3
+    )  # float16 release against the float32 run
+    hood = results["text_neighbourhood"]
+    assert 0.0 <= hood["512"] <= 1.0
+    card = (tmp_path / "weights" / "README.md").read_text()
+    assert "The last 128 of the 512 dims come from a second branch" in card
+    assert "A text vector gives 60% of its weight to those dims, a speech vector 20%" in card
+    assert run_release(recipe) == results  # every stage, the blend included, resumes as done

@@ -1,0 +1,137 @@
+"""A blend: one vector from a two-sided branch and a branch trained onto a locked text tower.
+
+The two-sided branch (the model's own adapters, resampler and head) retrieves
+across modalities well but loses the text encoder's neighbourhoods; a branch
+whose text is locked (model/locked_text.py) keeps them exactly but retrieves
+worse (model/training/experiments.md, "A locked text tower"). Their errors
+differ, so their concatenation retrieves better than either and, weighted
+towards the locked part for text, keeps most of the neighbourhoods
+(:class:`~model.config.BlendConfig`). Neither branch sees the other: each is
+trained as a model of its own and :func:`compose` puts their weights into one
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.adapters import Adapter
+from model.config import BlendConfig, ModelConfig
+from model.heads import AlignmentHead
+from model.locked_text import LockedTextTower
+from model.perceiver import PerceiverResampler
+from model.tokens import on_real_tokens, pool_frames
+
+BRANCH_PREFIX = "locked_branch."
+# What a locked-text model's checkpoint gives a blend's second branch (its LLM
+# projector and temperature are left out: the blend uses neither).
+BRANCH_PARTS = ("adapters.", "resampler.", "alignment_head.", "text_tower.")
+
+
+def resample(
+    adapter: nn.Module,
+    resampler: PerceiverResampler,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    frame_pool: int,
+) -> torch.Tensor:
+    """Adapter then resampler on encoder tokens: (B, T, D_enc) -> latents (B, N, dim).
+
+    ``frame_pool`` > 1 first averages tokens in groups of that many (audio frames).
+    """
+    tokens, mask = pool_frames(tokens, mask, frame_pool)
+    x = on_real_tokens(adapter, tokens, mask)  # (B, T', dim), zeros at padding
+    return resampler(x, mask)
+
+
+class LockedBranch(nn.Module):
+    """The second branch of a blend: media through their own adapters and resampler onto
+    a locked text tower; (B, T, D_enc) tokens -> (B, 512) unit rows."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        blend = config.blend
+        if blend is None:
+            raise ValueError("a locked branch needs the model config's blend settings")
+        self.blend = blend
+        dim = blend.perceiver.dim
+        self.adapters = nn.ModuleDict(
+            {
+                m: Adapter(in_dim=config.encoders[m].hidden_size, out_dim=dim, config=blend.adapter)
+                for m in config.modalities
+                if m != "text"
+            }
+        )
+        self.resampler = PerceiverResampler(config=blend.perceiver)
+        self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
+        self.text_tower = LockedTextTower(
+            text_dim=config.encoders["text"].hidden_size, embed_dim=config.head.embed_dim
+        )
+
+    def forward(self, modality: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if modality == "text":
+            return self.text_tower(tokens, mask)
+        pool = self.blend.adapter.audio_frame_pool if modality == "audio" else 1
+        latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
+        return self.alignment_head(latents)
+
+
+def blend_embeddings(
+    main: torch.Tensor, locked: torch.Tensor, blend: BlendConfig, *, text: bool
+) -> torch.Tensor:
+    """``[sqrt(1 - w) * main[:512 - dims] | sqrt(w) * locked[:dims]]``, each part made unit
+    first; (B, 512) and (B, 512) -> (B, 512) unit rows."""
+    weight = blend.text_weight if text else blend.media_weight
+    keep = main.shape[-1] - blend.dims
+    head = F.normalize(main[..., :keep], dim=-1) * math.sqrt(1.0 - weight)
+    tail = F.normalize(locked[..., : blend.dims], dim=-1) * math.sqrt(weight)
+    return torch.cat([head, tail], dim=-1)
+
+
+def compose_state(
+    main: Mapping[str, torch.Tensor], locked: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """The trainable tensors of a blend from its two models' (``trainable_state_dict()``)."""
+    branch = {
+        BRANCH_PREFIX + name: t
+        for name, t in locked.items()
+        if name.startswith(BRANCH_PARTS) and not name.startswith("adapters.text.")
+    }
+    return {**main, **branch}
+
+
+def blend_config(
+    main: ModelConfig,
+    locked: ModelConfig,
+    *,
+    dims: int,
+    text_weight: float,
+    media_weight: float,
+) -> ModelConfig:
+    """The config of the blend of a two-sided model and a locked-text model over the same
+    encoders (ValueError where they cannot be blended)."""
+    import dataclasses
+
+    if main.text_tower != "trained" or main.blend is not None:
+        raise ValueError("the main model of a blend must be a plain two-sided model")
+    if locked.text_tower != "locked" or locked.blend is not None:
+        raise ValueError("the second model of a blend must have a locked text tower")
+    if main.encoders != locked.encoders:
+        raise ValueError(
+            "the two models of a blend must share their encoders; got "
+            f"{ {m: e.identity for m, e in main.encoders.items()} } and "
+            f"{ {m: e.identity for m, e in locked.encoders.items()} }"
+        )
+    blend = BlendConfig(
+        dims=dims,
+        text_weight=text_weight,
+        media_weight=media_weight,
+        adapter=locked.adapter,
+        perceiver=locked.perceiver,
+    )
+    return dataclasses.replace(main, blend=blend)
