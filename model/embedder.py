@@ -21,7 +21,7 @@ from PIL import Image
 
 from model.audio import prepare_clip
 from model.checkpoint import load_model, read_checkpoint_config
-from model.config import preset
+from model.config import BlendConfig, preset
 from model.constants import EMBED_DIM, MATRYOSHKA_DIMS, SAMPLE_RATE
 from model.encoders import TextEncoder
 from model.errors import InvalidInput, MissingWeights
@@ -245,6 +245,7 @@ class Embedder:
             "dims": list(MATRYOSHKA_DIMS),
             "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,
             "text_tower": self.model.config.text_tower if "text" in encoders else None,
+            "blend": _blend_info(self.model.config.blend),
         }
 
     @property
@@ -349,3 +350,14 @@ class Embedder:
         unordered = np.empty_like(out)
         unordered[order] = out
         return truncate(unordered, dims)
+
+
+def _blend_info(blend: BlendConfig | None) -> dict[str, Any] | None:
+    """What /readyz says of a blend (model/blend.py): where its locked part sits and weighs."""
+    if blend is None:
+        return None
+    return {
+        "locked_dims": [EMBED_DIM - blend.dims, EMBED_DIM],
+        "text_weight": blend.text_weight,
+        "media_weight": blend.media_weight,
+    }

@@ -206,6 +206,12 @@ class ReadyOut(BaseModel):
         '"locked" (the text encoder\'s own sentence embedding on its principal axes, so '
         "text-to-text search ranks as that encoder does).",
     )
+    blend: dict[str, Any] | None = Field(
+        None,
+        description="For a blend of a trained and a locked-text branch (the release): "
+        "`locked_dims`, the [start, end) of the dims the locked branch fills, and the share of "
+        "a vector's weight there for text (`text_weight`) and other media (`media_weight`).",
+    )
     index: dict[str, Any]
 
 

@@ -199,7 +199,7 @@ def render_model_card(
     name, version = meta["release"], meta["version"]
     encoders = document["encoders"]
     perceiver = document["config"]["perceiver"]
-    train_sources = [_source_key(s) for s in spoken["train_sources"]]
+    train_sources = list(dict.fromkeys(_source_key(s) for s in spoken["train_sources"]))
     test_sources = {n: [_source_key(s) for s in srcs] for n, srcs in spoken["test_sets"].items()}
     lines = [
         f"# {name} {version}: audio and text in one vector space",

@@ -60,6 +60,7 @@ async def readyz(request: Request):
         dims=list(MATRYOSHKA_DIMS),
         audio_window=info.get("audio_window"),
         text_tower=info.get("text_tower"),
+        blend=info.get("blend"),
         index=index,
     )
 

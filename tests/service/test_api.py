@@ -23,7 +23,7 @@ def test_readyz_says_demo_and_what_is_loaded(client):
     assert "DEMO" in body["warning"]
     assert set(body["modalities"]) == {"image", "audio", "text"}
     assert body["audio_window"] == preset("tiny").encoders["audio"].audio_window == "full"
-    assert body["text_tower"] == "trained"
+    assert body["text_tower"] == "trained" and body["blend"] is None
     # "auto" keeps the random tiny encoders in torch
     assert body["encoder_runtime"] == {"image": "torch", "audio": "torch", "text": "torch"}
     assert body["index"]["counts"] == {"image": 0, "audio": 0, "text": 0}
