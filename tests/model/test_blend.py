@@ -131,39 +131,19 @@ def test_blend_round_trips_and_fp16_keeps_it(parts: dict[str, Path], tmp_path: P
 
 
 def test_compose_refuses_what_cannot_be_blended(parts: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="must have a locked text tower"):
-        compose_checkpoints(
-            parts["main"],
-            parts["main"],
-            tmp_path / "x",
-            dims=256,
-            text_weight=0.5,
-            media_weight=0.5,
-        )
-    with pytest.raises(ValueError, match="plain two-sided model"):
-        compose_checkpoints(
-            parts["locked"],
-            parts["locked"],
-            tmp_path / "x",
-            dims=256,
-            text_weight=0.5,
-            media_weight=0.5,
-        )
+    def refused(main: Path, locked: Path, message: str) -> None:
+        with pytest.raises(ValueError, match=message):
+            compose_checkpoints(
+                main, locked, tmp_path / "x", dims=256, text_weight=0.5, media_weight=0.5
+            )
+
+    refused(parts["main"], parts["main"], "must have a locked text tower")
+    refused(parts["locked"], parts["locked"], "plain two-sided model")
     other = preset("tiny", modalities=("audio", "text")).with_overrides({"text_tower": "locked"})
-    other = dataclasses.replace(
-        other,
-        encoders={**other.encoders, "text": dataclasses.replace(other.encoders["text"], seed=3)},
-    )
+    text = dataclasses.replace(other.encoders["text"], seed=3)
+    other = dataclasses.replace(other, encoders={**other.encoders, "text": text})
     save_checkpoint(MultimodalModel(other), tmp_path / "other", {"trained": True})
-    with pytest.raises(ValueError, match="must share their encoders"):
-        compose_checkpoints(
-            parts["main"],
-            tmp_path / "other",
-            tmp_path / "x",
-            dims=256,
-            text_weight=0.5,
-            media_weight=0.5,
-        )
+    refused(parts["main"], tmp_path / "other", "must share their encoders")
     assert not (tmp_path / "x").exists()
 
 
