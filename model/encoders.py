@@ -150,7 +150,7 @@ def fingerprints_match(
 
 
 @contextlib.contextmanager
-def _quiet_load_report() -> Any:
+def quiet_load_report() -> Any:
     """Keep transformers' load report (a multi-line warning table) and its
     "Loading weights" progress bars off the log.
 
@@ -173,7 +173,7 @@ def _quiet_load_report() -> Any:
 def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Module:
     """``cls.from_pretrained(source)`` in float32, refusing any missing or mis-shaped weight."""
     try:
-        with _quiet_load_report():
+        with quiet_load_report():
             model, info = cls.from_pretrained(
                 config.source, output_loading_info=True, dtype=torch.float32, **kwargs
             )

@@ -78,10 +78,11 @@ neighbourhood_k = 2
 @pytest.mark.slow
 @pytest.mark.real_weights
 def test_a_release_recipe_runs_every_stage_and_resumes(
-    tmp_path: Path, shared_encoders: dict[str, str], hub_cache: Path
+    tmp_path: Path, shared_encoders: dict[str, str], hub_cache: Path, capfd
 ) -> None:
     recipe = write_recipe(tmp_path, shared_encoders)
     results = run_release(recipe)
+    assert "Loading weights" not in capfd.readouterr().err  # no transformers load bars
 
     assert set(results["test_sets"]) == {"a", "b"}
     for entry in results["test_sets"].values():
