@@ -161,7 +161,7 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
         )
         assert added.status_code == 201, added.text
         # Every sentence, spoken by held-out voices, is a query against all twelve texts.
-        # 1.2.0 finds 11 of 12 on top (1.1.0 found 9) (chance: 1 of 12); a broken release or
+        # 1.3.0 finds 11 of 12 on top (1.1.0 found 9) (chance: 1 of 12); a broken release or
         # load finds about one.
         rng = random.Random(7)
         found = []
