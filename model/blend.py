@@ -13,15 +13,16 @@ checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from model.adapters import Adapter
-from model.config import BlendConfig, ModelConfig
+from model.config import AdapterConfig, BlendConfig, ModelConfig
 from model.heads import AlignmentHead
 from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
@@ -31,6 +32,18 @@ BRANCH_PREFIX = "locked_branch."
 # What a locked-text model's checkpoint gives a blend's second branch (its LLM
 # projector and temperature are left out: the blend uses neither).
 BRANCH_PARTS = ("adapters.", "resampler.", "alignment_head.", "text_tower.")
+
+
+def build_adapters(
+    config: ModelConfig, modalities: Iterable[str], dim: int, adapter: AdapterConfig
+) -> nn.ModuleDict:
+    """One :class:`Adapter` per modality, from its encoder's width to ``dim``."""
+    return nn.ModuleDict(
+        {
+            m: Adapter(in_dim=config.encoders[m].hidden_size, out_dim=dim, config=adapter)
+            for m in modalities
+        }
+    )
 
 
 def resample(
@@ -60,13 +73,8 @@ class LockedBranch(nn.Module):
             raise ValueError("a locked branch needs the model config's blend settings")
         self.blend = blend
         dim = blend.perceiver.dim
-        self.adapters = nn.ModuleDict(
-            {
-                m: Adapter(in_dim=config.encoders[m].hidden_size, out_dim=dim, config=blend.adapter)
-                for m in config.modalities
-                if m != "text"
-            }
-        )
+        media = [m for m in config.modalities if m != "text"]
+        self.adapters = build_adapters(config, media, dim, blend.adapter)
         self.resampler = PerceiverResampler(config=blend.perceiver)
         self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
         self.text_tower = LockedTextTower(
@@ -76,7 +84,7 @@ class LockedBranch(nn.Module):
     def forward(self, modality: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if modality == "text":
             return self.text_tower(tokens, mask)
-        pool = self.blend.adapter.audio_frame_pool if modality == "audio" else 1
+        pool = self.blend.adapter.frame_pool(modality)
         latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
         return self.alignment_head(latents)
 
@@ -98,9 +106,7 @@ def compose_state(
 ) -> dict[str, torch.Tensor]:
     """The trainable tensors of a blend from its two models' (``trainable_state_dict()``)."""
     branch = {
-        BRANCH_PREFIX + name: t
-        for name, t in locked.items()
-        if name.startswith(BRANCH_PARTS) and not name.startswith("adapters.text.")
+        BRANCH_PREFIX + name: t for name, t in locked.items() if name.startswith(BRANCH_PARTS)
     }
     return {**main, **branch}
 
@@ -115,8 +121,6 @@ def blend_config(
 ) -> ModelConfig:
     """The config of the blend of a two-sided model and a locked-text model over the same
     encoders (ValueError where they cannot be blended)."""
-    import dataclasses
-
     if main.text_tower != "trained" or main.blend is not None:
         raise ValueError("the main model of a blend must be a plain two-sided model")
     if locked.text_tower != "locked" or locked.blend is not None:

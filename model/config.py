@@ -102,6 +102,10 @@ class AdapterConfig:
         if self.audio_frame_pool < 1:
             raise ValueError(f"audio_frame_pool must be >= 1; got {self.audio_frame_pool}")
 
+    def frame_pool(self, modality: str) -> int:
+        """How many encoder tokens of ``modality`` are averaged into one (1: none)."""
+        return self.audio_frame_pool if modality == "audio" else 1
+
 
 @dataclass(frozen=True)
 class PerceiverConfig:
@@ -172,11 +176,9 @@ class BlendConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> BlendConfig:
         data = dict(data)
         _reject_unknown(cls, data, "blend config")
-        parts = {}
-        for key, part_cls in (("adapter", AdapterConfig), ("perceiver", PerceiverConfig)):
-            if key in data:
-                _reject_unknown(part_cls, data[key], f"blend {key} config")
-                parts[key] = part_cls(**data.pop(key))
+        parts = _pop_parts(
+            data, (("adapter", AdapterConfig), ("perceiver", PerceiverConfig)), "blend "
+        )
         return cls(**parts, **data)
 
 
@@ -311,19 +313,26 @@ class ModelConfig:
         for modality, enc in dict(data.pop("encoders")).items():
             _reject_unknown(EncoderConfig, enc, f"{modality} encoder config")
             encoders[modality] = EncoderConfig(**enc)
-        parts: dict[str, Any] = {}
-        for key, part_cls in (
-            ("adapter", AdapterConfig),
-            ("perceiver", PerceiverConfig),
-            ("head", HeadConfig),
-        ):
-            if key in data:
-                _reject_unknown(part_cls, data[key], f"{key} config")
-                parts[key] = part_cls(**data.pop(key))
+        parts = _pop_parts(
+            data,
+            (("adapter", AdapterConfig), ("perceiver", PerceiverConfig), ("head", HeadConfig)),
+        )
         blend = data.pop("blend", None)
         if blend is not None:
             parts["blend"] = BlendConfig.from_dict(blend)
         return cls(encoders=encoders, **parts, **data)
+
+
+def _pop_parts(
+    data: dict[str, Any], parts: Iterable[tuple[str, type]], what: str = ""
+) -> dict[str, Any]:
+    """Pop each part's dict out of ``data`` and build it (unknown keys are an error)."""
+    built: dict[str, Any] = {}
+    for key, part_cls in parts:
+        if key in data:
+            _reject_unknown(part_cls, data[key], f"{what}{key} config")
+            built[key] = part_cls(**data.pop(key))
+    return built
 
 
 def _reject_unknown(cls: type, data: Mapping[str, Any], what: str) -> None:

@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.adapters import Adapter
-from model.blend import LockedBranch, blend_embeddings, resample
+from model.blend import LockedBranch, blend_embeddings, build_adapters, resample
 from model.config import ModelConfig
 from model.constants import MODALITIES
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
@@ -66,15 +65,8 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(
             {m: build_encoder(config.encoders[m]) for m in config.modalities}
         )
-        self.adapters = nn.ModuleDict(
-            {
-                m: Adapter(
-                    in_dim=config.encoders[m].hidden_size, out_dim=dim, config=config.adapter
-                )
-                for m in config.modalities
-                if not (m == "text" and self.text_locked)
-            }
-        )
+        adapted = [m for m in config.modalities if not (m == "text" and self.text_locked)]
+        self.adapters = build_adapters(config, adapted, dim, config.adapter)
         self.text_tower = (
             LockedTextTower(
                 text_dim=config.encoders["text"].hidden_size, embed_dim=config.head.embed_dim
@@ -222,7 +214,7 @@ class MultimodalModel(nn.Module):
             return ModelOutput(
                 embedding=self.text_tower(tokens, mask), latents=None, llm_tokens=None
             )
-        pool = self.config.adapter.audio_frame_pool if modality == "audio" else 1
+        pool = self.config.adapter.frame_pool(modality)
         latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
         embedding = self.alignment_head(latents)  # (B, 512)
         if self.locked_branch is not None:
