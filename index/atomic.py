@@ -2,6 +2,13 @@
 
 After a crash at any point the destination holds either the old or the new
 content in full, never a mix; a leftover `*.tmp` is ignored and later removed.
+The one file writer of the project: checkpoints, the ONNX cache, the feature
+cache and the FAISS snapshots all go through it. The temp file is created by
+the writer itself (never ``mkstemp``, whose 0600 mode would survive the rename),
+so every file gets the umask's mode and a model or index written by one user
+can be read by another (a container's non-root user, a shared folder). Standard
+library only; it lives in ``index/``, which imports nothing of ``model/``, so
+both packages can use it.
 """
 
 from __future__ import annotations

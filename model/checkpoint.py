@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save
 
+from index.atomic import atomic_write_bytes, atomic_write_with
 from model.config import ModelConfig
 from model.encoders import fingerprints_match
 from model.errors import CheckpointMismatch
@@ -70,8 +71,8 @@ def save_checkpoint(
         "metadata": metadata,
     }
     text = json.dumps(document, indent=2, sort_keys=True)
-    _atomic_write(directory / WEIGHTS_FILE, lambda p: write_safetensors(tensors, p))
-    _atomic_write(directory / CONFIG_FILE, lambda p: p.write_text(text + "\n"))
+    atomic_write_with(directory / WEIGHTS_FILE, lambda p: write_safetensors(tensors, p))
+    atomic_write_bytes(directory / CONFIG_FILE, (text + "\n").encode())
     return directory
 
 
@@ -179,19 +180,3 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLi
     file the project writes.
     """
     Path(path).write_bytes(save(dict(tensors)))
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    """Let ``write(tmp)`` produce the file beside ``path``, then rename it into place.
-
-    The temporary name is created by ``write`` itself (not ``mkstemp``, whose 0600
-    file would keep that mode after the rename), so the umask sets the mode.
-    """
-    tmp_path = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp_path)
-        with open(tmp_path, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        tmp_path.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from index.atomic import atomic_write_bytes
 from model.errors import RuntimeUnavailable
 
 logger = logging.getLogger(__name__)
@@ -372,12 +373,10 @@ def cache_key(
 
 
 def _write_cache(path: Path, model: bytes) -> None:
-    """Write atomically (temp file, rename); a cache that cannot be written is only a warning."""
+    """Write atomically (:mod:`model.atomic`, so with the umask's mode: a cache folder
+    can be shared); a cache that cannot be written is only a warning."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(model)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, model)
     except OSError as exc:
         logger.warning("cannot keep the exported ONNX model in %s: %s", path.parent, exc)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from index.atomic import atomic_write_bytes, atomic_write_with
 from model.constants import SAMPLE_RATE
 from model.multimodal import MultimodalModel
 from model.training.data import DataError, Pair, SkipReport, load_media
@@ -167,7 +167,8 @@ class FeatureCache:
         return int(offsets[row + 1] - offsets[row])
 
     def write_shard(self, items: Sequence[str], tokens: Sequence[np.ndarray]) -> None:
-        """Append one shard: ``tokens[i]`` is (T_i, D); written atomically (temp + rename)."""
+        """Append one shard: ``tokens[i]`` is (T_i, D); written atomically, the data before
+        the index that names it, so a crash leaves no index without its data."""
         if not items:
             return
         shard_no = len(self._shard_paths())
@@ -176,13 +177,17 @@ class FeatureCache:
         stem = self.dir / f"shard_{shard_no:05d}"
         lengths = [t.shape[0] for t in tokens]
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        tmp = stem.with_name(stem.name + ".tmp.npy")
-        np.save(tmp, np.concatenate(tokens, axis=0).astype(np.float16))
-        os.replace(tmp, stem.with_suffix(".npy"))
-        idx_tmp = stem.with_name(stem.name + ".idx.tmp")
-        idx_tmp.write_text(json.dumps({"items": list(items), "offsets": offsets.tolist()}))
-        os.replace(idx_tmp, stem.with_name(stem.name + ".idx.json"))
+        data = np.concatenate(tokens, axis=0).astype(np.float16)
+        atomic_write_with(stem.with_suffix(".npy"), lambda tmp: _save_npy(tmp, data))
+        index = json.dumps({"items": list(items), "offsets": offsets.tolist()})
+        atomic_write_bytes(stem.with_name(stem.name + ".idx.json"), index.encode())
         self._load()
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (given a name, it would append ``.npy``)."""
+    with open(path, "wb") as fh:
+        np.save(fh, array)
 
 
 def encode_items(

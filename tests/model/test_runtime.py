@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import stat
 import subprocess
 import sys
 import typing
@@ -206,6 +208,19 @@ def test_exported_encoders_are_cached_per_weights(tmp_path, caplog):
     assert key == cache_key(again.model, example, axes)
     assert key != cache_key(other.model, example, axes)
     assert key != cache_key(first.model, example, {"input_ids": (0,), "attention_mask": (0,)})
+
+
+def test_cached_exports_take_their_mode_from_the_umask(tmp_path):
+    """A cache folder shared by several users (a compose volume, a team's cache) must stay
+    readable: the cached model is not left 0600 by a private temp file."""
+    previous = os.umask(0o022)
+    try:
+        build_encoder(PRESETS["tiny"].encoders["text"]).use_onnx(threads=1, cache_dir=tmp_path)
+    finally:
+        os.umask(previous)
+    (cached,) = tmp_path.iterdir()
+    assert cached.suffix == ".onnx"
+    assert stat.S_IMODE(cached.stat().st_mode) == 0o644
 
 
 # ------------------------------------------------------------------------- onnx-int8
