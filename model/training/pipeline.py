@@ -48,6 +48,7 @@ from typing import Any
 
 import torch
 
+from model.config import BlendConfig
 from model.training.evaluate import embed_cached, evaluate_cached, neighbourhood_recall
 from model.training.features import FeatureCache, cache_pairs, mean_tokens
 from model.training.pairs import cached_pairs, load_split
@@ -78,10 +79,14 @@ class BlendPart:
     trains: ``locked`` holds dotted overrides of the training config for that run, on
     top of ``model.overrides.text_tower = "locked"``."""
 
-    dims: int = 256
-    text_weight: float = 0.7
-    media_weight: float = 0.1
+    dims: int = BlendConfig.dims
+    text_weight: float = BlendConfig.text_weight
+    media_weight: float = BlendConfig.media_weight
     locked: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Checked when the recipe is read, not at compose time after both branches trained.
+        BlendConfig(dims=self.dims, text_weight=self.text_weight, media_weight=self.media_weight)
 
 
 @dataclass

@@ -136,6 +136,21 @@ def test_bad_release_recipes_name_the_file_and_the_problem(tmp_path: Path) -> No
     )
     with pytest.raises(ValueError, match=r"unknown keys in \[eval\]: \['k'\]"):
         read_release_recipe(bad)
+    # A bad [blend] fails when the recipe is read, not after both branches have trained.
+    head = '[release]\nname = "x"\nversion = "1"\nhub_ids = {}\n'
+    head += "[spoken]\ntrain_sources = []\ntest_sets = {}\n[blend]\n"
+    for table, problem in [
+        ("dims = 512", "blend dims must be between 1 and 511; got 512"),
+        ("text_weight = 1.5", "blend text_weight must be between 0 and 1; got 1.5"),
+        ("weight = 0.5", "unexpected keyword argument 'weight'"),
+    ]:
+        bad.write_text(head + table + "\n")
+        with pytest.raises(ValueError, match=rf"bad.toml: \w+Error: .*{problem}"):
+            read_release_recipe(bad)
+    bad.write_text(head + "dims = 128\nmedia_weight = 0.2\n")
+    blend = read_release_recipe(bad).blend
+    assert blend is not None
+    assert (blend.dims, blend.text_weight, blend.media_weight) == (128, 0.7, 0.2)
 
 
 def test_a_run_stopped_by_its_time_limit_is_continued_not_skipped(
