@@ -149,20 +149,19 @@ def _quiet_exporter() -> Iterator[None]:
     """Keep the exporter's own chatter off a first start's log, at debug level instead.
 
     On every first export torch.onnx warns that torchvision (which mmembed does
-    not use) is missing, and its pytree code raises a FutureWarning meant for
-    torch's developers. Neither says anything to someone starting a server. Other
+    not use) is missing, its pytree code raises a FutureWarning meant for
+    torch's developers, and onnx_ir's graph passes log each pass at INFO ("No
+    unused functions to remove"). None says anything to someone starting a server. Other
     warnings are shown as usual, and an export that fails still raises.
     """
-    exporter_log = logging.getLogger("torch.onnx")
-    level = exporter_log.level
-    exporter_log.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FutureWarning)
-            warnings.simplefilter("always", DeprecationWarning)
-            yield
-    finally:
-        exporter_log.setLevel(level)
+    with (
+        _loggers_at_least(logging.ERROR, "torch.onnx"),
+        _loggers_at_least(logging.WARNING, *_ONNX_PASS_LOGGERS),
+        warnings.catch_warnings(record=True) as caught,
+    ):
+        warnings.simplefilter("always", FutureWarning)
+        warnings.simplefilter("always", DeprecationWarning)
+        yield
     for warning in caught:
         if issubclass(warning.category, (FutureWarning, DeprecationWarning)):
             logger.debug("torch.onnx.export: %s: %s", warning.category.__name__, warning.message)
@@ -316,17 +315,30 @@ def _quantiser_logs_at_debug() -> Iterator[None]:
         return False
 
     root = logging.getLogger()
-    chatty = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir")]
-    levels = [log.level for log in chatty]
     root.addFilter(demote)
-    for log in chatty:
-        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        with _loggers_at_least(logging.WARNING, *_ONNX_PASS_LOGGERS):
+            yield
+    finally:
+        root.removeFilter(demote)
+
+
+# The ONNX graph libraries under torch.onnx and the quantiser, which log every pass.
+_ONNX_PASS_LOGGERS = ("onnxscript", "onnx_ir")
+
+
+@contextlib.contextmanager
+def _loggers_at_least(level: int, *names: str) -> Iterator[None]:
+    """Raise the named loggers (and so their children) to at least ``level`` for a while."""
+    loggers = [logging.getLogger(name) for name in names]
+    before = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), level))
     try:
         yield
     finally:
-        root.removeFilter(demote)
-        for log, level in zip(chatty, levels, strict=True):
-            log.setLevel(level)
+        for log, old in zip(loggers, before, strict=True):
+            log.setLevel(old)
 
 
 def default_onnx_cache_dir() -> Path:

@@ -112,3 +112,16 @@ def test_the_command_line_starts_without_torch_or_training():
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]", f"`mmembed --help` would load {out.stdout.strip()}"
+
+
+def test_the_file_writer_loads_neither_faiss_nor_numpy():
+    """model/ writes its checkpoints and caches through index.atomic: importing it must not
+    pull in the index's FAISS (its import logs at INFO and costs a tenth of a second)."""
+    code = (
+        "import sys; import index.atomic; "
+        "print([m for m in ('faiss', 'numpy', 'index.store') if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]"

@@ -286,6 +286,8 @@ def test_int8_models_are_cached_apart_from_float32_and_reused(tmp_path, caplog, 
 
 
 EXPORT_A_LINEAR = """
+import logging
+logging.basicConfig(level=logging.INFO)  # as a server's log is
 import torch
 from model.runtime import export_onnx
 print(len(export_onnx(torch.nn.Linear(4, 3), {"input": torch.zeros(2, 4)}, {"input": [0]})))
@@ -293,7 +295,8 @@ print(len(export_onnx(torch.nn.Linear(4, 3), {"input": torch.zeros(2, 4)}, {"inp
 
 
 def test_a_first_export_prints_nothing_but_its_own_output():
-    """torch.onnx's torchvision notices and pytree FutureWarning stay off a first start."""
+    """torch.onnx's torchvision notices and pytree FutureWarning, and onnx_ir's pass-by-pass
+    INFO records, stay off a first start's log."""
     result = subprocess.run(
         [sys.executable, "-c", EXPORT_A_LINEAR],
         capture_output=True,
