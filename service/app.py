@@ -19,7 +19,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from model import Embedder
-from model.release import shipped_release
+from model.release import is_release_name, shipped_release
 from service.auth import check_bind
 from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
@@ -50,6 +50,24 @@ UNTRAINED_WARNING = (
 ROUTERS = (health.router, embed.router, search.router, items.router, openai.router, page.router)
 
 
+def requested_checkpoint(settings: Settings) -> str | Path | None:
+    """The checkpoint the settings serve: the one given, else the shipped release unless a
+    preset was asked for; None means the preset."""
+    if settings.checkpoint is None and "preset" not in settings.model_fields_set:
+        return shipped_release()
+    return settings.checkpoint
+
+
+def describe_requested_model(settings: Settings) -> str:
+    """What the settings will load, in words for the start-up log."""
+    checkpoint = requested_checkpoint(settings)
+    if checkpoint is None:
+        return f"the {settings.preset} preset"
+    if is_release_name(checkpoint):
+        return f"the released model {checkpoint}"
+    return f"the checkpoint {checkpoint}"
+
+
 def load_embedder(settings: Settings) -> Embedder:
     """The embedder the settings ask for: a checkpoint (a folder or the name of a
     shipped release) if given; else the shipped release unless a preset was asked
@@ -60,9 +78,7 @@ def load_embedder(settings: Settings) -> Embedder:
     """
     if settings.torch_threads is not None:
         torch.set_num_threads(settings.torch_threads)
-    checkpoint: str | Path | None = settings.checkpoint
-    if checkpoint is None and "preset" not in settings.model_fields_set:
-        checkpoint = shipped_release()
+    checkpoint = requested_checkpoint(settings)
     if checkpoint is not None:
         return Embedder.from_pretrained(
             checkpoint,
@@ -206,9 +222,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         model = embedder
         if model is None:
-            logger.info(
-                "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
-            )
+            logger.info("loading %s", describe_requested_model(settings))
             model = await asyncio.to_thread(load_embedder, settings.for_serving())
         threads = max(4, settings.index_pool_size) if settings.index_url else 4
         store = await AsyncStore.open(settings, threads=threads)

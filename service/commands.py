@@ -86,6 +86,7 @@ def load_embedder(settings: Settings) -> Any:
     """The settings' model, or a CliError saying how to get the weights it needs."""
     from model.errors import ModelError
     from model.release import is_release_name, releases
+    from service.app import describe_requested_model
     from service.app import load_embedder as load
 
     checkpoint = settings.checkpoint
@@ -94,9 +95,7 @@ def load_embedder(settings: Settings) -> Any:
         raise CliError(
             f"checkpoint {checkpoint} does not exist (a folder, or a shipped release: {shipped})"
         )
-    logger.info(
-        "loading the model (preset=%s, checkpoint=%s)", settings.preset, settings.checkpoint
-    )
+    logger.info("loading %s", describe_requested_model(settings))
     try:
         return load(settings)
     except (ModelError, OSError, ValueError) as exc:

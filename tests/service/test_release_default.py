@@ -11,7 +11,7 @@ import model.release
 from model.errors import MissingWeights
 from model.release import DEFAULT_RELEASE, HUB_IDS, release_path, shipped_release
 from model.training.export import export_release
-from service.app import create_app, load_embedder
+from service.app import create_app, describe_requested_model, load_embedder
 from service.commands import CliError
 from service.commands import load_embedder as cli_load_embedder
 from service.settings import Settings
@@ -86,6 +86,30 @@ def test_missing_encoders_fail_loudly_naming_each_one(
         cli_load_embedder(Settings(torch_threads=1, encoder_runtime="torch"))
     for needle in (HUB_IDS["audio"], HUB_IDS["text"], "mmembed download", "--audio-encoder"):
         assert needle in str(info.value)
+
+
+def test_the_start_up_log_names_what_it_loads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not "preset=base, checkpoint=None" when the release is what loads."""
+    shipped = tmp_path / "weights"
+    (shipped / DEFAULT_RELEASE).mkdir(parents=True)
+    (shipped / DEFAULT_RELEASE / "config.json").write_text("{}")
+    monkeypatch.setattr(model.release, "WEIGHTS_DIR", shipped)
+    cases = [
+        (Settings(), f"the released model {DEFAULT_RELEASE}"),
+        (Settings(checkpoint=Path(DEFAULT_RELEASE)), f"the released model {DEFAULT_RELEASE}"),
+        (Settings(checkpoint=tmp_path / "mine"), f"the checkpoint {tmp_path / 'mine'}"),
+        (Settings(preset="tiny"), "the tiny preset"),
+        (Settings(preset="base"), "the base preset"),
+    ]
+    for settings, words in cases:
+        assert describe_requested_model(settings) == words
+    monkeypatch.setattr(model.release, "WEIGHTS_DIR", tmp_path / "none")
+    assert describe_requested_model(Settings()) == "the base preset"  # nothing shipped
+    with caplog.at_level("INFO", logger="mmembed"):
+        cli_load_embedder(Settings(preset="tiny", torch_threads=1))
+    assert "loading the tiny preset" in caplog.text
 
 
 def test_an_unknown_checkpoint_names_the_shipped_releases(tmp_path: Path) -> None:
