@@ -20,12 +20,15 @@ from model.training.spoken import HELD_OUT_VOICES, sample_params, synthesize
 # 50 plain sentences written for this test. None shares a run of five words with the
 # release's training or validation text (checked against its manifests when written).
 SENTENCES = (Path(__file__).parents[1] / "data" / "unseen_sentences.txt").read_text().splitlines()
-# Chance is 1/50. Issue 11 asks for 0.6; here audio-text-v1 1.1.0 scores 0.50 audio->text
-# and 0.54 text->audio (1.0.0: 0.56 both ways; the clips are deterministic: fixed voices,
-# no noise). The gate sits at 0.4, where a broken release or load (near chance) fails and
-# the release passes with room for float differences between machines (one sentence is
-# 0.02). Raise it with the release.
-MIN_R1 = 0.4
+# Chance is 1/50. Issue 11 asks for 0.6 at 512 dims, and audio-text-v1 1.3.0 scores 0.76
+# audio->text and 0.74 text->audio (the clips are deterministic: fixed voices, no noise),
+# so a broken release or load (near chance) fails and the release passes with 7 sentences
+# to spare for float differences between machines (one sentence is 0.02). Earlier
+# releases scored less (1.1.0: 0.50 / 0.54; 1.0.0: 0.56 both ways) and the gate was 0.4.
+MIN_R1 = 0.6
+# The 64-d prefix of a blend is the two-sided branch's alone (model/blend.py), which
+# scores 0.54 on these sentences: held to the earlier bar, with the same room to spare.
+MIN_R1_64 = 0.4
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +81,11 @@ def test_unseen_sentences_in_unseen_voices_find_each_other(
     print(f"unseen sentences: audio->text R@1 {audio_to_text:.2f}, text->audio {text_to_audio:.2f}")
     assert audio_to_text >= MIN_R1, f"audio->text R@1 {audio_to_text:.2f} < {MIN_R1}"
     assert text_to_audio >= MIN_R1, f"text->audio R@1 {text_to_audio:.2f} < {MIN_R1}"
-    # Matryoshka: the 64-d prefix, renormalised, still retrieves at the release bar. It
-    # is held to that bar, not to a share of the 512-d figure: in a blend (model/blend.py)
-    # the prefix is the two-sided branch's alone, and only the 512 dims gain from the
-    # locked branch (1.3.0: 0.54 at 64 dims against 0.76 at 512).
+    # Matryoshka: the 64-d prefix, renormalised, still retrieves. It is held to a bar of
+    # its own, not to a share of the 512-d figure: in a blend the prefix is the two-sided
+    # branch's alone, and only the 512 dims gain from the locked branch.
     audio64 = released.embed_audio(spoken, SAMPLE_RATE, dims=64)
     texts64 = released.embed_texts(SENTENCES, dims=64)
     r1_64 = r1(audio64, texts64)
-    assert r1_64 >= MIN_R1, f"64-d audio->text R@1 {r1_64:.2f} < {MIN_R1}"
+    print(f"unseen sentences at 64 dims: audio->text R@1 {r1_64:.2f}")
+    assert r1_64 >= MIN_R1_64, f"64-d audio->text R@1 {r1_64:.2f} < {MIN_R1_64}"
