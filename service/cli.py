@@ -163,9 +163,23 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     evaluate = _command(commands, "eval", "retrieval R@1/5/10 and MRR of a --checkpoint")
-    evaluate.add_argument("--data", nargs="+", required=True, metavar="SPEC", help="test sets")
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--data", nargs="+", metavar="SPEC", help="test sets")
+    what.add_argument(
+        "--recipe",
+        metavar="FILE",
+        help="a release recipe: speak its test sets alone and check the release (or "
+        "--checkpoint) against the figures stored in it; exit 1 if any is off",
+    )
+    evaluate.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.01,
+        metavar="X",
+        help="with --recipe: how far a figure may be from the stored one (0.01: 5 of 500)",
+    )
     evaluate.add_argument("--baseline", metavar="DIR", help="also this mean-pool baseline")
-    evaluate.add_argument("--cache-dir", metavar="DIR", default="data/features")
+    evaluate.add_argument("--cache-dir", metavar="DIR", default=cmd.EVAL_DEFAULTS["cache_dir"])
     evaluate.add_argument("--json", metavar="FILE", help="write the results here")
     evaluate.add_argument("--limit", type=int, metavar="N", help="first N pairs only")
     model_options(evaluate)

@@ -586,8 +586,10 @@ def _model_part(args: argparse.Namespace) -> tuple[Any, str]:
 
 @_training_errors
 def cmd_eval(args: argparse.Namespace) -> int:
-    from model.training.commands import eval_command
+    from model.training.commands import check_command, eval_command
 
+    if args.recipe:
+        return _check_release(args, check_command)
     part, device = _model_part(args)
     return eval_command(
         part,
@@ -598,6 +600,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
         baseline=args.baseline,
         json_out=args.json,
     )
+
+
+def _check_release(args: argparse.Namespace, check_command: Callable[..., int]) -> int:
+    """``mmembed eval --recipe FILE``: the recipe's model flags (as for ``train --recipe``:
+    the command line over the recipe), and ``--checkpoint`` as what to check."""
+    from model.training.pipeline import is_release_recipe
+
+    if not is_release_recipe(args.recipe):
+        raise CliError(f"{args.recipe} is not a release recipe (it has no [release] table)")
+    unused = [f for f in ("baseline", "cache_dir", "limit") if getattr(args, f) != EVAL_DEFAULTS[f]]
+    if unused:
+        flags = ", ".join(f"--{f.replace('_', '-')}" for f in unused)
+        raise CliError(f"{flags} cannot go with --recipe: the recipe says where its data goes")
+    flags = set(given_flags(args))
+    overrides = {k: v for k, v in _model_values(args).items() if _flag_of(k) in flags}
+    overrides.pop("model.checkpoint", None)
+    return check_command(
+        args.recipe,
+        overrides,
+        checkpoint=args.checkpoint,
+        tolerance=args.tolerance,
+        json_out=args.json,
+    )
+
+
+# `mmembed eval`'s own flags, as the parser leaves them when not given.
+EVAL_DEFAULTS = {"baseline": None, "cache_dir": "data/features", "limit": None}
 
 
 @_training_errors

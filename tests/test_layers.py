@@ -22,6 +22,7 @@ TRAINING_COMMAND_FUNCTIONS = {
     "_training_errors",
     "cmd_train",
     "cmd_eval",
+    "_check_release",
     "cmd_data_features",
     "cmd_data_compare_windows",
     "cmd_data_spoken",

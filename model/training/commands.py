@@ -56,6 +56,52 @@ def release_command(recipe: str | Path, overrides: dict[str, Any]) -> int:
     return 0
 
 
+def check_command(
+    recipe: str | Path,
+    overrides: dict[str, Any],
+    *,
+    checkpoint: str | Path | None = None,
+    tolerance: float = 0.01,
+    json_out: str | None = None,
+) -> int:
+    """Measure a release again on its recipe's test sets and set each figure beside the
+    stored one; 1 when any differs by more than ``tolerance``."""
+    from model.training.pipeline import check_release
+
+    checked = check_release(recipe, overrides, checkpoint)
+    for name, entry in checked["results"]["test_sets"].items():
+        print(format_table(entry["model"], title=f"model on test set {name} ({entry['pairs']})"))
+    if json_out:
+        Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
+    figures = checked["figures"]
+    width = max(len(f["what"]) for f in figures)
+    print(f"{'figure':<{width}}  stored  measured  difference")
+    off = []
+    for f in figures:
+        stored, measured = f["stored"], f["measured"]
+        if stored is None:
+            print(f"{f['what']:<{width}}       -     {measured:.3f}  (not stored)")
+            continue
+        diff = round(measured - stored, 3) + 0.0  # + 0.0: no "-0.000"
+        mark = "" if abs(diff) <= tolerance else "  <- off"
+        print(f"{f['what']:<{width}}   {stored:.3f}     {measured:.3f}      {diff:+.3f}{mark}")
+        if mark:
+            off.append(f["what"])
+    compared = sum(f["stored"] is not None for f in figures)
+    if not compared:
+        print("the checkpoint stores no evaluation to compare with (only a release does)")
+        return 0
+    if off:
+        print(
+            f"{len(off)} of {compared} figures differ from the stored ones by more than "
+            f"{tolerance:.3f}: {', '.join(off)}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"all {compared} figures within {tolerance:.3f} of the stored ones")
+    return 0
+
+
 def _check_baseline_encoders(
     baseline: Any, model: MultimodalModel, path: str, window: str | None
 ) -> None:

@@ -220,6 +220,63 @@ def evaluate_release(
     return results
 
 
+def _is_test_split(split: str) -> bool:
+    return split.startswith("test-")
+
+
+def check_release(
+    path: str | Path, overrides: dict[str, Any] | None = None, checkpoint: str | Path | None = None
+) -> dict[str, Any]:
+    """Measure a release again on its recipe's test sets, without training anything.
+
+    Speaks the test sets alone (the same clips a whole build makes, in about a
+    minute; the training clips are not made), evaluates ``checkpoint`` (default:
+    the recipe's ``out`` folder) as the pipeline's evaluation stage does, and sets
+    the figures beside the ones stored in the checkpoint when it was exported.
+    Returns ``{"results", "stored", "figures"}``; each figure is
+    ``{"what", "stored", "measured"}`` (R@1 and neighbourhood recall; ``stored``
+    None where the checkpoint has no such figure).
+    """
+    from model.checkpoint import read_checkpoint_config
+
+    recipe = read_release_recipe(path, overrides)
+    target = Path(checkpoint or recipe.release.out or "")
+    if not (target / "config.json").is_file():
+        raise ValueError(
+            f"no checkpoint to check: {target} has no config.json "
+            "(the recipe's [release] out, or --checkpoint DIR)"
+        )
+    if recipe.train.run.torch_threads:
+        torch.set_num_threads(recipe.train.run.torch_threads)
+    root = Path(recipe.release.root)
+    log.info("speaking the test sets of %s in %s (not the training clips)", path, root / "spoken")
+    build_spoken_dataset(
+        root / "spoken", recipe.spoken, workers=recipe.workers, only=_is_test_split
+    )
+    results = evaluate_release(recipe, target, None)
+    stored = read_checkpoint_config(target).get("metadata", {}).get("eval") or {}
+    return {"results": results, "stored": stored, "figures": _figures(results, stored)}
+
+
+def _figures(results: dict[str, Any], stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """The R@1 of every test set, direction and dims, and the neighbourhood recall, measured
+    and as stored (None where the stored results lack it)."""
+    figures = []
+    for name, entry in results["test_sets"].items():
+        old = stored.get("test_sets", {}).get(name, {}).get("model", {})
+        for direction, by_dims in entry["model"].items():
+            for dims, metrics in by_dims.items():
+                before = old.get(direction, {}).get(dims, {}).get("R@1")
+                what = f"{name} {direction} R@1 at {dims}"
+                figures.append({"what": what, "stored": before, "measured": metrics["R@1"]})
+    for dims in ("64", "512"):
+        before = stored.get("text_neighbourhood", {}).get(dims)
+        measured = results["text_neighbourhood"][dims]
+        what = f"text encoder's neighbourhoods kept at {dims}"
+        figures.append({"what": what, "stored": before, "measured": measured})
+    return figures
+
+
 class StageClock:
     """Wall time of each pipeline stage, summed over every run of the pipeline (an
     interrupted stage's time counts, and a resumed one adds its own), kept in

@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -492,7 +492,6 @@ def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list
     jobs: list[_Job] = []
     for split, sentences in splits.items():
         rng = random.Random(f"{spec.seed}:{split}")
-        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
         pool = HELD_OUT_VOICES if split.startswith("test-") else TRAIN_VOICES
         variants = spec.train_variants if split == "train" else spec.test_variants
         for v in range(variants):
@@ -587,7 +586,12 @@ def _synthesize_all(
 
 
 def build_spoken_dataset(
-    out_dir: str | Path, spec: SpokenSpec, *, workers: int = 1, progress: bool = True
+    out_dir: str | Path,
+    spec: SpokenSpec,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    only: Callable[[str], bool] | None = None,
 ) -> dict:
     """Build ``train.jsonl``, ``val.jsonl``, ``test-NAME.jsonl`` and WAVs under ``out_dir``.
 
@@ -597,6 +601,11 @@ def build_spoken_dataset(
     prefix of it is a smaller dataset of distinct sentences. Already-written
     WAVs are reused, so an interrupted build resumes. Returns the summary
     also written to ``summary.json``.
+
+    ``only`` keeps the splits it accepts (e.g. the test sets, to check a
+    release without its 36,000 training clips): they come out exactly as in a
+    whole build, since the whole plan is made and then filtered, and no
+    ``summary.json`` is written for such a partial build.
     """
     start = time.perf_counter()
     out = Path(out_dir)
@@ -612,6 +621,10 @@ def build_spoken_dataset(
         seed=spec.seed,
     )
     jobs = plan_jobs(out, spec, splits)
+    if only is not None:
+        jobs = [job for job in jobs if only(job.split)]
+    for split in dict.fromkeys(job.split for job in jobs):
+        (out / "audio" / split).mkdir(parents=True, exist_ok=True)
     dropped = drop_stale_clips(out, jobs)
     if dropped:
         log.info(
@@ -622,7 +635,7 @@ def build_spoken_dataset(
     )
     summary = {
         "spec": asdict(spec),
-        "sentences": {k: len(v) for k, v in splits.items()},
+        "sentences": {k: len(v) for k, v in splits.items() if only is None or only(k)},
         "clips": {k: len(v) for k, v in records.items()},
         "failed": len(failures),
         "failures": failures[:50],
@@ -630,7 +643,8 @@ def build_spoken_dataset(
         "sample_rate": SAMPLE_RATE,
         "seconds": round(time.perf_counter() - start, 1),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if only is None:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 

@@ -153,6 +153,27 @@ def test_eval_without_a_checkpoint_says_so(capsys) -> None:
     assert "needs --checkpoint" in capsys.readouterr().err
 
 
+def test_checking_a_release_takes_a_release_recipe_and_nothing_of_plain_eval(
+    tmp_path: Path, capsys
+) -> None:
+    recipe = str(Path("model/training/recipes/audio-text-v1.toml").resolve())
+    assert main(["eval", "--recipe", recipe, "--limit", "5"]) == 1
+    assert "--limit cannot go with --recipe" in capsys.readouterr().err
+    plain = tmp_path / "plain.toml"
+    plain.write_text("[optim]\nlr = 0.001\n")
+    assert main(["eval", "--recipe", str(plain)]) == 1
+    assert "is not a release recipe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # --data or --recipe, not both
+        build_parser().parse_args(["eval", "--recipe", recipe, "--data", "t.jsonl"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    nowhere = tmp_path / "nowhere.toml"
+    nowhere.write_text(Path(recipe).read_text().replace('out = "model/', 'out = "nowhere/'))
+    assert main(["eval", "--recipe", str(nowhere)]) == 1
+    assert "no checkpoint to check: nowhere/weights/audio-text-v1 has no config.json" in (
+        capsys.readouterr().err
+    )
+
+
 def test_data_errors_are_one_line(tmp_path, capsys) -> None:
     argv = ["train", "--train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--preset", "tiny"]) == 1

@@ -10,6 +10,7 @@ import pytest
 
 from model import Embedder
 from model.training.pipeline import read_release_recipe, run_release
+from service.cli import main
 
 TRAIN_TEXT = " ".join(
     f"The {c} {a} jumps over {n} small {t}."
@@ -123,6 +124,29 @@ def test_a_release_recipe_runs_every_stage_and_resumes(
     summary = (tmp_path / "runs" / "model" / "summary.json").read_text()
     assert run_release(recipe) == results
     assert (tmp_path / "runs" / "model" / "summary.json").read_text() == summary
+
+    # `mmembed eval --recipe`: in a fresh data folder, only the test sets are spoken, and
+    # the exported release measures what it stored. A stored figure that is off fails it.
+    check = tmp_path / "check.toml"
+    check.write_text(recipe.read_text().replace(str(tmp_path / "data"), str(tmp_path / "d2")))
+    capfd.readouterr()
+    assert main(["eval", "--recipe", str(check), "--json", str(tmp_path / "c.json")]) == 0
+    out = capfd.readouterr().out
+    assert "all 18 figures within 0.010 of the stored ones" in out
+    assert sorted(p.name for p in (tmp_path / "d2" / "spoken").glob("*.jsonl")) == [
+        "test-a.jsonl",
+        "test-b.jsonl",
+    ]
+    checked = json.loads((tmp_path / "c.json").read_text())
+    assert checked["stored"] == results
+    for key in ("model", "pairs"):
+        assert checked["results"]["test_sets"]["a"][key] == results["test_sets"]["a"][key]
+    config["metadata"]["eval"]["test_sets"]["b"]["model"]["text->audio"]["64"]["R@1"] += 0.25
+    (tmp_path / "weights" / "config.json").write_text(json.dumps(config))
+    assert main(["eval", "--recipe", str(check)]) == 1
+    err = capfd.readouterr().err
+    assert "1 of 18 figures differ from the stored ones by more than 0.010" in err
+    assert "b text->audio R@1 at 64" in err
 
 
 def test_bad_release_recipes_name_the_file_and_the_problem(tmp_path: Path) -> None:

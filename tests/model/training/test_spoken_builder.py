@@ -259,6 +259,39 @@ def test_build_writes_16k_wavs_and_manifests(tmp_path: Path) -> None:
         assert set(record) >= {"voice", "speed", "pitch", "noise_snr_db"}
 
 
+def test_a_build_of_the_test_sets_alone_gives_the_same_clips(tmp_path: Path) -> None:
+    """What checking a release rests on: its test clips without its training clips."""
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
+    (tmp_path / "train.txt").write_text(
+        "The quick brown fox jumps over the dog. A stitch in time saves nine today. "
+        "Every cloud has a silver lining somewhere."
+    )
+    (tmp_path / "a.txt").write_text("Speech synthesis makes a test set here. Rain falls.")
+    (tmp_path / "b.txt").write_text("Bright lights fill the city at night.")
+    spec = SpokenSpec(
+        train_sources=(str(tmp_path / "train.txt"),),
+        test_sets={"a": (str(tmp_path / "a.txt"),), "b": (str(tmp_path / "b.txt"),)},
+        n_val=1,
+        n_test=1,
+        noise_prob=1.0,  # noise drawn per clip: the same only if each job keeps its seed
+    )
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    build_spoken_dataset(whole, spec, workers=1, progress=False)
+    summary = build_spoken_dataset(
+        part, spec, workers=1, progress=False, only=lambda split: split.startswith("test-")
+    )
+    assert summary["clips"] == {"test-a": 1, "test-b": 1}
+    assert summary["sentences"] == {"test-a": 1, "test-b": 1}
+    assert sorted(p.name for p in part.iterdir()) == ["audio", "test-a.jsonl", "test-b.jsonl"]
+    assert sorted(p.name for p in (part / "audio").iterdir()) == ["test-a", "test-b"]
+    for name in ("test-a.jsonl", "test-b.jsonl"):
+        assert (part / name).read_text() == (whole / name).read_text()
+        (record,) = map(json.loads, (part / name).read_text().splitlines())
+        assert (part / record["audio"]).read_bytes() == (whole / record["audio"]).read_bytes()
+    assert (whole / "summary.json").is_file()
+
+
 def test_a_changed_plan_speaks_stale_clips_again(tmp_path: Path) -> None:
     if shutil.which("espeak-ng") is None:
         pytest.fail("espeak-ng is not installed (apt-get install espeak-ng)")
