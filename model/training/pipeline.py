@@ -201,7 +201,9 @@ def evaluate_release(
     text_ids: list[str] = []
     for name in recipe.spoken.test_sets:
         split = load_split([str(Path(recipe.release.root) / "spoken" / f"test-{name}.jsonl")])
-        cache_pairs(model, cache_dir, split.pairs, device=device, progress=False)
+        cache_pairs(
+            model, cache_dir, split.pairs, device=device, progress=recipe.train.run.progress
+        )
         caches = {m: FeatureCache.for_model(cache_dir, model, m) for m in caches}
         test, _ = cached_pairs(split.pairs, caches)
         entry = {"pairs": len(test), "model": evaluate_cached(model, test, caches, device)}
