@@ -284,6 +284,11 @@ def render_model_card(
         "(`model/training/experiments.md`); the issue's reference for it, about 0.79 "
         "audio->text R@1, was measured on simple read sentences in other voices.",
         "",
+        "To measure these figures again without training anything, "
+        f"`mmembed eval --recipe model/training/recipes/{meta['release']}.toml` with the "
+        "encoder flags speaks the test sets alone and sets each R@1 and neighbourhood "
+        "figure beside the one stored in `config.json` (a minute or two on 2 cores).",
+        "",
     ]
     if speed:
         lines += [
