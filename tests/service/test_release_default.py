@@ -186,7 +186,7 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
         assert added.status_code == 201, added.text
         # Every sentence, spoken by held-out voices, is a query against all twelve texts.
         # 1.3.0 finds 11 of 12 on top (1.1.0 found 9) (chance: 1 of 12); a broken release or
-        # load finds about one.
+        # load finds about one. 9 leaves two sentences of room (the bar was 7 for 1.1.0).
         rng = random.Random(7)
         found = []
         for i, sentence in enumerate(sentences):
@@ -201,5 +201,5 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
             assert [r["modality"] for r in results] == ["text"] * 3
             found.append(results[0]["id"] == f"s{i}")
         print(f"spoken sentences found on top over HTTP: {sum(found)} of {len(found)}")
-        assert sum(found) >= 7, f"only {sum(found)} of 12 spoken sentences found their text"
+        assert sum(found) >= 9, f"only {sum(found)} of 12 spoken sentences found their text"
     assert server.stop() == 0
