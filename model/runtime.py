@@ -385,7 +385,7 @@ def cache_key(
 
 
 def _write_cache(path: Path, model: bytes) -> None:
-    """Write atomically (:mod:`model.atomic`, so with the umask's mode: a cache folder
+    """Write atomically (:mod:`index.atomic`, so with the umask's mode: a cache folder
     can be shared); a cache that cannot be written is only a warning."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

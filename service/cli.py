@@ -179,7 +179,9 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         help="with --recipe: how far a figure may be from the stored one (0.01: 5 of 500)",
     )
     evaluate.add_argument("--baseline", metavar="DIR", help="also this mean-pool baseline")
-    evaluate.add_argument("--cache-dir", metavar="DIR", default=cmd.EVAL_DEFAULTS["cache_dir"])
+    evaluate.add_argument(
+        "--cache-dir", metavar="DIR", help=f"feature cache (default: {cmd.EVAL_CACHE_DIR})"
+    )
     evaluate.add_argument("--json", metavar="FILE", help="write the results here")
     evaluate.add_argument("--limit", type=int, metavar="N", help="first N pairs only")
     model_options(evaluate)

@@ -586,15 +586,15 @@ def _model_part(args: argparse.Namespace) -> tuple[Any, str]:
 
 @_training_errors
 def cmd_eval(args: argparse.Namespace) -> int:
-    from model.training.commands import check_command, eval_command
+    from model.training.commands import eval_command
 
     if args.recipe:
-        return _check_release(args, check_command)
+        return _check_release(args)
     part, device = _model_part(args)
     return eval_command(
         part,
         data=args.data,
-        cache_dir=args.cache_dir,
+        cache_dir=args.cache_dir or EVAL_CACHE_DIR,
         device=device,
         limit=args.limit,
         baseline=args.baseline,
@@ -602,14 +602,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
 
 
-def _check_release(args: argparse.Namespace, check_command: Callable[..., int]) -> int:
+def _check_release(args: argparse.Namespace) -> int:
     """``mmembed eval --recipe FILE``: the recipe's model flags (as for ``train --recipe``:
     the command line over the recipe), and ``--checkpoint`` as what to check."""
+    from model.training.commands import check_command
     from model.training.pipeline import is_release_recipe
 
     if not is_release_recipe(args.recipe):
         raise CliError(f"{args.recipe} is not a release recipe (it has no [release] table)")
-    unused = [f for f in ("baseline", "cache_dir", "limit") if getattr(args, f) != EVAL_DEFAULTS[f]]
+    unused = [f for f in ("baseline", "cache_dir", "limit") if getattr(args, f) is not None]
     if unused:
         flags = ", ".join(f"--{f.replace('_', '-')}" for f in unused)
         raise CliError(f"{flags} cannot go with --recipe: the recipe says where its data goes")
@@ -625,8 +626,8 @@ def _check_release(args: argparse.Namespace, check_command: Callable[..., int]) 
     )
 
 
-# `mmembed eval`'s own flags, as the parser leaves them when not given.
-EVAL_DEFAULTS = {"baseline": None, "cache_dir": "data/features", "limit": None}
+# Where `mmembed eval --data` caches features unless --cache-dir says otherwise.
+EVAL_CACHE_DIR = "data/features"
 
 
 @_training_errors

@@ -54,7 +54,7 @@ from model.training.features import FeatureCache, cache_pairs, mean_tokens
 from model.training.pairs import cached_pairs, load_split
 from model.training.recipe import TrainConfig
 from model.training.runtime import resolve_device
-from model.training.spoken import SpokenSpec, build_spoken_dataset
+from model.training.spoken import SpokenSpec, build_spoken_dataset, is_test_split
 
 log = logging.getLogger(__name__)
 
@@ -222,10 +222,6 @@ def evaluate_release(
     return results
 
 
-def _is_test_split(split: str) -> bool:
-    return split.startswith("test-")
-
-
 def check_release(
     path: str | Path, overrides: dict[str, Any] | None = None, checkpoint: str | Path | None = None
 ) -> dict[str, Any]:
@@ -252,9 +248,7 @@ def check_release(
         torch.set_num_threads(recipe.train.run.torch_threads)
     root = Path(recipe.release.root)
     log.info("speaking the test sets of %s in %s (not the training clips)", path, root / "spoken")
-    build_spoken_dataset(
-        root / "spoken", recipe.spoken, workers=recipe.workers, only=_is_test_split
-    )
+    build_spoken_dataset(root / "spoken", recipe.spoken, workers=recipe.workers, only=is_test_split)
     results = evaluate_release(recipe, target, None)
     stored = read_checkpoint_config(target).get("metadata", {}).get("eval") or {}
     return {"results": results, "stored": stored, "figures": _figures(results, stored)}

@@ -481,6 +481,11 @@ class SpokenSpec:
     seed: int = 0
 
 
+def is_test_split(split: str) -> bool:
+    """Whether a split (``train``, ``val``, ``test-NAME``) is a held-out test set."""
+    return split.startswith("test-")
+
+
 def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list[_Job]:
     """Every clip to speak, test sets first, then val, then train variant-major.
 
@@ -492,7 +497,7 @@ def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list
     jobs: list[_Job] = []
     for split, sentences in splits.items():
         rng = random.Random(f"{spec.seed}:{split}")
-        pool = HELD_OUT_VOICES if split.startswith("test-") else TRAIN_VOICES
+        pool = HELD_OUT_VOICES if is_test_split(split) else TRAIN_VOICES
         variants = spec.train_variants if split == "train" else spec.test_variants
         for v in range(variants):
             for i, text in enumerate(sentences):
