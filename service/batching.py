@@ -16,9 +16,12 @@ once (`Overloaded`, HTTP 429 with Retry-After) rather than letting latency grow
 without bound; a caller that waits longer than its timeout gets
 `RequestTimedOut` (504) and its row, if computed, is dropped.
 
-When a batch function raises one of `per_item_errors` (bad user input, such as
-a text over the token limit), the batch is re-run item by item so one bad
-input fails only its own request.
+When a batch function raises anything at all, the batch is re-run item by item,
+so one bad input fails only its own request whatever the error's class (a lone
+surrogate in a text made the tokenizer raise TypeError, which once failed every
+request in its batch). Errors in `per_item_errors` (bad user input, such as a
+text over the token limit) are expected and not logged; any other error an item
+raises alone is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -244,17 +247,27 @@ class Batcher(Generic[T, R]):
         started = loop.time()
         try:
             rows = await loop.run_in_executor(self._executor, self._call, [p.item for p in batch])
-        except self._per_item_errors as exc:
-            if len(batch) == 1:
-                _settle(batch[0].future, exc=exc)
-            else:
-                for pending in batch:
-                    await self._run([pending])
+        except _WrongRowCount as exc:  # the batch function's bug, not any input's
+            logger.error("%s", exc)
+            for pending in batch:
+                _settle(pending.future, exc=RuntimeError(str(exc)))
             return
         except Exception as exc:
-            logger.exception("%s batch of %d failed", self.name, len(batch))
-            for pending in batch:
-                _settle(pending.future, exc=exc)
+            if len(batch) > 1:
+                # Whatever it was, find the input(s) it belongs to: each alone.
+                logger.info(
+                    "%s batch of %d failed (%s); retrying item by item",
+                    self.name,
+                    len(batch),
+                    type(exc).__name__,
+                )
+                for pending in batch:
+                    if not pending.future.done():
+                        await self._run([pending])
+                return
+            if not isinstance(exc, self._per_item_errors):
+                logger.error("%s input failed alone", self.name, exc_info=exc)
+            _settle(batch[0].future, exc=exc)
             return
         finally:
             self._recent_batch_s = loop.time() - started
@@ -265,10 +278,14 @@ class Batcher(Generic[T, R]):
     def _call(self, items: list[T]) -> Sequence[R]:
         rows = self._fn(items)
         if len(rows) != len(items):
-            raise RuntimeError(
+            raise _WrongRowCount(
                 f"{self.name} batch function returned {len(rows)} rows for {len(items)} items"
             )
         return rows
+
+
+class _WrongRowCount(RuntimeError):
+    """The batch function broke its contract; retrying item by item would hide it."""
 
 
 def _settle(

@@ -288,3 +288,69 @@ def test_invalid_sizes_are_refused():
         Batcher("t", rows_for, max_batch_size=0)
     with pytest.raises(ValueError, match="workers"):
         Batcher("t", rows_for, workers=0)
+
+
+class Unforeseen(TypeError):
+    """Not a bad-input error the batcher was told about."""
+
+
+def test_an_error_of_any_class_fails_only_its_own_request():
+    """Issue 29, finding 3: the tokenizer's TypeError for a lone surrogate failed every
+    request in the batch, because only the listed error classes were retried one by one."""
+
+    def picky(items: list[int]) -> np.ndarray:
+        if 13 in items:
+            raise Unforeseen("cannot handle 13")
+        return rows_for(items)
+
+    recorder = Recorder()
+
+    async def main():
+        batcher = Batcher(
+            "t",
+            picky,
+            max_batch_size=16,
+            max_wait_ms=50,
+            per_item_errors=(BadItem,),
+            observer=recorder,
+        )
+        await batcher.start()
+        try:
+            return await asyncio.gather(
+                *(batcher.submit(i) for i in (1, 2, 13, 3, -1)), return_exceptions=True
+            )
+        finally:
+            await batcher.stop()
+
+    one, two, thirteen, three, negative = run(main())
+    assert isinstance(thirteen, Unforeseen)
+    assert isinstance(negative, BadItem)
+    assert [one.tolist(), two.tolist(), three.tolist()] == [[1, 2], [2, 4], [3, 6]]
+    assert max(recorder.sizes) == 1  # the good ones were answered item by item
+
+
+def test_a_lone_surrogate_in_the_real_tokenizer_fails_only_its_own_text(tiny_embedder):
+    """The reproduction itself, through the engine and the tiny model's real tokenizer
+    (the HTTP edge now refuses such text before it gets here; this is the second line)."""
+    from service.engine import EmbeddingEngine, Input
+    from service.settings import Settings
+
+    engine = EmbeddingEngine(tiny_embedder, Settings(preset="tiny", max_wait_ms=50))
+    texts = [f"good text {i}" for i in range(29)] + ["x \ud800"]
+
+    async def main():
+        await engine.start()
+        try:
+            return await asyncio.gather(
+                *(engine.embed_one(Input("text", t)) for t in texts), return_exceptions=True
+            )
+        finally:
+            await engine.stop()
+
+    results = run(main())
+    assert isinstance(results[-1], TypeError)
+    good = np.stack(results[:-1])
+    assert good.shape == (29, 512)
+    np.testing.assert_allclose(np.linalg.norm(good, axis=1), 1.0, atol=1e-4)
+    alone = tiny_embedder.embed_texts(["good text 0"], dims=512)[0]
+    np.testing.assert_allclose(good[0], alone, atol=1e-4)
