@@ -26,6 +26,7 @@ import soxr
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from model.constants import SAMPLE_RATE
+from model.imaging import on_white
 from service.errors import (
     AudioTooShort,
     CorruptMedia,
@@ -122,7 +123,8 @@ def _is_adts(head: bytes) -> bool:
 
 
 def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """An RGB image, EXIF-rotated; the pixel count is checked before pixels are decoded."""
+    """An RGB image, EXIF-rotated, transparency on white (model/imaging.py); the pixel
+    count is checked before pixels are decoded."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -138,7 +140,7 @@ def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
             with Image.open(io.BytesIO(data)) as img:
                 img.seek(0)
                 img.load()
-                rgb = ImageOps.exif_transpose(img).convert("RGB")
+                rgb = on_white(ImageOps.exif_transpose(img))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:

@@ -333,13 +333,16 @@ def load_audio(path: str | Path, origin: str = "", sampling_rate: int = SAMPLE_R
 
 
 def load_image(path: str | Path, origin: str = ""):
-    """Decode an image file to an RGB ``PIL.Image``; :class:`DataError` if unreadable."""
+    """Decode an image file to an RGB ``PIL.Image`` (transparency on white, as
+    :func:`model.imaging.on_white`); :class:`DataError` if unreadable."""
     from PIL import Image, UnidentifiedImageError
+
+    from model.imaging import on_white
 
     where = origin or str(path)
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return on_white(img)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise DataError(f"{where}: unreadable image {path}: {exc}") from exc
 
