@@ -37,12 +37,13 @@ class VectorBackend(ABC):
         metadata: dict[str, Any] | None = None,
         id: str | None = None,
         preview: Preview | None = None,
+        text: str | None = None,
     ) -> str:
-        """Store a new item (and its preview, if any); returns its id.
+        """Store a new item (and its preview and document, if any); returns its id.
 
         Raises DuplicateId if the id exists.
         """
-        return self.add_many([NewItem(vector, modality, metadata, id, preview)])[0]
+        return self.add_many([NewItem(vector, modality, metadata, id, preview, text)])[0]
 
     @abstractmethod
     def add_many(self, items: list[NewItem]) -> list[str]:
@@ -57,10 +58,12 @@ class VectorBackend(ABC):
         modality: str,
         metadata: dict[str, Any] | None = None,
         preview: Preview | None = None,
+        text: str | None = None,
     ) -> str:
         """Store or replace the item with this id (created_at is kept on replace).
 
-        The old item's preview is replaced by `preview`, or removed when it is None.
+        The old item's preview and document are replaced by `preview` and `text`, or
+        removed when they are None.
         """
 
     @abstractmethod
@@ -73,7 +76,7 @@ class VectorBackend(ABC):
 
     @abstractmethod
     def delete(self, id: str) -> None:
-        """Remove the item and its preview together; raises ItemNotFound."""
+        """Remove the item, its preview and its document together; raises ItemNotFound."""
 
     @abstractmethod
     def count(self, modality: str | None = None) -> int: ...
@@ -91,8 +94,12 @@ class VectorBackend(ABC):
         mode: str = "exact",
         modality: str | None = None,
         where: dict[str, Any] | None = None,
+        text: bool = True,
     ) -> list[SearchHit]:
-        """Nearest items to one (512,) query by cosine at `dims`, best first."""
+        """Nearest items to one (512,) query by cosine at `dims`, best first.
+
+        `text=False` leaves the hits' documents unread (their `text` is None).
+        """
         try:
             array = np.asarray(query)
         except (TypeError, ValueError) as exc:
@@ -100,7 +107,7 @@ class VectorBackend(ABC):
         if array.shape != (EMBED_DIM,):
             raise InvalidVector(f"query must have shape ({EMBED_DIM},), got {tuple(array.shape)}")
         return self.search_batch(
-            array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where
+            array[None, :], k=k, dims=dims, mode=mode, modality=modality, where=where, text=text
         )[0]
 
     @abstractmethod
@@ -113,6 +120,7 @@ class VectorBackend(ABC):
         mode: str = "exact",
         modality: str | None = None,
         where: dict[str, Any] | None = None,
+        text: bool = True,
     ) -> list[list[SearchHit]]:
         """`search` for each row of a (Q, 512) array."""
 

@@ -27,6 +27,8 @@ class NewItem:
     vector: (512,) array-like; stored L2-normalised as float32.
     id: None lets the store generate one (32 hex characters).
     preview: stored with the item, in the same transaction; None stores none.
+    text: the item's document (a text item's text, a caption or title of an image or
+        a clip), at most `validation.MAX_TEXT_CHARS` characters; None stores none.
     """
 
     vector: Any
@@ -34,11 +36,15 @@ class NewItem:
     metadata: dict[str, Any] | None = None
     id: str | None = None
     preview: Preview | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
 class Item:
-    """A stored item. Timestamps are Unix seconds (UTC), `vector` is (512,) float32, unit norm."""
+    """A stored item. Timestamps are Unix seconds (UTC), `vector` is (512,) float32, unit norm.
+
+    `text` is its document, None when it was stored without one (or before stores kept them).
+    """
 
     id: str
     modality: str
@@ -46,16 +52,21 @@ class Item:
     vector: np.ndarray = field(repr=False)
     created_at: float
     updated_at: float
+    text: str | None = None
 
 
 @dataclass(frozen=True)
 class SearchHit:
-    """One search result; `score` is the cosine similarity at the dims that ranked it."""
+    """One search result; `score` is the cosine similarity at the dims that ranked it.
+
+    `text` is the item's document (None if it has none, or the search was asked for none).
+    """
 
     id: str
     score: float
     modality: str
     metadata: dict[str, Any]
+    text: str | None = None
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,15 @@ kill or a power cut. `synchronous=NORMAL` in WAL mode still survives `kill -9`
 (the WAL is in the OS page cache before COMMIT returns) but may lose the last
 transactions on power loss.
 
-Previews (thumbnails, short clips) live in their own table keyed by the item's
-label, written and deleted in the same transaction as the item row, so an item
-never outlives its preview nor the other way round. Item rows stay small and
-scans over them (filters, rebuilds) never read preview bytes.
+Previews (thumbnails, short clips) and documents (a text item's text, a
+caption) live in their own tables keyed by the item's label, written and
+deleted in the same transaction as the item row, so an item never outlives
+them nor the other way round. Item rows stay small and scans over them
+(filters, rebuilds) never read preview bytes or texts.
+
+Schema versions: 1 items; 2 adds `previews`; 3 adds `documents`. An older
+database gains the (empty) tables on open, in one transaction: its items keep
+their labels and vectors (nothing is re-indexed) and answer `text=None`.
 
 Threads: one writer connection behind a lock; each reading thread gets its own
 connection (WAL readers never block the writer nor each other).
@@ -39,7 +44,7 @@ from .items import Item, Preview
 from .vectors import EMBED_DIM
 
 DB_NAME = "items.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 PAGE_SIZE = 16_384
 _CHUNK = 900  # stay well under SQLite's bound-parameter limit
 
@@ -69,6 +74,13 @@ CREATE TABLE IF NOT EXISTS previews (
     data BLOB NOT NULL
 );
 """
+# Version 3 adds documents; items of an older database have none (text None).
+_DOCUMENTS = """
+CREATE TABLE IF NOT EXISTS documents (
+    label INTEGER PRIMARY KEY,
+    text TEXT NOT NULL
+);
+"""
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class Row:
     metadata_json: str
     vector: np.ndarray
     preview: Preview | None = None
+    text: str | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +100,7 @@ class HitInfo:
     id: str
     modality: str
     metadata: dict[str, Any]
+    text: str | None = None
 
 
 class SqliteStore:
@@ -115,12 +129,18 @@ class SqliteStore:
         """Bring an older database up to SCHEMA_VERSION; returns the version found after."""
         conn = self._writer
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0]
-        if version == 1:
+        steps = {1: _PREVIEWS, 2: _DOCUMENTS}
+        if version in steps:
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute(_PREVIEWS)
-            conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'")
-            conn.execute("COMMIT")
-            version = 2
+            try:
+                while version in steps:
+                    conn.execute(steps[version])
+                    version += 1
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (version,))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         return int(version)
 
     def _connect(self) -> sqlite3.Connection:
@@ -206,6 +226,7 @@ class SqliteStore:
                 ),
             )
             _insert_previews(conn, ((first + i, r.preview) for i, r in enumerate(rows)))
+            _insert_documents(conn, ((first + i, r.text) for i, r in enumerate(rows)))
         return np.arange(first, first + len(rows), dtype=np.int64)
 
     def upsert(self, row: Row, now: float) -> tuple[int, int | None]:
@@ -218,6 +239,7 @@ class SqliteStore:
             if old is not None:
                 conn.execute("DELETE FROM items WHERE label = ?", (old[0],))
                 conn.execute("DELETE FROM previews WHERE label = ?", (old[0],))
+                conn.execute("DELETE FROM documents WHERE label = ?", (old[0],))
                 created_at = old[1]
             label = self._take_labels(conn, 1)
             conn.execute(
@@ -234,6 +256,7 @@ class SqliteStore:
                 ),
             )
             _insert_previews(conn, [(label, row.preview)])
+            _insert_documents(conn, [(label, row.text)])
         return label, (None if old is None else int(old[0]))
 
     def delete(self, item_id: str) -> int:
@@ -244,6 +267,7 @@ class SqliteStore:
                 raise ItemNotFound(item_id)
             conn.execute("DELETE FROM items WHERE label = ?", (found[0],))
             conn.execute("DELETE FROM previews WHERE label = ?", (found[0],))
+            conn.execute("DELETE FROM documents WHERE label = ?", (found[0],))
         return int(found[0])
 
     @staticmethod
@@ -279,11 +303,7 @@ class SqliteStore:
     def get(self, item_id: str) -> Item:
         row = (
             self._reader()
-            .execute(
-                "SELECT id, modality, metadata, vector, created_at, updated_at"
-                " FROM items WHERE id = ?",
-                (item_id,),
-            )
+            .execute(f"SELECT {_ITEM_COLUMNS} FROM {_ITEM_TABLES} WHERE i.id = ?", (item_id,))
             .fetchone()
         )
         if row is None:
@@ -328,12 +348,12 @@ class SqliteStore:
 
     def list(self, modality: str | None, limit: int, offset: int) -> list[Item]:
         """Items in creation order (then id), paged."""
-        sql = "SELECT id, modality, metadata, vector, created_at, updated_at FROM items"
+        sql = f"SELECT {_ITEM_COLUMNS} FROM {_ITEM_TABLES}"
         params: list[Any] = []
         if modality is not None:
-            sql += " WHERE modality = ?"
+            sql += " WHERE i.modality = ?"
             params.append(modality)
-        sql += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+        sql += " ORDER BY i.created_at, i.id LIMIT ? OFFSET ?"
         params += [limit, offset]
         return [_item(row) for row in self._reader().execute(sql, params)]
 
@@ -357,19 +377,28 @@ class SqliteStore:
         found = self._reader().execute(sql, params).fetchall()
         return np.fromiter((r[0] for r in found), dtype=np.int64, count=len(found))
 
-    def hit_info(self, labels: Sequence[int]) -> dict[int, HitInfo]:
-        """id, modality and metadata of the given labels (missing labels are left out)."""
+    def hit_info(self, labels: Sequence[int], *, text: bool = True) -> dict[int, HitInfo]:
+        """id, modality, metadata and (if `text`) the document of the given labels
+        (missing labels are left out)."""
         out: dict[int, HitInfo] = {}
         conn = self._reader()
         unique = list(dict.fromkeys(int(x) for x in labels))
+        document = "d.text" if text else "NULL"
         for start in range(0, len(unique), _CHUNK):
             chunk = unique[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            for label, item_id, modality, metadata in conn.execute(
-                f"SELECT label, id, modality, metadata FROM items WHERE label IN ({marks})", chunk
+            for label, item_id, modality, metadata, found in conn.execute(
+                f"SELECT i.label, i.id, i.modality, i.metadata, {document} FROM items AS i"
+                f" LEFT JOIN documents AS d ON d.label = i.label WHERE i.label IN ({marks})",
+                chunk,
             ):
-                out[label] = HitInfo(item_id, modality, json.loads(metadata))
+                out[label] = HitInfo(item_id, modality, json.loads(metadata), found)
         return out
+
+    def text_bytes(self) -> int:
+        """Total UTF-8 bytes of stored documents (for info)."""
+        found = self._reader().execute("SELECT SUM(LENGTH(CAST(text AS BLOB))) FROM documents")
+        return int(found.fetchone()[0] or 0)
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """Full vectors (N, 512) float32 of existing labels, in the order given."""
@@ -416,8 +445,21 @@ def _insert_previews(
     )
 
 
+def _insert_documents(
+    conn: sqlite3.Connection, documents: Iterable[tuple[int, str | None]]
+) -> None:
+    conn.executemany(
+        "INSERT INTO documents (label, text) VALUES (?, ?)",
+        ((label, text) for label, text in documents if text is not None),
+    )
+
+
+_ITEM_COLUMNS = "i.id, i.modality, i.metadata, i.vector, i.created_at, i.updated_at, d.text"
+_ITEM_TABLES = "items AS i LEFT JOIN documents AS d ON d.label = i.label"
+
+
 def _item(row: tuple[Any, ...]) -> Item:
-    item_id, modality, metadata, blob, created_at, updated_at = row
+    item_id, modality, metadata, blob, created_at, updated_at, text = row
     return Item(
         id=item_id,
         modality=modality,
@@ -425,6 +467,7 @@ def _item(row: tuple[Any, ...]) -> Item:
         vector=np.frombuffer(blob, dtype=np.float32).copy(),
         created_at=float(created_at),
         updated_at=float(updated_at),
+        text=text,
     )
 
 

@@ -43,6 +43,7 @@ from .validation import check_id as _check_id
 from .validation import check_modality as _check_modality
 from .validation import check_preview as _check_preview
 from .validation import check_search
+from .validation import check_text as _check_text
 from .validation import is_int as _is_int
 from .validation import metadata_json as _metadata_json
 from .validation import stack_vectors as _stack
@@ -197,10 +198,11 @@ class VectorStore(VectorBackend):
         modality: str,
         metadata: dict[str, Any] | None = None,
         preview: Preview | None = None,
+        text: str | None = None,
     ) -> str:
         if id is None:
             raise InvalidItem("upsert needs an id")
-        rows, vectors = self._rows([NewItem(vector, modality, metadata, id, preview)])
+        rows, vectors = self._rows([NewItem(vector, modality, metadata, id, preview, text)])
         with self._rw.write():
             self._check_open()
             label, old = self._sql.upsert(rows[0], time.time())
@@ -254,6 +256,7 @@ class VectorStore(VectorBackend):
                 metadata_json=_metadata_json(item.metadata),
                 vector=vectors[n],
                 preview=_check_preview(item.preview),
+                text=_check_text(item.text),
             )
             for n, item in enumerate(items)
         ]
@@ -300,6 +303,7 @@ class VectorStore(VectorBackend):
         mode: str = "exact",
         modality: str | None = None,
         where: dict[str, Any] | None = None,
+        text: bool = True,
     ) -> list[list[SearchHit]]:
         queries = as_unit_matrix(queries, what="query")
         dims = check_search(k, dims, mode, modality, self.config.max_k)
@@ -315,7 +319,7 @@ class VectorStore(VectorBackend):
             scores, labels = self._indexes.search(
                 queries, k=int(k), dims=dims, adaptive=mode == "adaptive", allowed=allowed
             )
-            found = self._sql.hit_info(labels[labels >= 0].tolist())
+            found = self._sql.hit_info(labels[labels >= 0].tolist(), text=bool(text))
         results: list[list[SearchHit]] = []
         for row_scores, row_labels in zip(scores, labels, strict=True):
             hits = []
@@ -323,7 +327,9 @@ class VectorStore(VectorBackend):
                 info = found.get(label)
                 if label < 0 or info is None:
                     continue
-                hits.append(SearchHit(info.id, float(score), info.modality, info.metadata))
+                hits.append(
+                    SearchHit(info.id, float(score), info.modality, info.metadata, info.text)
+                )
             results.append(hits)
         return results
 
@@ -379,6 +385,7 @@ class VectorStore(VectorBackend):
                 "counts": counts,
                 "indexed": self._indexes.live_count,
                 "preview_bytes": self._sql.preview_bytes(),
+                "text_bytes": self._sql.text_bytes(),
                 "tombstones": self._indexes.tombstone_count,
                 "dims": list(MATRYOSHKA_DIMS),
                 "embed_dim": EMBED_DIM,

@@ -1,6 +1,8 @@
 """Move a collection between backends through a portable JSON-lines file.
 
-One item per line: `{"id": str, "modality": str, "metadata": {...}, "vector": [512 floats]}`.
+One item per line: `{"id": str, "modality": str, "metadata": {...}, "vector": [512 floats]}`,
+plus `"text": str` for an item that has a document (a file written before documents
+were kept has none, and imports as before).
 Vectors are written as float64 decimals of the stored float32 values, so none
 of their precision is lost (the store re-normalises them on import: float32
 rounding, about 1e-8). `created_at` is not carried: imported items are new. `export_items` pages through any
@@ -43,12 +45,14 @@ def export_items(
         while True:
             items = store.list(limit=page, offset=written)
             for item in items:
-                row = {
+                row: dict[str, Any] = {
                     "id": item.id,
                     "modality": item.modality,
                     "metadata": item.metadata,
-                    "vector": item.vector.astype(np.float64).tolist(),
                 }
+                if item.text is not None:
+                    row["text"] = item.text
+                row["vector"] = item.vector.astype(np.float64).tolist()
                 out.write(json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n")
             written += len(items)
             bar.update(len(items))
@@ -91,7 +95,9 @@ def _write(store: VectorBackend, items: list[NewItem], replace: bool) -> int:
     if not replace:
         return len(store.add_many(items))
     for item in items:
-        store.upsert(item.vector, id=item.id, modality=item.modality, metadata=item.metadata)
+        store.upsert(
+            item.vector, id=item.id, modality=item.modality, metadata=item.metadata, text=item.text
+        )
     return len(items)
 
 
@@ -124,7 +130,10 @@ def _item(row: Any, number: int) -> NewItem:
         array = np.asarray(vector, dtype=np.float32)
     except (TypeError, ValueError) as exc:
         raise TransferError(f"line {number}: vector holds a non-number: {exc}") from exc
-    return NewItem(array, row["modality"], row.get("metadata"), row["id"])
+    text = row.get("text")
+    if text is not None and not isinstance(text, str):
+        raise TransferError(f"line {number}: text must be a string, got {type(text).__name__}")
+    return NewItem(array, row["modality"], row.get("metadata"), row["id"], text=text)
 
 
 def _quiet(progress: bool | None) -> bool:

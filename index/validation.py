@@ -18,6 +18,9 @@ MAX_MODALITY_LENGTH = 64
 MAX_METADATA_BYTES = 64 * 1024
 MAX_PREVIEW_BYTES = 16 * 2**20  # a sanity bound; the service keeps previews far smaller
 MAX_MEDIA_TYPE_LENGTH = 128
+# The longest document a store keeps with an item. The service refuses longer texts
+# first (MMEMBED_MAX_TEXT_CHARS, 10,000 by default); this bound holds whatever it is set to.
+MAX_TEXT_CHARS = 100_000
 
 
 def stack_vectors(vectors: list[Any]) -> np.ndarray:
@@ -81,6 +84,29 @@ def metadata_json(metadata: Any) -> str:
         raise InvalidItem(f"metadata is not JSON-serialisable: {exc}") from exc
     if len(text.encode()) > MAX_METADATA_BYTES:
         raise InvalidItem(f"metadata is larger than {MAX_METADATA_BYTES} bytes as JSON")
+    return text
+
+
+def check_text(text: Any) -> str | None:
+    """None, or a document of at most MAX_TEXT_CHARS characters (never cut: refused).
+
+    Kept as given, newlines and tabs included; NUL (which PostgreSQL's text type
+    cannot hold) and unpaired surrogates (not UTF-8) are refused, on both backends alike.
+    """
+    if text is None:
+        return None
+    if not isinstance(text, str):
+        raise InvalidItem(f"text must be a string or None, got {type(text).__name__}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidItem(
+            f"text is {len(text)} characters; a stored text is at most {MAX_TEXT_CHARS}"
+        )
+    if "\x00" in text:
+        raise InvalidItem("text must not contain NUL characters")
+    try:
+        text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidItem(f"text is not valid Unicode: {exc}") from exc
     return text
 
 

@@ -4,6 +4,7 @@
     {schema}.mmembed_items     id, modality, metadata jsonb, created_at, updated_at, embedding,
                                embedding64 (generated: the 64-d prefix)
     {schema}.mmembed_previews  id -> media_type, data (ON DELETE CASCADE)
+    {schema}.mmembed_documents id -> text, the item's document (ON DELETE CASCADE)
 
 Indexes on items: the primary key (id), modality, (created_at, id) for listing,
 GIN (jsonb_path_ops) on metadata for `where` containment, and, once a store
@@ -26,15 +27,20 @@ computed once at write time.
 The vector column has PLAIN storage: a vector(512) is 2,056 bytes, just over
 the TOAST threshold, so by default PostgreSQL moves it out of line and every
 exact scan pays a TOAST fetch per row (a 512-d exact search over 20k rows took
-250 ms that way on the 2-core test machine). Previews live in a side table so
-that sequential scans of the items never read their bytes either.
+250 ms that way on the 2-core test machine). Previews and documents live in
+side tables so that sequential scans of the items never read their bytes either;
+a search joins the documents of its k answers only.
 
-A database whose schema version or vector dimension differs from this code's
-is refused with a StoreError naming both; migrations between versions go in
-`MIGRATIONS` (none yet: version 1 is the first).
+Versions: 1 the items, meta and previews; 2 adds mmembed_documents. An older
+version is migrated in place when a store opens it (under the same lock): the
+new table is created empty, so its items answer `text=None`, and nothing is
+re-indexed. A database of a newer version than this code, or of another vector
+dimension, is refused with a StoreError naming both.
 """
 
 from __future__ import annotations
+
+import logging
 
 import psycopg
 from psycopg import sql
@@ -43,10 +49,14 @@ from ..errors import StoreError
 from ..vectors import EMBED_DIM, SHORTLIST_DIM
 from .config import PostgresConfig
 
-SCHEMA_VERSION = 1
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+MIGRATABLE = ("1",)  # versions ensure_schema brings up to SCHEMA_VERSION
 ITEMS = "mmembed_items"
 META = "mmembed_meta"
 PREVIEWS = "mmembed_previews"
+DOCUMENTS = "mmembed_documents"
 # pg_advisory_xact_lock key: "mmembed" in ASCII, so concurrent starts migrate one at a time
 _LOCK_KEY = 0x6D6D656D626564
 
@@ -69,6 +79,10 @@ CREATE TABLE IF NOT EXISTS {{previews}} (
     media_type text NOT NULL,
     data bytea NOT NULL
 );
+CREATE TABLE IF NOT EXISTS {{documents}} (
+    id text PRIMARY KEY REFERENCES {{items}} (id) ON DELETE CASCADE,
+    text text NOT NULL
+);
 ALTER TABLE {{items}} ALTER COLUMN embedding SET STORAGE PLAIN;
 CREATE INDEX IF NOT EXISTS mmembed_items_modality ON {{items}} (modality);
 CREATE INDEX IF NOT EXISTS mmembed_items_created ON {{items}} (created_at, id);
@@ -86,16 +100,18 @@ CREATE INDEX IF NOT EXISTS mmembed_items_hnsw512 ON {{items}}
 
 
 def names(schema: str) -> dict[str, sql.Identifier]:
-    """Qualified identifiers of the three tables."""
+    """Qualified identifiers of the four tables."""
     return {
         "items": sql.Identifier(schema, ITEMS),
         "meta": sql.Identifier(schema, META),
         "previews": sql.Identifier(schema, PREVIEWS),
+        "documents": sql.Identifier(schema, DOCUMENTS),
     }
 
 
 def ensure_schema(conn: psycopg.Connection, config: PostgresConfig) -> None:
-    """Create the extension, schema, tables and indexes if missing; refuse a mismatch.
+    """Create the extension, schema, tables and indexes if missing, migrate an older
+    version, refuse a mismatch.
 
     Runs in one transaction under an advisory lock; `conn` must not be in autocommit.
     """
@@ -106,10 +122,10 @@ def ensure_schema(conn: psycopg.Connection, config: PostgresConfig) -> None:
         conn.execute(
             sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(config.schema))
         )
-        _check_existing(conn, config.schema)
+        found = _check_existing(conn, config.schema)
         ddl = _DDL + (_HNSW_DDL if config.kind == "hnsw" else "")
         ddl = ddl.format(
-            meta="{meta}", items="{items}", previews="{previews}",
+            meta="{meta}", items="{items}", previews="{previews}", documents="{documents}",
             m=config.hnsw_m, ef=config.hnsw_ef_construction,
         )  # fmt: skip
         for statement in ddl.split(";"):
@@ -122,18 +138,32 @@ def ensure_schema(conn: psycopg.Connection, config: PostgresConfig) -> None:
             ).format(**tables),
             (str(SCHEMA_VERSION), str(EMBED_DIM)),
         )
+        if found in MIGRATABLE:
+            # the DDL above created what the older version lacked
+            conn.execute(
+                sql.SQL("UPDATE {meta} SET value = %s WHERE key = 'schema_version'").format(
+                    **tables
+                ),
+                (str(SCHEMA_VERSION),),
+            )
+            logger.info(
+                "migrated the mmembed tables in schema %s from version %s to %s",
+                config.schema, found, SCHEMA_VERSION,
+            )  # fmt: skip
 
 
-def _check_existing(conn: psycopg.Connection, schema: str) -> None:
-    """Refuse tables written by another schema version or for another vector size."""
+def _check_existing(conn: psycopg.Connection, schema: str) -> str | None:
+    """Refuse tables written by a newer schema version or for another vector size;
+    returns the version found (None: no tables yet)."""
     where = f"{schema}.{ITEMS}"
+    version = None
     meta = conn.execute("SELECT to_regclass(%s)", (f"{schema}.{META}",)).fetchone()[0]
     if meta is not None:
         found = dict(
             conn.execute(sql.SQL("SELECT key, value FROM {}").format(sql.Identifier(schema, META)))
         )
         version = found.get("schema_version")
-        if version is not None and version != str(SCHEMA_VERSION):
+        if version is not None and version != str(SCHEMA_VERSION) and version not in MIGRATABLE:
             raise StoreError(
                 f"{where} has mmembed schema version {version}; this mmembed reads version "
                 f"{SCHEMA_VERSION}. Upgrade mmembed, or use another schema or database."
@@ -154,3 +184,4 @@ def _check_existing(conn: psycopg.Connection, schema: str) -> None:
             f"{where}.embedding is {column[0]}; this mmembed stores vector({EMBED_DIM}). "
             "Use another schema or database."
         )
+    return version

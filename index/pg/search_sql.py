@@ -3,9 +3,14 @@
 Every search is one statement of the same shape:
 
     WITH shortlist AS MATERIALIZED (
-        SELECT ... FROM items WHERE <filters> ORDER BY <shortlist distance> LIMIT n)
-    SELECT id, modality, metadata, -(<exact distance at dims>) AS score
-    FROM shortlist ORDER BY score DESC LIMIT k
+        SELECT ... FROM items WHERE <filters> ORDER BY <shortlist distance> LIMIT n),
+    ranked AS (SELECT id, modality, metadata, -(<exact distance at dims>) AS score
+               FROM shortlist ORDER BY score DESC LIMIT k)
+    SELECT id, modality, metadata, score, text FROM ranked LEFT JOIN documents
+    ORDER BY score DESC
+
+(the documents are joined to the k answers only, by primary key, and only when
+asked for; without them the last step is `SELECT ..., NULL::text FROM shortlist`),
 
 and the modes differ only in the shortlist distance and n:
 
@@ -72,8 +77,16 @@ def _at_dims(dims: int) -> str:
     return "embedding" if dims == EMBED_DIM else f"l2_normalize(subvector(embedding, 1, {dims}))"
 
 
-def statement(items: sql.Identifier, search: SearchPlan, *, filtered: tuple[bool, bool]) -> sql.SQL:
-    """The search statement; `filtered` says whether (modality, where) filters are present."""
+def statement(
+    items: sql.Identifier,
+    search: SearchPlan,
+    *,
+    filtered: tuple[bool, bool],
+    documents: sql.Identifier | None = None,
+) -> sql.Composed:
+    """The search statement, rows (id, modality, metadata, score, text); `filtered` says
+    whether (modality, where) filters are present, `documents` names the table of texts
+    to join (None: text is NULL)."""
     order = {
         SHORTLIST_PREFIX: f"{PREFIX_COLUMN} <#> %(q_short)s",
         SHORTLIST_FULL: "embedding <#> %(q_full)s",
@@ -85,13 +98,24 @@ def statement(items: sql.Identifier, search: SearchPlan, *, filtered: tuple[bool
     if filtered[1]:
         clauses.append("metadata @> %(where)s")
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    return sql.SQL(
+    shortlist = (
         "WITH shortlist AS MATERIALIZED ("
         f" SELECT id, modality, metadata, embedding FROM {{items}} {where}"
         f" ORDER BY {order} LIMIT %(n)s)"
-        f" SELECT id, modality, metadata, -({_at_dims(search.dims)} <#> %(q_dims)s) AS score"
-        " FROM shortlist ORDER BY score DESC, id LIMIT %(k)s"
-    ).format(items=items)
+    )
+    score = f"-({_at_dims(search.dims)} <#> %(q_dims)s) AS score"
+    if documents is None:
+        return sql.SQL(
+            f"{shortlist} SELECT id, modality, metadata, {score}, NULL::text"
+            " FROM shortlist ORDER BY score DESC, id LIMIT %(k)s"
+        ).format(items=items)
+    return sql.SQL(
+        f"{shortlist}, ranked AS (SELECT id, modality, metadata, {score}"
+        " FROM shortlist ORDER BY score DESC, id LIMIT %(k)s)"
+        " SELECT r.id, r.modality, r.metadata, r.score, d.text"
+        " FROM ranked AS r LEFT JOIN {documents} AS d ON d.id = r.id"
+        " ORDER BY r.score DESC, r.id"
+    ).format(items=items, documents=documents)
 
 
 def parameters(

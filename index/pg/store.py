@@ -45,6 +45,7 @@ from ..validation import (
     check_modality,
     check_preview,
     check_search,
+    check_text,
     check_where,
     is_int,
     metadata_json,
@@ -60,9 +61,10 @@ logger = logging.getLogger(__name__)
 MAX_LIST_LIMIT = 10_000
 MAX_OFFSET = 2**63 - 1  # PostgreSQL bigint
 _ITEM_COLUMNS = (
-    "id, modality, metadata, embedding,"
-    " extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8"
+    "i.id, i.modality, i.metadata, i.embedding,"
+    " extract(epoch FROM i.created_at)::float8, extract(epoch FROM i.updated_at)::float8, d.text"
 )
+_ITEM_TABLES = "{items} AS i LEFT JOIN {documents} AS d ON d.id = i.id"
 
 
 def describe_url(url: str) -> str:
@@ -185,7 +187,7 @@ class PostgresStore(VectorBackend):
             with self._connection(transaction=True) as conn, conn.cursor() as cur:
                 with cur.copy(copy_sql) as copy:
                     copy.set_types(["text", "text", "jsonb", "vector"])
-                    for item_id, modality, meta, vector, _ in rows:
+                    for item_id, modality, meta, vector, _, _ in rows:
                         copy.write_row((item_id, modality, meta, vector))
                 previews = [(row[0], row[4].media_type, row[4].data) for row in rows if row[4]]
                 if previews:
@@ -194,6 +196,14 @@ class PostgresStore(VectorBackend):
                             self._tables["previews"]
                         ),
                         previews,
+                    )
+                documents = [(row[0], row[5]) for row in rows if row[5] is not None]
+                if documents:
+                    cur.executemany(
+                        sql.SQL("INSERT INTO {} (id, text) VALUES (%s, %s)").format(
+                            self._tables["documents"]
+                        ),
+                        documents,
                     )
         except StoreError as exc:
             if isinstance(exc.__cause__, psycopg.errors.UniqueViolation):
@@ -223,14 +233,17 @@ class PostgresStore(VectorBackend):
         modality: str,
         metadata: dict[str, Any] | None = None,
         preview: Preview | None = None,
+        text: str | None = None,
     ) -> str:
-        """Insert or replace (keeping created_at); the old preview is replaced or removed."""
+        """Insert or replace (keeping created_at); the old preview and document are
+        replaced or removed."""
         if id is None:
             raise InvalidItem("upsert needs an id")
-        item_id, modality, meta, vector, preview = _rows(
-            [NewItem(vector, modality, metadata, id, preview)]
+        item_id, modality, meta, vector, preview, text = _rows(
+            [NewItem(vector, modality, metadata, id, preview, text)]
         )[0]
         items, previews = self._tables["items"], self._tables["previews"]
+        documents = self._tables["documents"]
         with self._connection(transaction=True) as conn:
             conn.execute(
                 sql.SQL(
@@ -249,10 +262,16 @@ class PostgresStore(VectorBackend):
                     ),
                     (item_id, preview.media_type, preview.data),
                 )
+            conn.execute(sql.SQL("DELETE FROM {} WHERE id = %s").format(documents), (item_id,))
+            if text is not None:
+                conn.execute(
+                    sql.SQL("INSERT INTO {} (id, text) VALUES (%s, %s)").format(documents),
+                    (item_id, text),
+                )
         return item_id
 
     def delete(self, id: str) -> None:
-        """Remove the item and its preview in one transaction; raises ItemNotFound."""
+        """Remove the item, its preview and document (ON DELETE CASCADE); raises ItemNotFound."""
         item_id = check_id(id)
         with self._connection() as conn:
             cur = conn.execute(
@@ -267,8 +286,8 @@ class PostgresStore(VectorBackend):
         item_id = check_id(id)
         with self._connection() as conn:
             row = conn.execute(
-                sql.SQL(f"SELECT {_ITEM_COLUMNS} FROM {{}} WHERE id = %s").format(
-                    self._tables["items"]
+                sql.SQL(f"SELECT {_ITEM_COLUMNS} FROM {_ITEM_TABLES} WHERE i.id = %s").format(
+                    **self._tables
                 ),
                 (item_id,),
             ).fetchone()
@@ -318,12 +337,12 @@ class PostgresStore(VectorBackend):
             raise InvalidQuery(f"limit must be an int in [1, {MAX_LIST_LIMIT}], got {limit!r}")
         if not is_int(offset) or not 0 <= offset <= MAX_OFFSET:
             raise InvalidQuery(f"offset must be an int in [0, {MAX_OFFSET}], got {offset!r}")
-        query = sql.SQL(f"SELECT {_ITEM_COLUMNS} FROM {{}}").format(self._tables["items"])
+        query = sql.SQL(f"SELECT {_ITEM_COLUMNS} FROM {_ITEM_TABLES}").format(**self._tables)
         params: list[Any] = []
         if modality is not None:
-            query += sql.SQL(" WHERE modality = %s")
+            query += sql.SQL(" WHERE i.modality = %s")
             params.append(modality)
-        query += sql.SQL(" ORDER BY created_at, id LIMIT %s OFFSET %s")
+        query += sql.SQL(" ORDER BY i.created_at, i.id LIMIT %s OFFSET %s")
         params += [int(limit), int(offset)]
         with self._connection() as conn:
             return [_item(row) for row in conn.execute(query, params)]
@@ -337,6 +356,7 @@ class PostgresStore(VectorBackend):
         mode: str = "exact",
         modality: str | None = None,
         where: dict[str, Any] | None = None,
+        text: bool = True,
     ) -> list[list[SearchHit]]:
         """One statement per query, on one connection."""
         queries = as_unit_matrix(queries, what="query")
@@ -352,9 +372,10 @@ class PostgresStore(VectorBackend):
             adaptive_factor=self.config.adaptive_factor,
         )
         filtered = (modality is not None, bool(equalities))
+        documents = self._tables["documents"] if text else None
         with self._connection() as conn:
             return [
-                self._search_one(conn, query, chosen, modality, equalities, filtered)
+                self._search_one(conn, query, chosen, modality, equalities, filtered, documents)
                 for query in queries
             ]
 
@@ -366,6 +387,7 @@ class PostgresStore(VectorBackend):
         modality: str | None,
         where: dict[str, Any],
         filtered: tuple[bool, bool],
+        documents: sql.Identifier | None,
     ) -> list[SearchHit]:
         """Run a plan; an indexed search that comes back short of k is re-run exactly.
 
@@ -373,12 +395,14 @@ class PostgresStore(VectorBackend):
         stop at max_scan_tuples); the exact re-run returns fewer than k only when
         fewer than k items pass the filter.
         """
-        rows = self._run(conn, query, chosen, modality, where, filtered)
+        rows = self._run(conn, query, chosen, modality, where, filtered, documents)
         if len(rows) < chosen.k and chosen.indexed:
-            rows = self._run(
-                conn, query, search_sql.exact_plan(chosen.dims, chosen.k), modality, where, filtered
-            )
-        return [SearchHit(item_id, float(score), mod, meta) for item_id, mod, meta, score in rows]
+            exact = search_sql.exact_plan(chosen.dims, chosen.k)
+            rows = self._run(conn, query, exact, modality, where, filtered, documents)
+        return [
+            SearchHit(item_id, float(score), mod, meta, text)
+            for item_id, mod, meta, score, text in rows
+        ]
 
     def _run(
         self,
@@ -388,6 +412,7 @@ class PostgresStore(VectorBackend):
         modality: str | None,
         where: dict[str, Any],
         filtered: tuple[bool, bool],
+        documents: sql.Identifier | None,
     ) -> list[tuple[Any, ...]]:
         settings = search_sql.session_settings(
             chosen,
@@ -398,7 +423,9 @@ class PostgresStore(VectorBackend):
         if self._session.get(conn) != settings:
             conn.execute(search_sql.SET_SESSION, settings)
             self._session[conn] = settings
-        statement = search_sql.statement(self._tables["items"], chosen, filtered=filtered)
+        statement = search_sql.statement(
+            self._tables["items"], chosen, filtered=filtered, documents=documents
+        )
         params = search_sql.parameters(query, chosen, modality, where or None)
         return conn.execute(statement, params).fetchall()
 
@@ -430,12 +457,13 @@ class PostgresStore(VectorBackend):
     def info(self) -> dict[str, Any]:
         counts = self.counts_by_modality()
         with self._connection() as conn:
-            server, pgvector, preview_bytes = conn.execute(
+            server, pgvector, preview_bytes, text_bytes = conn.execute(
                 sql.SQL(
                     "SELECT current_setting('server_version'),"
                     " (SELECT extversion FROM pg_extension WHERE extname = 'vector'),"
-                    " (SELECT coalesce(sum(octet_length(data)), 0) FROM {})"
-                ).format(self._tables["previews"])
+                    " (SELECT coalesce(sum(octet_length(data)), 0) FROM {previews}),"
+                    " (SELECT coalesce(sum(octet_length(text)), 0) FROM {documents})"
+                ).format(**self._tables)
             ).fetchone()
         return {
             "backend": "postgres",
@@ -444,6 +472,7 @@ class PostgresStore(VectorBackend):
             "counts": counts,
             "indexed": sum(counts.values()),
             "preview_bytes": int(preview_bytes),
+            "text_bytes": int(text_bytes),
             "dims": list(MATRYOSHKA_DIMS),
             "embed_dim": EMBED_DIM,
             "max_k": self.config.max_k,
@@ -456,8 +485,8 @@ class PostgresStore(VectorBackend):
 
 def _rows(
     items: list[NewItem] | tuple[NewItem, ...],
-) -> list[tuple[str, str, Jsonb, np.ndarray, Preview | None]]:
-    """Validated (id, modality, metadata, unit vector, preview) tuples, in order."""
+) -> list[tuple[str, str, Jsonb, np.ndarray, Preview | None, str | None]]:
+    """Validated (id, modality, metadata, unit vector, preview, text) tuples, in order."""
     for n, item in enumerate(items):
         if not isinstance(item, NewItem):
             raise InvalidItem(f"item {n} is a {type(item).__name__}, not a NewItem")
@@ -472,13 +501,14 @@ def _rows(
             Jsonb(metadata_json(item.metadata), dumps=str),  # already JSON text
             vectors[n],
             check_preview(item.preview),
+            check_text(item.text),
         )
         for n, item in enumerate(items)
     ]
 
 
 def _item(row: tuple[Any, ...]) -> Item:
-    item_id, modality, metadata, vector, created_at, updated_at = row
+    item_id, modality, metadata, vector, created_at, updated_at, text = row
     return Item(
         id=item_id,
         modality=modality,
@@ -486,4 +516,5 @@ def _item(row: tuple[Any, ...]) -> Item:
         vector=np.asarray(vector.to_numpy(), dtype=np.float32),
         created_at=float(created_at),
         updated_at=float(updated_at),
+        text=text,
     )

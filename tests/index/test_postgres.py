@@ -76,8 +76,8 @@ def _sql(url: str, statement: str) -> None:
 
 def test_other_schema_version_or_dimension_is_refused(open_pg, postgres_url):
     open_pg(schema="versioned").close()
-    _sql(postgres_url, "UPDATE versioned.mmembed_meta SET value = '2' WHERE key = 'schema_version'")
-    with pytest.raises(StoreError, match="schema version 2; this mmembed reads version 1"):
+    _sql(postgres_url, "UPDATE versioned.mmembed_meta SET value = '3' WHERE key = 'schema_version'")
+    with pytest.raises(StoreError, match="schema version 3; this mmembed reads version 2"):
         open_pg(schema="versioned")
     _sql(postgres_url, "CREATE SCHEMA wide")
     _sql(

@@ -134,6 +134,7 @@ def test_version_1_database_gains_previews(tmp_path: Path, unit_vectors) -> None
         store.add(unit_vectors(1, seed=6)[0], modality="image", id="old")
     with sqlite3.connect(data / DB_NAME) as conn:
         conn.execute("DROP TABLE previews")
+        conn.execute("DROP TABLE documents")
         conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
     with VectorStore.open(data) as store:
         assert store.get("old").modality == "image"
@@ -143,7 +144,7 @@ def test_version_1_database_gains_previews(tmp_path: Path, unit_vectors) -> None
         assert store.get_preview("old") == THUMB
     with sqlite3.connect(data / DB_NAME) as conn:
         version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    assert version[0] == SCHEMA_VERSION == 2
+    assert version[0] == SCHEMA_VERSION == 3
 
 
 def test_search_results_unaffected_by_previews(
