@@ -37,6 +37,95 @@ from service.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
+# What a JSON value from a client may hold (request bodies, form `metadata`, `where=`).
+# Deeper or wider values, integers outside int64 (what SQLite and PostgreSQL's bigint
+# hold), NaN and Infinity (no JSON answer can carry them), unpaired surrogates (not
+# UTF-8) and NUL in keys (PostgreSQL's jsonb cannot hold it) are refused with a 400
+# before anything else reads them.
+MAX_JSON_DEPTH = 32
+MAX_JSON_KEYS = 256
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_MAX_INT_DIGITS = 20
+BODY = "JSON body"
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text.lstrip('-'))} digits is out of range")
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"integer {value} is outside the 64-bit range [-2^63, 2^63-1]")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_string(value: str, where: str, *, key: bool) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where}: an unpaired surrogate is not valid Unicode ({exc.reason})"
+        ) from None
+    if key and "\x00" in value:
+        raise ValueError(f"{where}: a key must not contain NUL")
+
+
+def check_json_value(value: Any, *, name: str) -> Any:
+    """`value` itself if it is within the limits above, else InvalidRequest naming `name`.
+
+    Walks the value without recursion, so no nesting can overflow the stack.
+    """
+    stack: list[tuple[Any, int, str]] = [(value, 1, name)]
+    try:
+        while stack:
+            node, depth, path = stack.pop()
+            if isinstance(node, str):
+                _check_string(node, path, key=False)
+            elif isinstance(node, bool) or node is None or isinstance(node, float):
+                continue
+            elif isinstance(node, int):
+                if not INT64_MIN <= node <= INT64_MAX:
+                    raise ValueError(f"{path}: integer outside the 64-bit range")
+            elif isinstance(node, dict | list):
+                if depth > MAX_JSON_DEPTH:
+                    raise ValueError(f"{path}: nested deeper than {MAX_JSON_DEPTH} levels")
+                if isinstance(node, dict):
+                    if len(node) > MAX_JSON_KEYS:
+                        raise ValueError(
+                            f"{path}: {len(node)} keys; the limit is {MAX_JSON_KEYS} per object"
+                        )
+                    for key, child in node.items():
+                        _check_string(str(key), f"{path}: key {str(key)[:40]!r}", key=True)
+                        stack.append((child, depth + 1, f"{path}.{str(key)[:40]}"))
+                else:
+                    stack.extend((child, depth + 1, f"{path}[{i}]") for i, child in enumerate(node))
+    except ValueError as exc:
+        raise InvalidRequest(str(exc)) from None
+    return value
+
+
+def load_json(text: str | bytes, *, name: str) -> Any:
+    """Parse client JSON and check it (`check_json_value`); InvalidRequest naming `name`.
+
+    Malformed JSON, integers of over 20 digits (Python refuses 4,300 with a ValueError
+    of its own), NaN/Infinity and nesting past the parser's recursion limit all give
+    the same 400.
+    """
+    try:
+        value = json.loads(text, parse_int=_json_int, parse_constant=_json_constant)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if name == BODY:
+            raise InvalidRequest(f"malformed JSON body: {exc}") from None
+        raise InvalidRequest(f"{name} is not valid JSON: {exc}") from None
+    except ValueError as exc:
+        raise InvalidRequest(f"{name}: {exc}") from None
+    except RecursionError:
+        raise InvalidRequest(f"{name}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    return check_json_value(value, name=name)
+
 
 def _check_dims(value: int) -> int:
     if value not in MATRYOSHKA_DIMS:
@@ -97,11 +186,7 @@ def require_json(request: Request) -> None:
 
 async def read_json(request: Request, model: type[M]) -> M:
     """The JSON body validated against `model` (400 malformed, 422 invalid)."""
-    body = await request.body()
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"malformed JSON body: {exc}") from exc
+    data = load_json(await request.body(), name=BODY)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -185,10 +270,9 @@ def parse_json_object(value: Any, *, name: str) -> dict[str, Any] | None:
     if isinstance(value, str):
         if not value.strip():
             return None
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise InvalidRequest(f"{name} is not valid JSON: {exc}") from exc
+        value = load_json(value, name=name)
+    else:
+        check_json_value(value, name=name)
     if not isinstance(value, dict):
         raise InvalidRequest(f"{name} must be a JSON object, got {type(value).__name__}")
     return value
@@ -229,6 +313,12 @@ def check_text(text: str, settings: Settings) -> str:
     """The text itself if it is usable, else InvalidRequest naming the problem."""
     if not text.strip():
         raise InvalidRequest("text is empty")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidRequest(
+            f"text is not valid Unicode: an unpaired surrogate ({exc.reason})"
+        ) from None
     if len(text) > settings.max_text_chars:
         raise InvalidRequest(
             f"text is {len(text)} characters; the limit is {settings.max_text_chars}"
