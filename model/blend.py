@@ -23,7 +23,9 @@ from torch import nn
 
 from model.adapters import Adapter
 from model.config import AdapterConfig, BlendConfig, ModelConfig
+from model.efficientnet import NUM_CLASSES, logits_of
 from model.heads import AlignmentHead
+from model.image_labels import LabelPrior
 from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
 from model.tokens import on_real_tokens, pool_frames
@@ -31,7 +33,15 @@ from model.tokens import on_real_tokens, pool_frames
 BRANCH_PREFIX = "locked_branch."
 # What a locked-text model's checkpoint gives a blend's second branch (its LLM
 # projector and temperature are left out: the blend uses neither).
-BRANCH_PARTS = ("adapters.", "resampler.", "alignment_head.", "text_tower.")
+BRANCH_PARTS = (
+    "adapters.",
+    "resampler.",
+    "alignment_head.",
+    "text_tower.",
+    "labels.",
+    "label_token.",
+    "cascade_weight",
+)
 
 
 def build_adapters(
@@ -64,7 +74,15 @@ def resample(
 
 class LockedBranch(nn.Module):
     """The second branch of a blend: media through their own adapters and resampler onto
-    a locked text tower; (B, T, D_enc) tokens -> (B, 512) unit rows."""
+    a locked text tower; (B, T, D_enc) tokens -> (B, 512) unit rows.
+
+    An image encoder with a classifier (EfficientNet-lite) adds the label path: its
+    logits become the text encoder's embedding of the likely class names
+    (:class:`~model.image_labels.LabelPrior`), which enters the resampler as one more
+    token and is also added, rotated like a text, to the image's embedding with a
+    learned weight. An untrained image path thus starts from the label cascade and
+    learns what the classes miss.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -77,28 +95,75 @@ class LockedBranch(nn.Module):
         self.adapters = build_adapters(config, media, dim, blend.adapter)
         self.resampler = PerceiverResampler(config=blend.perceiver)
         self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
-        self.text_tower = LockedTextTower(
-            text_dim=config.encoders["text"].hidden_size, embed_dim=config.head.embed_dim
-        )
+        text_dim = config.encoders["text"].hidden_size
+        self.text_tower = LockedTextTower(text_dim=text_dim, embed_dim=config.head.embed_dim)
+        image = config.encoders.get("image")
+        self.labels: LabelPrior | None = None
+        if image is not None and image.family == "efficientnet":
+            self.labels = LabelPrior(
+                num_labels=NUM_CLASSES, text_dim=text_dim, top_k=blend.label_top_k
+            )
+            self.label_token = nn.Linear(text_dim, dim)
+            self.cascade_weight = nn.Parameter(torch.tensor(1.0))
 
-    def forward(self, modality: str, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, modality: str, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embedding (B, 512), latents (B, N, dim) or None for text)."""
         if modality == "text":
-            return self.text_tower(tokens, mask)
+            return self.text_tower(tokens, mask), None
+        if modality == "image" and self.labels is not None:
+            return self._labelled_image(tokens, mask)
         pool = self.blend.adapter.frame_pool(modality)
         latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
-        return self.alignment_head(latents)
+        return self.alignment_head(latents), latents
+
+    def label_cascade(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The label cascade alone, as the branch's text would embed it: (B, 512) unit."""
+        if self.labels is None:
+            raise ValueError("this branch's image encoder has no classifier")
+        return self.text_tower.rotate(self.labels(logits_of(tokens)))
+
+    def _labelled_image(
+        self, tokens: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        prior = self.labels(logits_of(tokens))  # (B, D_text) unit
+        spatial = on_real_tokens(self.adapters["image"], tokens[:, 1:], mask[:, 1:])
+        label = self.label_token(prior.to(spatial.dtype)).unsqueeze(1)  # (B, 1, dim)
+        latents = self.resampler(torch.cat([label, spatial], dim=1), mask)
+        trained = self.alignment_head(latents)
+        cascade = self.text_tower.rotate(prior)
+        return F.normalize(trained + self.cascade_weight * cascade, dim=-1), latents
 
 
 def blend_embeddings(
-    main: torch.Tensor, locked: torch.Tensor, blend: BlendConfig, *, text: bool
+    main: torch.Tensor | None,
+    locked: torch.Tensor,
+    blend: BlendConfig,
+    *,
+    text: bool,
 ) -> torch.Tensor:
     """``[sqrt(1 - w) * main[:512 - dims] | sqrt(w) * locked[:dims]]``, each part made unit
-    first; (B, 512) and (B, 512) -> (B, 512) unit rows."""
-    weight = blend.text_weight if text else blend.media_weight
-    keep = main.shape[-1] - blend.dims
-    head = F.normalize(main[..., :keep], dim=-1) * math.sqrt(1.0 - weight)
-    tail = F.normalize(locked[..., : blend.dims], dim=-1) * math.sqrt(weight)
-    return torch.cat([head, tail], dim=-1)
+    first, then laid out as ``blend.prefix_main`` says; (B, 512) and (B, 512) -> (B, 512)
+    unit rows. ``main`` None (a modality only the locked branch embeds): ``w = 1``."""
+    keep = locked.shape[-1] - blend.dims
+    tail = F.normalize(locked[..., : blend.dims], dim=-1)
+    if main is None:
+        head = tail.new_zeros(*tail.shape[:-1], keep)
+    else:
+        weight = blend.text_weight if text else blend.media_weight
+        head = F.normalize(main[..., :keep], dim=-1) * math.sqrt(1.0 - weight)
+        tail = tail * math.sqrt(weight)
+    return arrange(head, tail, blend)
+
+
+def arrange(head: torch.Tensor, tail: torch.Tensor, blend: BlendConfig) -> torch.Tensor:
+    """Interleave the two parts block by block (:meth:`BlendConfig.prefix_sizes`)."""
+    parts, h, t = [], 0, 0
+    for main, locked in blend.prefix_sizes():
+        parts += [head[..., h : h + main], tail[..., t : t + locked]]
+        h, t = h + main, t + locked
+    return torch.cat(parts, dim=-1)
 
 
 def compose_state(

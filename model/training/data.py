@@ -343,7 +343,7 @@ def load_image(path: str | Path, origin: str = ""):
     try:
         with Image.open(path) as img:
             return on_white(img)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
         raise DataError(f"{where}: unreadable image {path}: {exc}") from exc
 
 
