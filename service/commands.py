@@ -274,11 +274,12 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     items = []
     for raw, (modality, vector) in zip(inputs, embedded, strict=True):
         meta = dict(metadata)
-        if raw.text is not None:
-            meta.setdefault("text", raw.text)
-        else:
+        if raw.text is None:
             meta.setdefault("source", raw.label)
-        items.append(NewItem(vector=vector, modality=modality, metadata=meta, id=args.id))
+        text = raw.text if settings.store_text else None  # a text item keeps its text
+        items.append(
+            NewItem(vector=vector, modality=modality, metadata=meta, id=args.id, text=text)
+        )
     with _open_store(settings, embedder) as store:
         ids = store.add_many(items)
         for item_id, item in zip(ids, items, strict=True):
@@ -338,8 +339,8 @@ def cmd_index_search(args: argparse.Namespace) -> int:
             vector, k=args.k, dims=args.dims, mode=args.mode, modality=args.modality
         )
     for hit in hits:
-        row = {"id": hit.id, "score": hit.score, "modality": hit.modality}
-        print(json.dumps(row | {"metadata": hit.metadata}))
+        row = {"id": hit.id, "score": hit.score, "modality": hit.modality, "text": hit.text}
+        print(json.dumps(row | {"metadata": hit.metadata}, ensure_ascii=False))
     return 0
 
 

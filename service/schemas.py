@@ -34,9 +34,12 @@ class TextsIn(_Strict):
 
 
 class ItemIn(_Strict):
-    """An item to store: `text`, or a file as `content_base64` (batch JSON)."""
+    """An item to store: `text`, or a file as `content_base64`, or both (the file, with
+    `text` as its caption or title, stored but not embedded)."""
 
-    text: str | None = Field(None, description="Text content.")
+    text: str | None = Field(
+        None, description="Text content; beside `content_base64`, the file's caption."
+    )
     content_base64: str | None = Field(
         None, description="An image or audio file, base64-encoded (modality detected from bytes)."
     )
@@ -45,8 +48,8 @@ class ItemIn(_Strict):
 
     @model_validator(mode="after")
     def _one_content(self) -> ItemIn:
-        if (self.text is None) == (self.content_base64 is None):
-            raise ValueError("give exactly one of 'text' and 'content_base64'")
+        if self.text is None and self.content_base64 is None:
+            raise ValueError("give 'text', 'content_base64', or both (a file and its caption)")
         return self
 
 
@@ -96,7 +99,14 @@ class SearchHitOut(BaseModel):
     id: str
     score: float = Field(description="Cosine similarity at the dims that ranked it.")
     modality: Modality | str
-    metadata: dict[str, Any]
+    text: str | None = Field(
+        None,
+        description="The item's stored text (a text's text, a file's caption); null when it "
+        "has none. Left out unless `include` names `text`.",
+    )
+    metadata: dict[str, Any] | None = Field(
+        None, description="The item's metadata. Left out unless `include` names `metadata`."
+    )
 
 
 class SearchOut(BaseModel):
@@ -119,6 +129,9 @@ class ItemsCreated(BaseModel):
 class ItemOut(BaseModel):
     id: str
     modality: Modality | str
+    text: str | None = Field(
+        None, description="The stored text (a text's text, a file's caption), or null."
+    )
     metadata: dict[str, Any]
     created_at: float = Field(description="Unix seconds, UTC.")
     updated_at: float = Field(description="Unix seconds, UTC.")

@@ -201,6 +201,11 @@ class Settings(BaseSettings):
         le=16 * 2**20,
         description="Largest stored preview; a larger one is left out (and logged).",
     )
+    store_text: bool = Field(
+        True,
+        description="Keep each item's text (a text item's text, a file's caption) and return "
+        "it with the item and in search hits; false keeps vectors only, whatever a request asks.",
+    )
 
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level; 'debug' also logs every request."

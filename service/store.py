@@ -98,9 +98,16 @@ class AsyncStore:
         metadata: dict | None,
         id: str | None,
         preview: Preview | None = None,
+        text: str | None = None,
     ) -> str:
         return await self._call(
-            self.store.add, vector, modality=modality, metadata=metadata, id=id, preview=preview
+            self.store.add,
+            vector,
+            modality=modality,
+            metadata=metadata,
+            id=id,
+            preview=preview,
+            text=text,
         )
 
     async def upsert(
@@ -111,9 +118,16 @@ class AsyncStore:
         modality: str,
         metadata: dict | None,
         preview: Preview | None = None,
+        text: str | None = None,
     ) -> str:
         return await self._call(
-            self.store.upsert, vector, id=id, modality=modality, metadata=metadata, preview=preview
+            self.store.upsert,
+            vector,
+            id=id,
+            modality=modality,
+            metadata=metadata,
+            preview=preview,
+            text=text,
         )
 
     async def add_many(self, items: list[NewItem]) -> list[str]:

@@ -1,4 +1,11 @@
-"""Stored items: add (one or a batch), list, get, delete. The index persists across restarts."""
+"""Stored items: add (one or a batch), list, get, delete. The index persists across restarts.
+
+An item keeps its document: a text item its text, a file the `text` sent beside it
+(a caption or title, stored but not embedded). `GET /items/{id}` and every search
+hit return it as `text`. MMEMBED_STORE_TEXT=false, or `store_text=false` on a
+request, keeps the vector only. A text longer than the stored-text limit
+(MMEMBED_MAX_TEXT_CHARS) is refused with 413, never cut.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +19,11 @@ from starlette.concurrency import run_in_threadpool
 
 from index import Item, NewItem, Preview
 from index.errors import ItemNotFound
+from index.validation import MAX_TEXT_CHARS
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep, StoreDep
 from service.engine import EmbeddingEngine, Input
-from service.errors import InvalidRequest
+from service.errors import InvalidRequest, PayloadTooLarge
 from service.inputs import (
     DimsQuery,
     RawInput,
@@ -58,6 +66,46 @@ ItemId = Annotated[str, Path(min_length=1, max_length=256, description="The item
 # Previews change only when their item is replaced: the browser may keep one, but asks
 # (If-None-Match, answered 304) before each use, so a replaced item never shows a stale one.
 PREVIEW_CACHE_CONTROL = "private, no-cache"
+StoreTextQuery = Annotated[
+    bool,
+    Query(
+        description="false: keep only the vector (and preview), not the text or caption. "
+        "With MMEMBED_STORE_TEXT=false no text is kept whatever this says."
+    ),
+]
+
+
+def stored_text_limit(settings: Settings) -> int:
+    """The most characters a stored text may have: MMEMBED_MAX_TEXT_CHARS, within the
+    index's own bound."""
+    return min(settings.max_text_chars, MAX_TEXT_CHARS)
+
+
+def _check_document(raw: RawInput, caption: str | None, settings: Settings) -> None:
+    """413 naming the limit for a text or caption too long to store (never cut)."""
+    limit = stored_text_limit(settings)
+    for text, what in ((raw.text, "text"), (caption, "caption")):
+        if text is not None and len(text) > limit:
+            raise PayloadTooLarge(
+                f"{raw.label}: the {what} is {len(text)} characters; a stored text is at most "
+                f"{limit} (MMEMBED_MAX_TEXT_CHARS)"
+            )
+
+
+def _document(raw: RawInput, caption: str | None, keep: bool) -> str | None:
+    """The text an item keeps: a text's own text, a file's caption; None if not kept."""
+    if not keep:
+        return None
+    return raw.text if raw.text is not None else caption
+
+
+def _split_caption(inputs: list[RawInput]) -> tuple[list[RawInput], str | None]:
+    """One `file` part and one `text` field make one item: the file, and its caption."""
+    files = [raw for raw in inputs if raw.data is not None]
+    texts = [raw for raw in inputs if raw.text is not None]
+    if len(files) == 1 and len(texts) == 1:
+        return files, texts[0].text
+    return inputs, None
 
 
 async def _previews(
@@ -80,6 +128,7 @@ def _item_out(item: Item, engine: EmbeddingEngine, dims: int | None) -> ItemOut:
     return ItemOut(
         id=item.id,
         modality=item.modality,
+        text=item.text,
         metadata=item.metadata,
         created_at=item.created_at,
         updated_at=item.updated_at,
@@ -104,19 +153,30 @@ def _item_out(item: Item, engine: EmbeddingEngine, dims: int | None) -> ItemOut:
         description=(
             "Multipart with one `file` part or one `text` field, optional `id` and `metadata` "
             '(a JSON object as text); or JSON `{"text": "...", "id": ..., "metadata": {...}}` '
-            "(a file as `content_base64` instead of `text`)."
+            "(a file as `content_base64`). A `text` beside a file is its caption: stored and "
+            "returned with it, not embedded."
         ),
     ),
 )
 async def add_item(
-    request: Request, state: StateDep, engine: EngineDep, store: StoreDep, settings: SettingsDep
+    request: Request,
+    state: StateDep,
+    engine: EngineDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    store_text: StoreTextQuery = True,
 ):
-    inputs, item_id, metadata = await _read_item(request, settings)
+    inputs, item_id, metadata, caption = await _read_item(request, settings)
     (item,) = await decode_inputs(inputs, engine, settings)
     vector = await engine.embed_one(item)
     (preview,) = await _previews(inputs, [item], settings)
     new_id = await store.add(
-        vector, modality=item.modality, metadata=metadata, id=item_id, preview=preview
+        vector,
+        modality=item.modality,
+        metadata=metadata,
+        id=item_id,
+        preview=preview,
+        text=_document(inputs[0], caption, settings.store_text and store_text),
     )
     await state.refresh_index_gauge()
     return ItemCreated(id=new_id, modality=item.modality)
@@ -124,28 +184,31 @@ async def add_item(
 
 async def _read_item(
     request: Request, settings: Settings
-) -> tuple[list[RawInput], str | None, dict | None]:
-    """One item's input, id and metadata, from multipart or JSON."""
+) -> tuple[list[RawInput], str | None, dict | None, str | None]:
+    """One item's input, id, metadata and caption, from multipart or JSON."""
     require_form_or_json(request)
     if is_json(request):
         body = await read_json(request, ItemIn)
-        inputs = [_json_input("input", body, settings)]
+        raw, caption = _json_input("input", body, settings)
+        inputs = [raw]
         item_id, metadata = body.id, body.metadata
     else:
         async with read_form(request, settings) as form:
-            inputs = await form_inputs(form, settings)
+            inputs, caption = _split_caption(await form_inputs(form, settings))
             item_id = form_text(form, "id")
             metadata = parse_metadata(form_text(form, "metadata"))
         if item_id is not None and not 1 <= len(item_id) <= 256:
             raise InvalidRequest(f"id must be 1 to 256 characters, got {len(item_id)}")
     check_count(inputs, settings, single=True)
-    return inputs, item_id, metadata
+    _check_document(inputs[0], caption, settings)
+    return inputs, item_id, metadata, caption
 
 
-def _json_input(label: str, body: ItemIn, settings: Settings) -> RawInput:
-    if body.text is not None:
-        return RawInput(label, text=body.text)
-    return base64_input(label, body.content_base64 or "", settings)
+def _json_input(label: str, body: ItemIn, settings: Settings) -> tuple[RawInput, str | None]:
+    """The input and the caption of a JSON item (a file's `text` is its caption)."""
+    if body.content_base64 is None:
+        return RawInput(label, text=body.text), None
+    return base64_input(label, body.content_base64, settings), body.text
 
 
 @router.post(
@@ -158,32 +221,51 @@ def _json_input(label: str, body: ItemIn, settings: Settings) -> RawInput:
         json_model=ItemsIn,
         form_fields={"file": FILES_FIELD, "text": TEXTS_FIELD},
         description=(
-            'JSON `{"items": [{"text" | "content_base64", "id"?, "metadata"?}, ...]}`; or '
-            "multipart with any number of `file` parts and `text` fields (no ids or metadata). "
-            "Every input is checked and embedded before anything is stored."
+            'JSON `{"items": [{"text" | "content_base64", "id"?, "metadata"?}, ...]}` (a '
+            "`text` beside `content_base64` is the file's caption); or multipart with any "
+            "number of `file` parts and `text` fields, each its own item (no ids, metadata or "
+            "captions). Every input is checked and embedded before anything is stored."
         ),
     ),
 )
 async def add_items(
-    request: Request, state: StateDep, engine: EngineDep, store: StoreDep, settings: SettingsDep
+    request: Request,
+    state: StateDep,
+    engine: EngineDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    store_text: StoreTextQuery = True,
 ):
     require_form_or_json(request)
     if is_json(request):
         body = await read_json(request, ItemsIn)
-        inputs = [_json_input(f"items[{i}]", it, settings) for i, it in enumerate(body.items)]
-        fields = [(it.id, it.metadata) for it in body.items]
+        read = [_json_input(f"items[{i}]", it, settings) for i, it in enumerate(body.items)]
+        inputs = [raw for raw, _ in read]
+        fields = [
+            (it.id, it.metadata, caption) for it, (_, caption) in zip(body.items, read, strict=True)
+        ]
     else:
         async with read_form(request, settings) as form:
             inputs = await form_inputs(form, settings)
-        fields = [(None, None)] * len(inputs)
+        fields = [(None, None, None)] * len(inputs)
     check_count(inputs, settings, single=False)
+    for raw, (_, _, caption) in zip(inputs, fields, strict=True):
+        _check_document(raw, caption, settings)
     items = await decode_inputs(inputs, engine, settings)
     vectors = await engine.embed(items)
     previews = await _previews(inputs, items, settings)
+    keep = settings.store_text and store_text
     new = [
-        NewItem(vector=vector, modality=item.modality, metadata=meta, id=item_id, preview=preview)
-        for item, vector, (item_id, meta), preview in zip(
-            items, vectors, fields, previews, strict=True
+        NewItem(
+            vector=vector,
+            modality=item.modality,
+            metadata=meta,
+            id=item_id,
+            preview=preview,
+            text=_document(raw, caption, keep),
+        )
+        for raw, item, vector, (item_id, meta, caption), preview in zip(
+            inputs, items, vectors, fields, previews, strict=True
         )
     ]
     ids = await store.add_many(new)
@@ -201,7 +283,8 @@ async def add_items(
     openapi_extra=request_body(
         json_model=ItemIn,
         form_fields={"file": FILE_FIELD, "text": TEXT_FIELD, "metadata": METADATA_FIELD},
-        description="As `POST /items`; the id comes from the path (a body id must match it).",
+        description="As `POST /items`; the id comes from the path (a body id must match it). "
+        "The new text or caption replaces the old one (none sent: none kept).",
     ),
 )
 async def put_item(
@@ -211,15 +294,21 @@ async def put_item(
     engine: EngineDep,
     store: StoreDep,
     settings: SettingsDep,
+    store_text: StoreTextQuery = True,
 ):
-    inputs, body_id, metadata = await _read_item(request, settings)
+    inputs, body_id, metadata, caption = await _read_item(request, settings)
     if body_id is not None and body_id != item_id:
         raise InvalidRequest(f"the body's id {body_id!r} differs from the path's {item_id!r}")
     (item,) = await decode_inputs(inputs, engine, settings)
     vector = await engine.embed_one(item)
     (preview,) = await _previews(inputs, [item], settings)
     await store.upsert(
-        vector, id=item_id, modality=item.modality, metadata=metadata, preview=preview
+        vector,
+        id=item_id,
+        modality=item.modality,
+        metadata=metadata,
+        preview=preview,
+        text=_document(inputs[0], caption, settings.store_text and store_text),
     )
     await state.refresh_index_gauge()
     return ItemCreated(id=item_id, modality=item.modality)

@@ -1,5 +1,9 @@
 """`GET /search` (text query) and `POST /search` (file or text query).
 
+A hit carries the item's id, score and modality, and by default its stored `text`
+(null when it has none) and `metadata`; `include=` names the fields wanted
+(`include=metadata` leaves the texts unread, `include=` returns neither).
+
 Every answer carries a `Server-Timing` header (`embed;dur=..., search;dur=...`,
 milliseconds) so a client, or the browser's developer tools, can tell model time
 from index time.
@@ -11,7 +15,9 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 
+from index import SearchHit
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StoreDep
 from service.engine import Input
@@ -49,6 +55,32 @@ WhereQuery = Annotated[
     str | None,
     Query(description='Metadata filter, a JSON object of exact matches: {"lang": "en"}.'),
 ]
+HIT_FIELDS = ("text", "metadata")
+IncludeQuery = Annotated[
+    str,
+    Query(
+        description="Comma-separated fields each hit carries besides id, score and modality: "
+        "`text`, `metadata`, both (the default) or none (empty)."
+    ),
+]
+
+
+def _include(value: str) -> frozenset[str]:
+    """The hit fields a caller asked for; 422 naming the allowed ones for any other."""
+    asked = frozenset(part.strip() for part in value.split(",") if part.strip())
+    unknown = sorted(asked - set(HIT_FIELDS))
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "loc": ("query", "include"),
+                    "msg": f"unknown field {unknown[0]!r}; include takes "
+                    f"{', '.join(HIT_FIELDS)} (comma-separated) or nothing",
+                    "type": "value_error",
+                }
+            ]
+        )
+    return asked
 
 
 def _where(value: str | None) -> dict[str, Any] | None:
@@ -71,11 +103,20 @@ async def _search(
     modality: str | None,
     mode: str,
     where: dict[str, Any] | None,
+    include: frozenset[str],
 ) -> SearchOut:
     started = time.perf_counter()
     vector = await engine.embed_one(query)
     embedded = time.perf_counter()
-    hits = await store.search(vector, k=k, dims=dims, mode=mode, modality=modality, where=where)
+    hits = await store.search(
+        vector,
+        k=k,
+        dims=dims,
+        mode=mode,
+        modality=modality,
+        where=where,
+        text="text" in include,
+    )
     searched = time.perf_counter()
     response.headers["Server-Timing"] = (
         f"embed;dur={(embedded - started) * 1000:.1f}, search;dur={(searched - embedded) * 1000:.1f}"
@@ -85,15 +126,26 @@ async def _search(
         dims=dims,
         mode=mode,
         k=k,
-        results=[
-            SearchHitOut(id=h.id, score=h.score, modality=h.modality, metadata=h.metadata)
-            for h in hits
-        ],
+        results=[_hit(h, include) for h in hits],
     )
 
 
+def _hit(hit: SearchHit, include: frozenset[str]) -> SearchHitOut:
+    """The hit with the fields asked for (left unset, and so out of the answer, otherwise)."""
+    fields: dict[str, Any] = {}
+    if "text" in include:
+        fields["text"] = hit.text
+    if "metadata" in include:
+        fields["metadata"] = hit.metadata
+    return SearchHitOut(id=hit.id, score=hit.score, modality=hit.modality, **fields)
+
+
 @router.get(
-    "/search", response_model=SearchOut, responses=ERROR_RESPONSES, summary="Search by text"
+    "/search",
+    response_model=SearchOut,
+    response_model_exclude_unset=True,
+    responses=ERROR_RESPONSES,
+    summary="Search by text",
 )
 async def search_text(
     response: Response,
@@ -106,9 +158,11 @@ async def search_text(
     modality: ModalityQuery = None,
     mode: ModeQuery = "exact",
     where: WhereQuery = None,
+    include: IncludeQuery = ",".join(HIT_FIELDS),
 ):
     _check_k(k, settings)
     filters = _where(where)
+    fields = _include(include)
     (query,) = await decode_inputs([RawInput("q", text=q)], engine, settings)
     return await _search(
         query,
@@ -120,12 +174,14 @@ async def search_text(
         modality=modality,
         mode=mode,
         where=filters,
+        include=fields,
     )
 
 
 @router.post(
     "/search",
     response_model=SearchOut,
+    response_model_exclude_unset=True,
     responses=ERROR_RESPONSES,
     summary="Search with an uploaded image or audio clip (or a text) as the query",
     openapi_extra=request_body(
@@ -145,9 +201,11 @@ async def search_upload(
     modality: ModalityQuery = None,
     mode: ModeQuery = "exact",
     where: WhereQuery = None,
+    include: IncludeQuery = ",".join(HIT_FIELDS),
 ):
     _check_k(k, settings)
     filters = _where(where)
+    fields = _include(include)
     inputs = await read_single_input(request, settings)
     (query,) = await decode_inputs(inputs, engine, settings)
     response.headers.update(input_warnings([query]))
@@ -161,4 +219,5 @@ async def search_upload(
         modality=modality,
         mode=mode,
         where=filters,
+        include=fields,
     )

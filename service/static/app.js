@@ -215,10 +215,19 @@ function formatValue(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+/** The item's stored text: `text`, or `metadata.text` where items were added before the
+ * server kept texts; null when it has none (or keeps none). */
+function storedText(item) {
+  if (typeof item.text === "string") return item.text;
+  const legacy = item.metadata && item.metadata.text;
+  return typeof legacy === "string" ? legacy : null;
+}
+
 function buildCard(item, score) {
   const node = $("card-template").content.firstElementChild.cloneNode(true);
   const media = node.querySelector(".media");
   const metadata = item.metadata || {};
+  const text = storedText(item);
   node.dataset.id = item.id;
   node.dataset.modality = item.modality;
   if (item.modality === "image") {
@@ -236,9 +245,19 @@ function buildCard(item, score) {
     attachPreview(audio, item.id, media, "audio");
   } else {
     const quote = document.createElement("blockquote");
-    quote.textContent = typeof metadata.text === "string" ? metadata.text : "(text item)";
+    if (text === null) {
+      quote.textContent = "(text not stored)";
+      quote.classList.add("missing");
+    } else {
+      quote.textContent = text;
+    }
     media.append(quote);
     media.classList.add("text");
+  }
+  if (item.modality !== "text" && text !== null) {
+    const caption = node.querySelector(".caption");
+    caption.textContent = text;
+    caption.hidden = false;
   }
   if (score !== undefined) {
     const box = node.querySelector(".score");
@@ -250,7 +269,7 @@ function buildCard(item, score) {
   node.querySelector("code").textContent = item.id;
   const list = node.querySelector(".meta");
   for (const [key, value] of Object.entries(metadata)) {
-    if (key === "text" && item.modality === "text") continue;
+    if (key === "text" && value === text) continue; // shown above already
     const dt = document.createElement("dt");
     dt.textContent = key;
     const dd = document.createElement("dd");
@@ -575,7 +594,7 @@ async function addText(text, metadata) {
     const response = await api("/items", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ text, metadata: { text, ...metadata } }),
+      body: JSON.stringify({ text, metadata }),
     });
     row.done(await response.json());
     return true;

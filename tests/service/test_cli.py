@@ -52,6 +52,8 @@ def test_index_add_then_search_then_stats(capsys, tmp_path, png_bytes):
     hits = lines(capsys)
     assert hits[0]["id"] == added[0]["id"] and hits[0]["score"] > 0.999
     assert hits[0]["metadata"]["k"] == 1 and hits[0]["metadata"]["source"].endswith("a.png")
+    assert hits[0]["text"] is None
+    assert {hit["id"]: hit["text"] for hit in hits}["cap"] == "a caption"
 
     assert main(["index", "stats", "--data-dir", str(data)]) == 0
     assert json.loads(capsys.readouterr().out)["count"] == 2
@@ -253,7 +255,8 @@ def test_index_export_then_import_into_postgres_and_back(capsys, tmp_path, postg
     assert "exported 3 items" in capsys.readouterr().err
     rows = [json.loads(line) for line in dump.read_text().splitlines()]
     assert [row["id"] for row in rows] == ["c0", "c1", "c2"]
-    assert rows[0]["metadata"] == {"text": "caption 0"} and len(rows[0]["vector"]) == 512
+    assert rows[0]["text"] == "caption 0" and rows[0]["metadata"] == {}
+    assert len(rows[0]["vector"]) == 512
     assert main(["index", "import", str(dump), "--index-url", postgres_url]) == 0
     assert "imported 3 items" in capsys.readouterr().err
     assert main(["index", "import", str(dump), "--index-url", postgres_url]) == 1
@@ -264,7 +267,9 @@ def test_index_export_then_import_into_postgres_and_back(capsys, tmp_path, postg
     assert stats["backend"] == "postgres" and stats["count"] == 3
     assert main(["index", "export", "--index-url", postgres_url, "-o", str(back)]) == 0
     again = [json.loads(line) for line in back.read_text().splitlines()]
-    assert [(r["id"], r["metadata"]) for r in again] == [(r["id"], r["metadata"]) for r in rows]
+    assert [(r["id"], r["text"], r["metadata"]) for r in again] == [
+        (r["id"], r["text"], r["metadata"]) for r in rows
+    ]
 
 
 def test_index_commands_name_an_unreachable_database(capsys):

@@ -163,7 +163,7 @@ def added(browser: WebDriver, server, media: dict[str, Path]) -> dict[str, dict]
     statuses = [(row.get_attribute("class"), row.text) for row in rows]
     assert len(rows) == len(files) + 1 and all(cls == "ok" for cls, _ in statuses), statuses
     items = httpx.get(f"{server.url}/items").json()["items"]
-    return {it["metadata"].get("source", it["metadata"].get("text")): it for it in items}
+    return {it["metadata"].get("source", it["text"]): it for it in items}
 
 
 def test_page_loads_with_labelled_controls(browser: WebDriver, server) -> None:
@@ -192,7 +192,8 @@ def test_items_added_through_the_page(added: dict[str, dict], server) -> None:
         TEXT: "text",
     }
     assert added["red-circle.png"]["metadata"] == {"album": "page test", "source": "red-circle.png"}
-    assert added[TEXT]["metadata"] == {"album": "page test", "text": TEXT}
+    assert added[TEXT]["metadata"] == {"album": "page test"} and added[TEXT]["text"] == TEXT
+    assert added["red-circle.png"]["text"] is None
     preview = httpx.get(f"{server.url}/items/{added['speech.wav']['id']}/preview")
     assert preview.headers["content-type"] == "audio/mpeg"
 
@@ -317,7 +318,7 @@ def test_api_errors_are_readable_messages(browser: WebDriver, server, added, med
 def test_delete_from_the_page(browser: WebDriver, server, added) -> None:
     httpx.post(
         f"{server.url}/items",
-        json={"text": "delete me", "id": "to-delete", "metadata": {"text": "delete me"}},
+        json={"text": "delete me", "id": "to-delete"},
     )
     browser.get(server.url + "/?q=delete+me&modality=text")
     wait_for(browser, lambda d: any(c["id"] == "to-delete" for c in cards(d)), "the item")
@@ -396,5 +397,44 @@ def test_api_key_is_asked_once_and_kept_for_the_tab(
         wait_for_results(driver, "Results for “circle”")
         dialog = driver.find_element(By.ID, "key-dialog")
         assert dialog.get_attribute("open") is None  # not asked again in this tab
+    finally:
+        driver.quit()
+
+
+def test_cards_show_stored_texts_captions_and_older_items(
+    module_server_factory, tmp_path: Path, media
+) -> None:
+    """A text's text, a picture's caption; an item from before texts were kept still reads."""
+    server = module_server_factory()
+    server.start()
+    with media["blue-square.png"].open("rb") as image:
+        created = httpx.post(
+            f"{server.url}/items",
+            files={"file": image},
+            data={"text": "A blue square, drawn for the test", "id": "captioned"},
+        )
+    assert created.status_code == 201, created.text
+    for body in (
+        {"text": "a square of blue paint", "id": "kept"},
+        # how the page stored texts before the server kept them: in the metadata
+        {"text": "an older blue note", "id": "older", "metadata": {"text": "an older blue note"}},
+    ):
+        assert httpx.post(f"{server.url}/items", json=body).status_code == 201
+    assert httpx.post(
+        f"{server.url}/items?store_text=false", json={"text": "secret blue", "id": "secret"}
+    ).is_success
+    driver = start_browser(tmp_path / "profile")
+    try:
+        driver.get(server.url + "/?q=blue+square")
+        found = {c["id"]: c for c in wait_for_results(driver, "Results for “blue square”")}
+        assert set(found) == {"captioned", "kept", "older", "secret"}
+        assert found["kept"]["text"] == "a square of blue paint"
+        assert found["older"]["text"] == "an older blue note"
+        assert "text" not in found["older"]["meta"]  # shown once, as the text
+        assert found["secret"]["text"] == "(text not stored)"
+        caption = driver.find_element(By.CSS_SELECTOR, ".card[data-id='captioned'] .caption")
+        assert caption.is_displayed() and caption.text == "A blue square, drawn for the test"
+        hidden = driver.find_element(By.CSS_SELECTOR, ".card[data-id='kept'] .caption")
+        assert not hidden.is_displayed()
     finally:
         driver.quit()
