@@ -1,8 +1,13 @@
-"""The README's commands work as written: its test command is what CI runs, its
-quick start runs against a real server, and the settings it names exist."""
+"""The README's and docs' commands work as written: the test command on the README's
+first lines is what CI runs, the quick starts run against a real server, and the
+settings and subcommands they name exist.
+
+The README is the front page and docs/ holds the rest, so every check but the first
+reads both (`DOCS`): a command or a setting may move between them freely."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -20,6 +25,9 @@ from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = (REPO_ROOT / "README.md").read_text()
+DOCS = "\n".join(
+    path.read_text() for path in [REPO_ROOT / "README.md", *sorted(REPO_ROOT.glob("docs/*.md"))]
+)
 
 
 def _code_blocks(text: str) -> list[tuple[str, str]]:
@@ -43,7 +51,7 @@ def test_first_lines_give_the_run_and_test_commands():
     assert test_command in ci.splitlines(), ".ci/run must run the README's test command as written"
 
 
-def test_every_setting_named_in_the_readme_exists():
+def test_every_setting_named_in_the_docs_exists():
     fields = {f"MMEMBED_{name.upper()}" for name in Settings.model_fields}
     compose_only = {
         "MMEMBED_PUBLISH",
@@ -51,22 +59,24 @@ def test_every_setting_named_in_the_readme_exists():
         "MMEMBED_CHECKPOINTS_DIR",
         "MMEMBED_DB_PASSWORD",
     }
-    named = set(re.findall(r"MMEMBED_[A-Z_]+", README)) - {"MMEMBED_SHARED_MODELS"}
+    named = set(re.findall(r"MMEMBED_[A-Z_]+", DOCS)) - {"MMEMBED_SHARED_MODELS"}
     unknown = named - fields - compose_only
-    assert not unknown, f"README names settings that do not exist: {sorted(unknown)}"
-    table = set(re.findall(r"^\| `(MMEMBED_[A-Z_]+)`", README, re.M))
-    assert fields <= table, f"settings missing from the README table: {sorted(fields - table)}"
+    assert not unknown, f"README or docs name settings that do not exist: {sorted(unknown)}"
+    configuration = (REPO_ROOT / "docs" / "configuration.md").read_text()
+    table = set(re.findall(r"^\| `(MMEMBED_[A-Z_]+)`", configuration, re.M))
+    missing = sorted(fields - table)
+    assert not missing, f"settings missing from the table in docs/configuration.md: {missing}"
 
 
-def test_every_subcommand_in_the_readme_exists():
-    code = "\n".join(body for _, body in _code_blocks(README))
+def test_every_subcommand_in_the_docs_exists():
+    code = "\n".join(body for _, body in _code_blocks(DOCS))
     named = set(re.findall(r"^\s*mmembed ([a-z]+)", code, re.M))
-    named |= set(re.findall(r"`mmembed ([a-z]+)", README))
+    named |= set(re.findall(r"`mmembed ([a-z]+)", DOCS))
     out = subprocess.run(
         [sys.executable, "-m", "service.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
     listed = set(re.findall(r"^    ([a-z]+)\s", out, re.M))
-    assert named <= listed, f"README names subcommands the CLI lacks: {sorted(named - listed)}"
+    assert named <= listed, f"docs name subcommands the CLI lacks: {sorted(named - listed)}"
 
 
 def _mmembed_commands(text: str) -> list[list[str]]:
@@ -86,23 +96,47 @@ def _mmembed_commands(text: str) -> list[list[str]]:
     return commands
 
 
-def test_every_mmembed_command_in_the_readme_parses():
+def test_every_mmembed_command_in_the_docs_parses():
     """Flags, not only subcommand names: a renamed option breaks this test, not a reader."""
     from service.cli import build_parser
 
-    commands = _mmembed_commands(README)
-    assert len(commands) >= 10, "fewer mmembed commands than the README shows; is the parser off?"
+    commands = _mmembed_commands(DOCS)
+    assert len(commands) >= 10, "fewer mmembed commands than the docs show; is the parser off?"
     parser = build_parser()
     for argv in commands:
         try:
             parser.parse_args(argv)
         except SystemExit as exc:
-            pytest.fail(f"README command does not parse: mmembed {shlex.join(argv)} ({exc})")
+            pytest.fail(f"documented command does not parse: mmembed {shlex.join(argv)} ({exc})")
+
+
+def _marked(marker: str) -> str:
+    """The one bash block under `<!-- readme-test: MARKER -->`, in the README or docs/."""
+    (block,) = [body for found, body in _code_blocks(DOCS) if found == marker]
+    return block
+
+
+def _run_lines(block: str, port: int, cwd: Path, env: dict[str, str]) -> dict[str, str]:
+    """Each command line of a block, run by bash against the server on `port`: its stdout."""
+    outputs = {}
+    for line in filter(None, (raw.strip() for raw in block.splitlines())):
+        command = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True
+        )
+        assert result.returncode == 0, f"{line!r} failed: {result.stderr or result.stdout}"
+        outputs[line] = result.stdout
+    return outputs
+
+
+def test_the_quick_start_on_the_front_page_is_in_the_readme():
+    assert "<!-- readme-test: front -->" in README
 
 
 @pytest.mark.slow
 def test_quick_start_runs_against_a_real_server(tmp_path):
-    (block,) = [body for marker, body in _code_blocks(README) if marker == "quickstart"]
+    """The curl tour (docs/api.md), then the README's own quick start, on one server."""
+    block = _marked("quickstart")
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     server = subprocess.Popen(
@@ -130,14 +164,8 @@ def test_quick_start_runs_against_a_real_server(tmp_path):
             except OSError:
                 assert time.monotonic() < deadline, "server did not become ready"
                 time.sleep(0.5)
-        outputs = {}
-        for line in filter(None, (raw.strip() for raw in block.splitlines())):
-            command = line.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
-            result = subprocess.run(
-                ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True
-            )
-            assert result.returncode == 0, f"{line!r} failed: {result.stderr or result.stdout}"
-            outputs[line] = result.stdout
+        outputs = _run_lines(block, port, tmp_path, env)
+        front = _run_lines(_marked("front"), port, tmp_path, env)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -146,3 +174,17 @@ def test_quick_start_runs_against_a_real_server(tmp_path):
     deleted = next(out for line, out in outputs.items() if "DELETE" in line)
     assert '"deleted":true' in deleted
     assert "mmembed_http_requests_total" in outputs["curl -sf 127.0.0.1:8000/metrics"]
+    # the front page's: three texts stored, a spoken query, hits that carry their text
+    # (the tiny model ranks at random, and the tour's items are in the index too)
+    created = [
+        json.loads(out) for line, out in front.items() if "POST 127.0.0.1:8000/items" in line
+    ]
+    assert [item["modality"] for item in created] == ["text"] * 3
+    spoken = next(json.loads(out) for line, out in front.items() if "file=@query.wav" in line)
+    assert spoken["query_modality"] == "audio" and len(spoken["results"]) == 2
+    assert all(
+        set(hit) == {"id", "score", "modality", "text", "metadata"} for hit in spoken["results"]
+    )
+    texts = next(json.loads(out) for line, out in front.items() if "include=text" in line)
+    (hit,) = texts["results"]
+    assert set(hit) == {"id", "score", "modality", "text"} and isinstance(hit["text"], str)
