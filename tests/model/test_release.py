@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,14 @@ import pytest
 
 from model import Embedder
 from model.errors import MissingWeights
-from model.release import HUB_IDS, cached_snapshot, release_path, resolve_encoders
+from model.release import (
+    HUB_IDS,
+    HUB_PROBE_TIMEOUT_S,
+    cached_snapshot,
+    hub_unreachable,
+    release_path,
+    resolve_encoders,
+)
 
 WANTED = {"audio": HUB_IDS["audio"], "text": HUB_IDS["text"]}
 
@@ -54,7 +63,46 @@ def test_online_and_uncached_keeps_the_hub_id_to_download(
     empty_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    assert resolve_encoders({"text": HUB_IDS["text"]}) == {"text": HUB_IDS["text"]}
+    with socket.socket() as hub:  # a hub that answers: a listening socket on loopback
+        hub.bind(("127.0.0.1", 0))
+        hub.listen()
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{hub.getsockname()[1]}")
+        assert hub_unreachable() is None
+        assert resolve_encoders({"text": HUB_IDS["text"]}) == {"text": HUB_IDS["text"]}
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_an_unreachable_hub_fails_at_once_naming_each_encoder(
+    empty_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No HF_HUB_OFFLINE, nothing cached, no network: no half minute of hub retries."""
+    for name in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    started = time.monotonic()
+    with pytest.raises(MissingWeights) as info:
+        resolve_encoders(WANTED, {"text": str(empty_cache)})  # text given: only audio missing
+    assert time.monotonic() - started < HUB_PROBE_TIMEOUT_S + 1
+    lines = str(info.value).splitlines()
+    assert lines[0].startswith("the hub at 127.0.0.1 cannot be reached (")
+    assert lines[0].endswith("and 1 encoder is not in the local Hugging Face cache:")
+    assert lines[1:] == [
+        f"  the audio encoder {HUB_IDS['audio']}: point --audio-encoder DIR or "
+        "MMEMBED_AUDIO_ENCODER=DIR at a local copy",
+        "or fetch them into the cache with `mmembed download` on a machine with the network.",
+    ]
+
+
+def test_behind_a_proxy_the_hub_client_is_left_to_try(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert hub_unreachable() is None
 
 
 def test_unknown_release_names_the_ones_there_are() -> None:

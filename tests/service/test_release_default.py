@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -203,3 +208,40 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
         print(f"spoken sentences found on top over HTTP: {sum(found)} of {len(found)}")
         assert sum(found) >= 9, f"only {sum(found)} of 12 spoken sentences found their text"
     assert server.stop() == 0
+
+
+def test_serve_with_no_hub_and_no_encoders_exits_fast_saying_what_to_do(tmp_path: Path) -> None:
+    """The real release, an empty Hugging Face cache, a hub that cannot be reached (no
+    HF_HUB_OFFLINE): `mmembed serve` stops in seconds, its last lines the way out."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MMEMBED_", "HF_")) and k.lower() not in ("https_proxy", "all_proxy")
+    }
+    env |= {
+        "HF_HOME": str(tmp_path / "hf"),
+        "HF_ENDPOINT": f"http://127.0.0.1:{closed}",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+    }
+    command = [sys.executable, "-m", "service.cli", "serve", "--port", str(closed)]
+    started = time.monotonic()
+    done = subprocess.run(
+        [*command, "--data-dir", str(tmp_path / "data")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    took = time.monotonic() - started
+    assert done.returncode != 0
+    assert took < 15, f"took {took:.1f} s"  # ~7 s on the loaded 2-core box, most of it imports
+    output = done.stdout + done.stderr
+    assert "Retrying" not in output and "offline-mode" not in output
+    last = output.strip().splitlines()[-4:]
+    assert "cannot be reached" in last[0] and "2 encoders are not in the local" in last[0]
+    assert HUB_IDS["audio"] in last[1] and "--audio-encoder DIR or MMEMBED_AUDIO_ENCODER" in last[1]
+    assert HUB_IDS["text"] in last[2] and "--text-encoder DIR or MMEMBED_TEXT_ENCODER" in last[2]
+    assert "`mmembed download`" in last[3]
