@@ -214,12 +214,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
         inputs, _embed_inputs(embedder, settings, inputs), strict=True
     ):
         row = {
-            "input": raw.label,
+            "input": raw.text if raw.text is not None else raw.label,  # the text, or the file
             "modality": modality,
             "dims": args.dims,
             "embedding": truncate(vector, args.dims).tolist(),
         }
-        print(json.dumps(row))
+        print(json.dumps(row, ensure_ascii=False))
     return 0
 
 

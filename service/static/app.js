@@ -168,7 +168,11 @@ async function refreshServerInfo() {
     const parts = [["image", "image"], ["audio", "sound"], ["text", "text"]]
       .filter(([key]) => counts[key])
       .map(([key, word]) => `${counts[key]} ${word}${counts[key] === 1 ? "" : "s"}`);
-    const model = body.checkpoint ? "trained checkpoint" : `${body.preset} preset`;
+    const model = body.model
+      ? `${body.model} ${body.version || ""}`.trim()
+      : body.checkpoint
+        ? "trained checkpoint"
+        : `${body.preset} preset`;
     $("server-info").textContent =
       `${total} item${total === 1 ? "" : "s"}${parts.length ? ` (${parts.join(", ")})` : ""} · ${model}`;
     const banner = $("model-warning");

@@ -34,6 +34,12 @@ def test_embed_text_and_files_print_json_lines(capsys, tmp_path, png_bytes, wav_
     assert code == 0
     rows = lines(capsys)
     assert [r["modality"] for r in rows] == ["text", "image", "audio"]
+    # each row says what it embedded: the text itself, or the file's path
+    assert [r["input"] for r in rows] == [
+        "hello",
+        str(tmp_path / "photo.jpg"),
+        str(tmp_path / "speech.wav"),
+    ]
     for row in rows:
         assert row["dims"] == 64 and abs(np.linalg.norm(row["embedding"]) - 1) < 1e-5
 

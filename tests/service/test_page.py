@@ -176,7 +176,11 @@ def test_page_loads_with_labelled_controls(browser: WebDriver, server) -> None:
             .map(el => el.id)"""
     )
     assert unlabelled == []
-    assert "DEMO MODEL" in browser.find_element(By.ID, "model-warning").text
+    banner = browser.find_element(By.ID, "model-warning").text
+    assert "DEMO MODEL" in banner
+    # it points at what serves a real model now: the release, by default
+    assert "`mmembed serve` with no --preset serves the shipped release" in banner
+    assert "--preset base --checkpoint" not in banner
     # the microphone button is offered where the browser has MediaRecorder
     assert browser.find_element(By.ID, "record").is_displayed()
     severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
