@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from model import Embedder
 from model.release import is_release_name, shipped_release
 from service.auth import check_bind
+from service.budget import DecodeBudget, DecodeBudgetMiddleware
 from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
@@ -275,6 +276,9 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         app.include_router(router)
     app.mount("/static", page.static_files(), name="static")
     app.add_middleware(WarningHeaderMiddleware, fastapi_app=app)
+    app.add_middleware(
+        DecodeBudgetMiddleware, budget=DecodeBudget(settings.max_decode_bytes_in_flight)
+    )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

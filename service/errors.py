@@ -80,6 +80,10 @@ class PayloadTooLarge(ServiceError):
     error_type = "payload_too_large"
 
 
+class AudioTooLong(PayloadTooLarge):
+    error_type = "audio_too_long"
+
+
 class ModalityUnavailable(ServiceError):
     status_code = 400
     error_type = "modality_unavailable"

@@ -7,7 +7,6 @@ off the event loop, and their modality comes from their bytes.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -23,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 
 from model.constants import MATRYOSHKA_DIMS
+from service.budget import reserve_decode
 from service.engine import EmbeddingEngine, Input, require_modality
 from service.errors import (
     AudioTooShort,
@@ -31,7 +31,7 @@ from service.errors import (
     PayloadTooLarge,
     UnsupportedMedia,
 )
-from service.media import decode_media
+from service.media import MediaCost, decode_media, probe_media
 from service.schemas import TextIn
 from service.settings import Settings
 
@@ -340,6 +340,7 @@ def decode_input(raw: RawInput, settings: Settings, loaded: Sequence[str]) -> In
             raw.data,
             max_pixels=settings.max_image_pixels,
             min_audio_seconds=settings.min_audio_seconds,
+            max_audio_seconds=settings.max_audio_seconds,
         )
         require_modality(media.modality, loaded)
         return Input(
@@ -355,6 +356,46 @@ def decode_input(raw: RawInput, settings: Settings, loaded: Sequence[str]) -> In
         raise type(exc)(f"{raw.label}: {exc.message}") from exc
 
 
+def _probe(raw: RawInput, settings: Settings) -> MediaCost:
+    try:
+        assert raw.data is not None
+        return probe_media(
+            raw.data,
+            max_pixels=settings.max_image_pixels,
+            max_audio_seconds=settings.max_audio_seconds,
+        )
+    except (CorruptMedia, UnsupportedMedia, PayloadTooLarge, InvalidRequest) as exc:
+        raise type(exc)(f"{raw.label}: {exc.message}") from exc
+
+
+def probe_files(inputs: Sequence[RawInput], settings: Settings) -> list[MediaCost]:
+    """What decoding a request's files will take, from their headers alone; 413 when
+    their pixels or seconds together are over the request's limits."""
+    costs = [_probe(raw, settings) for raw in inputs if raw.data is not None]
+    pixels = sum(cost.pixels for cost in costs)
+    if pixels > settings.max_request_pixels:
+        raise PayloadTooLarge(
+            f"the images in this request are {pixels} pixels together; the limit is "
+            f"{settings.max_request_pixels} per request (MMEMBED_MAX_REQUEST_PIXELS)"
+        )
+    seconds = sum(cost.seconds for cost in costs)
+    if seconds > settings.max_request_audio_seconds:
+        raise PayloadTooLarge(
+            f"the audio in this request is {seconds:.1f} s together; the limit is "
+            f"{settings.max_request_audio_seconds:g} s per request "
+            "(MMEMBED_MAX_REQUEST_AUDIO_SECONDS)"
+        )
+    return costs
+
+
+def request_decode_bytes(costs: Sequence[MediaCost]) -> int:
+    """Most memory decoding a request's files one after another holds: the largest
+    one's peak, and what every file keeps once decoded."""
+    if not costs:
+        return 0
+    return max(c.decode_bytes for c in costs) + sum(c.held_bytes for c in costs)
+
+
 async def _decode(raw: RawInput, engine: EmbeddingEngine, settings: Settings) -> Input:
     if raw.text is not None:
         return decode_input(raw, settings, engine.modalities)
@@ -367,12 +408,10 @@ async def decode_inputs(
     """Decoded inputs in order; the first bad one fails the request (nothing is embedded)."""
     if all(raw.text is not None for raw in inputs):  # checked in place: no task per input
         return [decode_input(raw, settings, engine.modalities) for raw in inputs]
-    results = await asyncio.gather(
-        *(_decode(raw, engine, settings) for raw in inputs), return_exceptions=True
-    )
-    decoded: list[Input] = []
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
-        decoded.append(result)
-    return decoded
+    # Headers first: nothing is decoded until the whole request fits its limits and the
+    # server has room for what decoding it will hold (service/budget.py).
+    costs = await run_in_threadpool(probe_files, inputs, settings)
+    await reserve_decode(request_decode_bytes(costs))
+    # One file at a time: decoding is where memory peaks, so a request never holds
+    # more than one file's peak at once (plus what earlier files left, reduced).
+    return [await _decode(raw, engine, settings) for raw in inputs]

@@ -5,6 +5,16 @@ decide. Images are decoded with Pillow (size checked before any pixel is
 decoded, EXIF rotation applied, RGB); audio with libsndfile through soundfile,
 mixed to mono and resampled to 16 kHz, the rate every audio batch runs at.
 
+Memory is bounded before any decoding: `probe_media` reads only a file's header
+(an image's size and mode, an audio file's frames, rate and channels) and says
+what decoding it will hold, so a request can be refused (413) or made to wait for
+room (service.budget) first. Audio over `max_seconds`, at a rate outside
+1 kHz..384 kHz or with over 16 channels is refused from its header; the rest is
+decoded block by block, mixed to mono and resampled as it streams, and stopped at
+the limit whatever the header said. An image is reduced by a whole factor right
+after decoding (JPEGs while decoding) to about `WORK_PIXELS`, so that what is kept
+and what the model and the preview read stay small whatever the upload's size.
+
 Audio that would embed as something other than what was sent is refused: a WAV
 whose header promises more sample data than the file holds (truncated), and clips
 shorter than the minimum the model can use. A file whose tail cannot be decoded
@@ -15,6 +25,7 @@ a warning that names how much that was.
 from __future__ import annotations
 
 import io
+import math
 import struct
 import warnings
 from dataclasses import dataclass
@@ -28,6 +39,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from model.constants import SAMPLE_RATE
 from model.imaging import on_white
 from service.errors import (
+    AudioTooLong,
     AudioTooShort,
     CorruptMedia,
     InvalidRequest,
@@ -37,7 +49,21 @@ from service.errors import (
 )
 
 MIN_AUDIO_SECONDS = 0.1
+MAX_AUDIO_SECONDS = 300.0
+# The most memory decoding one image may take (413 above): a 6300 x 6300 PNG takes
+# 170 MB, a WebP of the same size three times that (libwebp decodes to a buffer that
+# Pillow then copies), so a WebP is held to about 16 M pixels.
+MAX_IMAGE_DECODE_BYTES = 256 * 2**20
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1_000, 384_000  # the model's own bounds (model/audio.py)
+MAX_CHANNELS = 16
 READ_BLOCK_FRAMES = 1 << 16
+# Images are reduced by a whole factor to no fewer than this many pixels right after
+# decoding: far more than the model (224 x 224) or a preview (320 px) reads.
+WORK_PIXELS = 2_000_000
+# Bytes per pixel as Pillow holds each mode in memory.
+_MODE_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
+# Modes Image.reduce() takes; others are converted first.
+_REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr", "I", "F")
 # Data sizes written by tools that stream a WAV before knowing its length
 # (0 and 0xFFFFFFFF by convention, 0x7FFFF000 by espeak-ng --stdout): not a promise.
 STREAMING_WAV_SIZES = (0, 0xFFFFFFFF, 0x7FFFF000)
@@ -122,25 +148,114 @@ def _is_adts(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0xFF and head[1] & 0xF6 == 0xF0
 
 
-def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
-    """An RGB image, EXIF-rotated, transparency on white (model/imaging.py); the pixel
-    count is checked before pixels are decoded."""
+@dataclass(frozen=True)
+class MediaCost:
+    """What decoding one file will take, from its header alone.
+
+    `pixels` and `seconds` count against a request's limits; `decode_bytes` is the
+    most memory its decoding holds at once and `held_bytes` what stays held after it
+    (the reduced image, the 16 kHz clip), against the server's bytes in flight.
+    """
+
+    modality: Modality | None
+    pixels: int = 0
+    seconds: float = 0.0
+    decode_bytes: int = 0
+    held_bytes: int = 0
+
+
+def _shrink_factor(width: int, height: int) -> int:
+    """The whole factor an image of this size is reduced by (1: kept as it is)."""
+    return max(1, math.isqrt(width * height // WORK_PIXELS))
+
+
+def _image_decode_bytes(width: int, height: int, mode: str, fmt: str) -> int:
+    """Peak bytes decoding an image holds: its pixels as decoded (a JPEG at its draft
+    scale), a converted copy where its mode cannot be reduced as it is, and the result."""
+    pixels = width * height
+    factor = _shrink_factor(width, height)
+    if fmt == "JPEG":  # libjpeg decodes at 1/2, 1/4 or 1/8 directly
+        pixels //= min(8, 1 << (factor.bit_length() - 1)) ** 2
+    held = pixels * _MODE_BYTES.get(mode, 4)
+    if fmt == "WEBP":  # libwebp's own RGBA buffer, and Pillow's copy of it (measured)
+        held += pixels * 12
+    if mode not in _REDUCIBLE:
+        held += pixels * 4
+    return held + _image_held_bytes(width, height)
+
+
+def _image_held_bytes(width: int, height: int) -> int:
+    return width * height * 4 // _shrink_factor(width, height) ** 2
+
+
+def image_cost(data: bytes, *, max_pixels: int) -> MediaCost:
+    """An image's size from its header (no pixel is decoded); 413 over `max_pixels`."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as probe:
                 width, height = probe.size
+                mode, fmt = probe.mode, probe.format or "unknown"
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image too large to decode safely: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise CorruptMedia(
+            "corrupt image: the bytes look like an image but cannot be read"
+        ) from exc
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
+        raise CorruptMedia(f"corrupt image: {exc}") from exc
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} "
+            "(MMEMBED_MAX_IMAGE_PIXELS)"
+        )
+    decode_bytes = _image_decode_bytes(width, height, mode, fmt)
+    if decode_bytes > MAX_IMAGE_DECODE_BYTES:
+        raise PayloadTooLarge(
+            f"a {width}x{height} {fmt} image takes about {decode_bytes // 2**20} MiB to decode; "
+            f"the limit is {MAX_IMAGE_DECODE_BYTES // 2**20} MiB per image (send it smaller, "
+            "or as PNG or JPEG)"
+        )
+    return MediaCost(
+        "image",
+        pixels=width * height,
+        decode_bytes=decode_bytes,
+        held_bytes=_image_held_bytes(width, height),
+    )
+
+
+def _decoded_small(img: Image.Image) -> Image.Image:
+    """Frame 0 of an opened image, decoded and reduced to about WORK_PIXELS (EXIF kept)."""
+    img.seek(0)
+    width, height = img.size
+    factor = _shrink_factor(width, height)
+    if factor > 1 and img.format == "JPEG":
+        img.draft(img.mode, (math.ceil(width / factor), math.ceil(height / factor)))
+    img.load()
+    factor = _shrink_factor(*img.size)
+    if factor == 1:
+        return img
+    info = img.info
+    if img.mode not in _REDUCIBLE:
+        has_alpha = img.mode in ("PA",) or "transparency" in img.info
+        img = img.convert("RGBA" if has_alpha else "RGB")
+    small = img.reduce(factor)
+    small.info = dict(info)  # the EXIF orientation, read next
+    return small
+
+
+def decode_image(data: bytes, *, max_pixels: int) -> Image.Image:
+    """An RGB image, EXIF-rotated, transparency on white (model/imaging.py), reduced to
+    about WORK_PIXELS; the pixel count is checked before pixels are decoded."""
+    image_cost(data, max_pixels=max_pixels)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
                 fmt = probe.format or "unknown"
-                if width * height > max_pixels:
-                    raise PayloadTooLarge(
-                        f"image is {width}x{height} = {width * height} pixels; "
-                        f"the limit is {max_pixels}"
-                    )
                 probe.verify()
             with Image.open(io.BytesIO(data)) as img:
-                img.seek(0)
-                img.load()
-                rgb = on_white(ImageOps.exif_transpose(img))
+                rgb = on_white(ImageOps.exif_transpose(_decoded_small(img)))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -179,42 +294,99 @@ def check_wav_length(data: bytes) -> None:
         offset += 8 + size + (size & 1)  # chunks are padded to an even size
 
 
-def _read_frames(data: bytes) -> tuple[np.ndarray, int, int, str | None]:
-    """(samples (N, channels), rate, frames the header announces, why the tail failed)."""
+def audio_cost(data: bytes, *, max_seconds: float = MAX_AUDIO_SECONDS) -> MediaCost:
+    """An audio file's length from its header alone; refused before any decoding when
+    it is over `max_seconds` (413), at a rate outside 1..384 kHz or over 16 channels."""
+    check_wav_length(data)
+    try:
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            rate, channels, frames = f.samplerate, f.channels, f.frames
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
+        raise CorruptMedia(f"corrupt or unreadable audio: {exc}") from exc
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidRequest(
+            f"audio sample rate is {rate} Hz; this service takes {MIN_SAMPLE_RATE} to "
+            f"{MAX_SAMPLE_RATE} Hz"
+        )
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise InvalidRequest(f"audio has {channels} channels; the most is {MAX_CHANNELS}")
+    seconds = frames / rate
+    _check_length(seconds, max_seconds, "its header says")
+    held = math.ceil(min(seconds, max_seconds) * SAMPLE_RATE) * 4
+    block = READ_BLOCK_FRAMES * channels * 4 * 2  # a block as read, and mixed to mono
+    # While decoding: the 16 kHz chunks, then the clip they are joined into.
+    return MediaCost("audio", seconds=seconds, decode_bytes=2 * held + block, held_bytes=held)
+
+
+def _check_length(seconds: float, max_seconds: float, how: str) -> None:
+    if seconds > max_seconds:
+        raise AudioTooLong(
+            f"audio is {seconds:.1f} s long ({how}); the limit is {max_seconds:g} s "
+            "(MMEMBED_MAX_AUDIO_SECONDS)"
+        )
+
+
+def _read_mono_16k(data: bytes, max_seconds: float) -> tuple[np.ndarray, int, int, int, str | None]:
+    """Decode block by block, each mixed to mono and resampled to 16 kHz as it streams,
+    stopping past `max_seconds` whatever the header said.
+
+    Returns (samples at 16 kHz, source rate, frames read, frames the header announces,
+    why the tail failed or None).
+    """
     with sf.SoundFile(io.BytesIO(data)) as f:
         rate, announced = f.samplerate, f.frames
-        blocks: list[np.ndarray] = []
+        limit = math.ceil(max_seconds * rate)
+        stream = (
+            soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32")
+            if rate != SAMPLE_RATE
+            else None
+        )
+        parts: list[np.ndarray] = []
+        frames, tail_error = 0, None
         while True:
             try:
                 block = f.read(READ_BLOCK_FRAMES, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as exc:
-                if not blocks:
+                if not frames:
                     raise
-                return np.concatenate(blocks), rate, announced, str(exc) or type(exc).__name__
+                tail_error = str(exc) or type(exc).__name__
+                break
             if block.shape[0] == 0:
                 break
-            blocks.append(block)
-    samples = np.concatenate(blocks) if blocks else np.zeros((0, 1), np.float32)
-    return samples, rate, announced, None
+            frames += block.shape[0]
+            if frames > limit:
+                _check_length(frames / rate, max_seconds, "while decoding")
+            mono = block.mean(axis=1, dtype=np.float32)  # (frames,)
+            if not np.isfinite(mono).all():
+                raise InvalidRequest("audio contains NaN or infinite samples")
+            parts.append(stream.resample_chunk(mono) if stream is not None else mono)
+    if stream is not None and frames:
+        parts.append(stream.resample_chunk(np.zeros(0, np.float32), last=True))
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return samples, rate, frames, announced, tail_error
 
 
-def decode_audio(data: bytes, *, min_seconds: float = MIN_AUDIO_SECONDS) -> AudioClip:
+def decode_audio(
+    data: bytes, *, min_seconds: float = MIN_AUDIO_SECONDS, max_seconds: float = MAX_AUDIO_SECONDS
+) -> AudioClip:
     """Mono float32 at 16 kHz from any format libsndfile reads.
 
-    Refuses truncated WAVs and clips under `min_seconds`; a tail that does not decode
-    (or a stream shorter than its header announces) gives a clip with a warning.
+    Refuses from the header alone audio over `max_seconds` and odd rates or channel
+    counts (`audio_cost`), then truncated WAVs and clips under `min_seconds`; a tail
+    that does not decode (or a stream shorter than its header announces) gives a clip
+    with a warning.
     """
-    check_wav_length(data)
+    audio_cost(data, max_seconds=max_seconds)
     try:
-        samples, rate, announced, tail_error = _read_frames(data)
+        mono, rate, frames, announced, tail_error = _read_mono_16k(data, max_seconds)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, EOFError) as exc:
         raise CorruptMedia(f"corrupt or unreadable audio: {exc}") from exc
-    if samples.shape[0] == 0:
+    if frames == 0:
         raise InvalidRequest("audio clip is empty (0 samples)")
-    seconds = samples.shape[0] / rate
+    seconds = frames / rate
     if seconds < min_seconds:
         raise AudioTooShort(
-            f"audio clip is {seconds:.4f} s long ({samples.shape[0]} samples at {rate} Hz); "
+            f"audio clip is {seconds:.4f} s long ({frames} samples at {rate} Hz); "
             f"the shortest this service embeds is {min_seconds:g} s (MMEMBED_MIN_AUDIO_SECONDS)"
         )
     clip_warnings = []
@@ -223,37 +395,60 @@ def decode_audio(data: bytes, *, min_seconds: float = MIN_AUDIO_SECONDS) -> Audi
             f"audio is corrupt after {seconds:.2f} s ({tail_error}); embedded the first "
             f"{seconds:.2f} s"
         )
-    elif announced > samples.shape[0] + rate // 100:  # more than 10 ms missing
+    elif announced > frames + rate // 100:  # more than 10 ms missing
         clip_warnings.append(
             f"audio ends early: its header announces {announced / rate:.2f} s but only "
             f"{seconds:.2f} s decoded; embedded the {seconds:.2f} s"
         )
-    mono = samples.mean(axis=1, dtype=np.float32)  # (samples,)
-    if not np.isfinite(mono).all():
-        raise InvalidRequest("audio contains NaN or infinite samples")
-    if rate != SAMPLE_RATE:
-        mono = soxr.resample(mono, rate, SAMPLE_RATE)
     return AudioClip(np.ascontiguousarray(mono, dtype=np.float32), warnings=tuple(clip_warnings))
 
 
+def probe_media(
+    data: bytes, *, max_pixels: int, max_audio_seconds: float = MAX_AUDIO_SECONDS
+) -> MediaCost:
+    """What decoding `data` will take, from its header; raises the same 4xx errors the
+    header alone shows (over the limits, odd audio). A file no header reader knows
+    costs nothing here: `decode_media` then refuses it."""
+    if not data:
+        raise InvalidRequest("uploaded file is empty")
+    kind = sniff(data)
+    if kind == "image":
+        return image_cost(data, max_pixels=max_pixels)
+    if kind == "audio":
+        return audio_cost(data, max_seconds=max_audio_seconds)
+    try:
+        return image_cost(data, max_pixels=max_pixels)
+    except CorruptMedia:
+        pass
+    try:
+        return audio_cost(data, max_seconds=max_audio_seconds)
+    except CorruptMedia:
+        return MediaCost(None)
+
+
 def decode_media(
-    data: bytes, *, max_pixels: int, min_audio_seconds: float = MIN_AUDIO_SECONDS
+    data: bytes,
+    *,
+    max_pixels: int,
+    min_audio_seconds: float = MIN_AUDIO_SECONDS,
+    max_audio_seconds: float = MAX_AUDIO_SECONDS,
 ) -> DecodedMedia:
     """Detect the modality from the bytes and decode; 4xx service errors for bad files."""
     if not data:
         raise InvalidRequest("uploaded file is empty")
     kind = sniff(data)
+    audio_limits = {"min_seconds": min_audio_seconds, "max_seconds": max_audio_seconds}
     if kind == "image":
         return DecodedMedia("image", decode_image(data, max_pixels=max_pixels))
     if kind == "audio":
-        return DecodedMedia("audio", decode_audio(data, min_seconds=min_audio_seconds))
+        return DecodedMedia("audio", decode_audio(data, **audio_limits))
     # No known signature: formats without one (e.g. TGA, PPM, AU) may still decode.
     try:
         return DecodedMedia("image", decode_image(data, max_pixels=max_pixels))
     except (CorruptMedia, UnsupportedMedia):
         pass
     try:
-        return DecodedMedia("audio", decode_audio(data, min_seconds=min_audio_seconds))
+        return DecodedMedia("audio", decode_audio(data, **audio_limits))
     except (CorruptMedia, InvalidRequest):
         pass
     raise UnsupportedMedia(f"unrecognised file type; supported: {SUPPORTED}")

@@ -80,9 +80,16 @@ def audio_preview(data: bytes, limits: PreviewLimits) -> Preview:
     """
     with sf.SoundFile(io.BytesIO(data)) as source:
         rate = source.samplerate
-        frames = int(limits.audio_seconds * rate)
-        samples = source.read(frames, dtype="float32", always_2d=True)  # (frames, channels)
-    mono = samples.mean(axis=1, dtype=np.float32)
+        # Block by block, each mixed to mono: 30 s of 16 channels at 384 kHz would be
+        # 740 MB read at once.
+        blocks, left = [], int(limits.audio_seconds * rate)
+        while left > 0:
+            block = source.read(min(left, 1 << 16), dtype="float32", always_2d=True)
+            if block.shape[0] == 0:
+                break
+            blocks.append(block.mean(axis=1, dtype=np.float32))
+            left -= block.shape[0]
+    mono = np.concatenate(blocks) if blocks else np.zeros(0, np.float32)
     target = preview_rate(rate)
     if target != rate:
         mono = soxr.resample(mono, rate, target)

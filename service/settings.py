@@ -174,6 +174,29 @@ class Settings(BaseSettings):
     min_audio_seconds: float = Field(
         0.1, ge=0, description="Shortest audio clip embedded (400 below): too little to hear."
     )
+    # Memory limits, checked from each file's header before anything is decoded
+    # (docs/security.md).
+    max_audio_seconds: float = Field(
+        300.0,
+        gt=0,
+        le=3600,
+        description="Longest audio clip (413 above), read from its header before decoding, "
+        "then enforced while decoding.",
+    )
+    max_request_audio_seconds: float = Field(
+        600.0, gt=0, description="Seconds of audio in one request, all its clips together (413)."
+    )
+    max_request_pixels: int = Field(
+        100_000_000,
+        ge=1,
+        description="Decoded pixels in one request, all its images together (413 above).",
+    )
+    max_decode_bytes_in_flight: int = Field(
+        1024 * 2**20,
+        ge=64 * 2**20,
+        description="Decoded image and audio bytes the whole server holds at once; a request "
+        "that would go over waits up to a second, then gets 429 with Retry-After.",
+    )
     max_text_chars: int = Field(
         10_000, ge=1, description="Longest text in characters (tokens are checked by the model)."
     )
