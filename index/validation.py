@@ -54,6 +54,9 @@ def check_id(item_id: Any) -> str:
         )
     if not _printable(item_id):
         raise InvalidItem(f"id must not contain control characters, got {item_id!r}")
+    if item_id in (".", ".."):
+        # A URL path cannot name them: clients resolve /items/.. to / before sending it.
+        raise InvalidItem(f"id must not be '.' or '..' (no URL can name it), got {item_id!r}")
     return item_id
 
 

@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from index import Item, NewItem, Preview
 from index.errors import ItemNotFound
-from index.validation import MAX_TEXT_CHARS
+from index.validation import MAX_ID_LENGTH, MAX_TEXT_CHARS
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep, StoreDep
 from service.engine import EmbeddingEngine, Input
@@ -351,15 +351,42 @@ async def get_item_preview(
 ):
     """404 `preview_not_found` when the item exists but has none; `not_found` when it does not."""
     # Before previews, GET /items/a/preview fetched an item whose id is "a/preview";
-    # such an item still answers here exactly as it did.
-    try:
-        shadowed = await store.get(f"{item_id}/preview")
-    except ItemNotFound:
-        pass
-    else:
-        out = _item_out(shadowed, engine, dims if include_embedding else None)
-        return JSONResponse(jsonable_encoder(out))
-    preview = await store.get_preview(item_id)
+    # such an item still answers here exactly as it did (and hides a's preview here:
+    # GET /previews/a has it). An id too long to have "/preview" added has no such twin.
+    if len(item_id) + len("/preview") <= MAX_ID_LENGTH:
+        try:
+            shadowed = await store.get(f"{item_id}/preview")
+        except ItemNotFound:
+            pass
+        else:
+            out = _item_out(shadowed, engine, dims if include_embedding else None)
+            return JSONResponse(jsonable_encoder(out))
+    return _preview_response(await store.get_preview(item_id), if_none_match)
+
+
+@router.get(
+    "/previews/{item_id:path}",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {"image/webp": {}, "audio/mpeg": {}},
+            "description": "The thumbnail or audio clip",
+        },
+        304: {"description": "Not modified (If-None-Match matched the ETag)"},
+        404: {"description": "No such item, or it has no preview (texts never do)"},
+    },
+    summary="An item's preview by its id alone: no suffix, so no other id can hide it",
+)
+async def get_preview(
+    item_id: ItemId,
+    store: StoreDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+):
+    """As `GET /items/{id}/preview`, for every id, "X/preview" and 256-character ones too."""
+    return _preview_response(await store.get_preview(item_id), if_none_match)
+
+
+def _preview_response(preview: Preview, if_none_match: str | None) -> Response:
     etag = '"' + hashlib.sha256(preview.data).hexdigest()[:32] + '"'
     headers = {
         "ETag": etag,

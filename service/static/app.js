@@ -199,7 +199,7 @@ function noPreview(media, modality) {
 
 /** Point an <img> or <audio> at the item's preview (through a blob when a key is needed). */
 async function attachPreview(element, id, media, modality) {
-  const url = `${itemPath(id)}/preview`;
+  const url = `/previews/${encodeURIComponent(id)}`; // never hidden by an item "<id>/preview"
   element.addEventListener("error", () => noPreview(media, modality), { once: true });
   if (!sessionStorage.getItem(KEY_STORAGE)) {
     element.src = url;

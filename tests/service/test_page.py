@@ -215,7 +215,7 @@ def test_text_search_shows_thumbnails_and_players(browser: WebDriver, server, ad
         if card["modality"] == "image":
             assert card["img"] > 0 and "source" in card["meta"]
         if card["modality"] == "audio":
-            assert card["audio"]["src"].endswith(f"/items/{added['speech.wav']['id']}/preview")
+            assert card["audio"]["src"].endswith(f"/previews/{added['speech.wav']['id']}")
             assert card["audio"]["duration"] > 1.5  # the browser decoded the MP3 preview
         if card["modality"] == "text":
             assert card["text"] == TEXT
