@@ -122,6 +122,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from service.app import create_app
     from service.auth import UnsafeBind, check_bind
+    from service.connections import connection_limit, connection_protocol
 
     settings = settings_from(args).for_serving()
     setup_logging(settings.log_level)
@@ -136,10 +137,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     embedder = load_embedder(settings)
     app = create_app(settings, embedder=embedder)
+    protocol = connection_protocol(settings)
+    logger.info(
+        "at most %d open connections; %g s for a request head, %g s for a body",
+        connection_limit(settings),
+        settings.head_timeout_s,
+        settings.body_timeout_s,
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=protocol,
         log_level=settings.log_level,
         lifespan="on",
         access_log=settings.log_level == "debug",
@@ -562,9 +571,12 @@ def _training_errors(run: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 @_training_errors
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.training.commands import release_command, train_command
+    from model.training.commands import image_release_command, release_command, train_command
+    from model.training.image_release import is_image_release_recipe
     from model.training.pipeline import is_release_recipe
 
+    if args.recipe and is_image_release_recipe(args.recipe):
+        return image_release_command(args.recipe, _encoder_sources(args))
     if args.recipe and is_release_recipe(args.recipe):
         fixed = [f"--{f.replace('_', '-')}" for f in (*PIPELINE_RUN_FLAGS,) if getattr(args, f)]
         if fixed:
@@ -574,6 +586,16 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         return release_command(args.recipe, train_values(args, release=True))
     return train_command(train_config(args))
+
+
+def _encoder_sources(args: argparse.Namespace) -> dict[str, str]:
+    """{modality: folder} of the --audio/--text/--image-encoder flags (then MMEMBED_*)."""
+    values = _model_values(args)
+    return {
+        m: str(values[f"model.encoders.{m}"])
+        for m in ("image", "audio", "text")
+        if values.get(f"model.encoders.{m}")
+    }
 
 
 def _model_part(args: argparse.Namespace) -> tuple[Any, str]:
@@ -606,9 +628,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _check_release(args: argparse.Namespace) -> int:
     """``mmembed eval --recipe FILE``: the recipe's model flags (as for ``train --recipe``:
     the command line over the recipe), and ``--checkpoint`` as what to check."""
-    from model.training.commands import check_command
+    from model.training.commands import check_command, image_check_command
+    from model.training.image_release import is_image_release_recipe
     from model.training.pipeline import is_release_recipe
 
+    if is_image_release_recipe(args.recipe):
+        return image_check_command(
+            args.recipe,
+            _encoder_sources(args),
+            checkpoint=args.checkpoint,
+            tolerance=args.tolerance,
+            json_out=args.json,
+        )
     if not is_release_recipe(args.recipe):
         raise CliError(f"{args.recipe} is not a release recipe (it has no [release] table)")
     unused = [f for f in ("baseline", "cache_dir", "limit") if getattr(args, f) is not None]

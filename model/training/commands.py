@@ -73,7 +73,11 @@ def check_command(
         print(format_table(entry["model"], title=f"model on test set {name} ({entry['pairs']})"))
     if json_out:
         Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
-    figures = checked["figures"]
+    return _print_figures(checked["figures"], tolerance)
+
+
+def _print_figures(figures: list[dict[str, Any]], tolerance: float) -> int:
+    """Each figure stored beside measured; 1 when any is off by more than ``tolerance``."""
     width = max(len(f["what"]) for f in figures)
     print(f"{'figure':<{width}}  stored  measured  difference")
     off = []
@@ -219,3 +223,32 @@ def compare_windows_command(
         print(skipped.summary())
     print(json.dumps(report, indent=2))
     return 0
+
+
+def image_release_command(recipe: str | Path, sources: dict[str, str]) -> int:
+    """Run an image release recipe's every stage; print the image figures."""
+    from model.training.image_card import image_rows, spoken_rows
+    from model.training.image_release import run_image_release
+
+    results = run_image_release(recipe, sources)
+    print("\n".join(image_rows(results["images"])))
+    print("\n".join(spoken_rows(results["images"])))
+    return 0
+
+
+def image_check_command(
+    recipe: str | Path,
+    sources: dict[str, str],
+    *,
+    checkpoint: str | Path | None = None,
+    tolerance: float = 0.01,
+    json_out: str | None = None,
+) -> int:
+    """Measure an image release again and set each figure beside the stored one; 1 when
+    any differs by more than ``tolerance``."""
+    from model.training.image_release import check_image_release
+
+    checked = check_image_release(recipe, sources, checkpoint)
+    if json_out:
+        Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
+    return _print_figures(checked["figures"], tolerance)

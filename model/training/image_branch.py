@@ -278,8 +278,8 @@ def train_image_path(
         sched.step()
         if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
             r1 = evaluate()
-            history.append({"step": step + 1, "val_r1": r1, "loss": round(float(loss), 4)})
-            log.info("image path: step %d, loss %.3f, val R@1 %.3f", step + 1, float(loss), r1)
+            history.append({"step": step + 1, "val_r1": r1, "loss": round(loss.item(), 4)})
+            log.info("image path: step %d, loss %.3f, val R@1 %.3f", step + 1, loss.item(), r1)
             if r1 > best[0]:
                 best = (r1, _image_state(model))
     model.load_state_dict(best[1], strict=False)
