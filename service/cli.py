@@ -114,6 +114,19 @@ def _add_embed_and_index(commands: argparse._SubParsersAction) -> None:
     export.add_argument("--output", "-o", default="-", help="file to write (default: stdout)")
     _data_dir_option(export)
     export.set_defaults(func=cmd.cmd_index_export)
+    again = actions.add_parser(
+        "reembed",
+        help="embed every item again with the model given (a new release) into another store",
+        description="Reads every item of the index (--data-dir / --index-url) and writes it, "
+        "embedded again from its text or its preview, with its id, metadata, text and "
+        "preview, to the store --to-data-dir / --to-index-url, bound to the model given "
+        "(default: the shipped release). The source is only read.",
+    )
+    _data_dir_option(again)
+    again.add_argument("--to-data-dir", type=Path, help="the new index folder")
+    again.add_argument("--to-index-url", metavar="URL", help="the new postgresql://... index")
+    model_options(again)
+    again.set_defaults(func=cmd.cmd_index_reembed)
     load = actions.add_parser("import", help="add the items of an export file")
     load.add_argument("file", type=Path, help="a JSON-lines file from `mmembed index export`")
     load.add_argument("--replace", action="store_true", help="upsert ids that exist already")

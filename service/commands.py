@@ -374,6 +374,48 @@ def cmd_index_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_index_reembed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from service.reembed import reembed
+    from service.store import index_location, model_stamp
+
+    settings = settings_from(args)
+    if (args.to_data_dir is None) == (args.to_index_url is None):
+        raise CliError("name the new store: --to-data-dir DIR or --to-index-url URL (one)")
+    target_settings = settings.model_copy(
+        update={"data_dir": args.to_data_dir or settings.data_dir, "index_url": None}
+    )
+    if args.to_index_url is not None:
+        target_settings = Settings.model_validate(
+            {**settings.model_dump(), "index_url": args.to_index_url}
+        )
+    if index_location(target_settings) == index_location(settings):
+        raise CliError("the new store must be another folder or database than the old one")
+    setup_logging("warning")
+    embedder = load_embedder(settings)
+    with _open_store(settings) as source, _open_store(target_settings, embedder) as target:
+        total = source.count()
+        held = source.model_stamp()
+        print(
+            f"embedding {total} items of {index_location(settings)} ({held.name if held else 'no model'}) "
+            f"again with {model_stamp(embedder.info).name} into {index_location(target_settings)}",
+            file=sys.stderr,
+        )
+        with tqdm(total=total, unit="item", desc="reembed") as bar:
+            report = reembed(
+                source,
+                target,
+                embedder,
+                audio_preview_seconds=settings.preview_audio_seconds,
+                on_item=bar.update,
+            )
+    for item_id, why in report.skipped:
+        print(f"not redone {item_id}: {why}", file=sys.stderr)
+    print(report.summary(), file=sys.stderr)
+    return 1 if report.skipped and not report.done else 0
+
+
 def cmd_index_import(args: argparse.Namespace) -> int:
     from index.transfer import import_items
 

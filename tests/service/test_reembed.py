@@ -1,0 +1,157 @@
+"""Moving a store to a new model: every item embedded again from its text or preview."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from PIL import Image
+
+from index import IndexConfig, NewItem, VectorStore
+from index.errors import ModelMismatch
+from model import Embedder
+from model.config import PRESETS
+from model.multimodal import MultimodalModel
+from service.previews import PreviewLimits, audio_preview, image_preview
+from service.reembed import reembed
+from service.store import model_stamp
+
+LIMITS = PreviewLimits(audio_seconds=2.0)
+
+
+def _embedder(seed: int) -> Embedder:
+    import torch
+
+    torch.manual_seed(seed)
+    return Embedder(MultimodalModel(PRESETS["tiny"]).eval(), preset_name="tiny")
+
+
+def _wav(seconds: float, freq: float = 440.0) -> bytes:
+    t = np.arange(int(16_000 * seconds)) / 16_000
+    buf = io.BytesIO()
+    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16_000, format="WAV")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> tuple[Path, Embedder]:
+    """A store built with one tiny model: texts (one kept as metadata.text, as the page
+    once did, one with no text at all), an image and two clips, all with previews."""
+    old = _embedder(1)
+    red = Image.new("RGB", (500, 300), (220, 20, 20))
+    short, long = _wav(1.0), _wav(5.0, 880.0)
+    store = VectorStore.open(tmp_path / "old", IndexConfig())
+    store.bind_model(model_stamp(old.info))
+    texts = old.embed_texts(["a red square", "rain tomorrow", "lost text"])
+    images = old.embed_images([red])
+    clips = old.embed_audio([np.zeros(16_000, np.float32)] * 2, sampling_rate=16_000)
+    store.add_many(
+        [
+            NewItem(texts[0], "text", {"tag": "a"}, "t1", None, "a red square"),
+            NewItem(texts[1], "text", {"text": "rain tomorrow"}, "t2", None, None),
+            NewItem(texts[2], "text", {}, "t3", None, None),
+            NewItem(images[0], "image", {"source": "red.png"}, "i1", image_preview(red, LIMITS)),
+            NewItem(clips[0], "audio", {"duration_s": 1.0}, "a1", audio_preview(short, LIMITS)),
+            NewItem(clips[1], "audio", {"duration_s": 5.0}, "a2", audio_preview(long, LIMITS)),
+        ]
+    )
+    store.close()
+    return tmp_path / "old", old
+
+
+def test_every_item_is_embedded_again_from_what_the_store_keeps(
+    old_store: tuple[Path, Embedder], tmp_path: Path
+) -> None:
+    folder, old = old_store
+    new = _embedder(2)
+    source = VectorStore.open(folder, IndexConfig())
+    target = VectorStore.open(tmp_path / "new", IndexConfig())
+    target.bind_model(model_stamp(new.info))
+    report = reembed(source, target, new, audio_preview_seconds=LIMITS.audio_seconds)
+    assert report.from_text == 2 and report.from_preview == {"image": 1, "audio": 2}
+    assert report.skipped == [("t3", "a text item stored without its text")]
+    assert report.shortened_audio == 1  # a2 was 5 s; its preview keeps 2
+    t1 = target.get("t1")
+    assert t1.text == "a red square" and t1.metadata == {"tag": "a"}
+    np.testing.assert_allclose(t1.vector, new.embed_texts(["a red square"])[0], atol=1e-5)
+    np.testing.assert_allclose(
+        target.get("t2").vector, new.embed_texts(["rain tomorrow"])[0], atol=1e-5
+    )
+    thumb = Image.open(io.BytesIO(target.get_preview("i1").data))
+    np.testing.assert_allclose(target.get("i1").vector, new.embed_images([thumb])[0], atol=1e-5)
+    assert not np.allclose(target.get("i1").vector, source.get("i1").vector, atol=1e-3)
+    assert target.count() == 5 and source.count() == 6  # the source is only read
+    with pytest.raises(ModelMismatch):
+        source.bind_model(model_stamp(new.info))  # the old store still refuses new vectors
+    source.close()
+    target.close()
+
+
+def test_the_command_moves_a_store_and_says_what_it_could_not_redo(
+    old_store: tuple[Path, Embedder], tmp_path: Path
+) -> None:
+    folder, _ = old_store
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "index",
+            "reembed",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(folder),
+            "--to-data-dir",
+            str(tmp_path / "moved"),
+            "--torch-threads",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "not redone t3: a text item stored without its text" in run.stderr
+    assert "5 items embedded again: 2 from their text, 2 audio from their preview" in run.stderr
+    stats = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "index",
+            "stats",
+            "--data-dir",
+            str(tmp_path / "moved"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    moved = json.loads(stats.stdout)
+    assert moved["count"] == 5 and moved["counts"] == {"audio": 2, "image": 1, "text": 2}
+    same = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "service.cli",
+            "index",
+            "reembed",
+            "--preset",
+            "tiny",
+            "--data-dir",
+            str(folder),
+            "--to-data-dir",
+            str(folder),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert same.returncode != 0 and "another folder or database" in same.stderr
