@@ -22,9 +22,11 @@ from model import Embedder
 from model.release import is_release_name, shipped_release
 from service.auth import check_bind
 from service.budget import DecodeBudget, DecodeBudgetMiddleware
+from service.connections import BodyDeadlineMiddleware
 from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
+from service.origin import OriginMiddleware
 from service.routers import embed, health, items, openai, page, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
@@ -280,5 +282,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
         DecodeBudgetMiddleware, budget=DecodeBudget(settings.max_decode_bytes_in_flight)
     )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(BodyDeadlineMiddleware, timeout_s=settings.body_timeout_s)
+    # before anything reads the request: a Host it does not answer to, a cross-site write
+    app.add_middleware(OriginMiddleware, settings=settings)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -76,6 +76,35 @@ class Settings(BaseSettings):
     allow_remote_without_key: bool = Field(
         False, description="Allow binding a non-loopback host with no API key configured."
     )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated Host names the server answers to besides its own bind "
+        "address (and, bound to loopback or 0.0.0.0, localhost, 127.0.0.1, [::1]; bound to "
+        "0.0.0.0, any IP address); '*' answers to any. Others get 421: a DNS-rebinding page "
+        "sends its own name (docs/security.md).",
+    )
+    head_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's head (request line and "
+        "headers), from connecting or from the first byte of a next request; then the "
+        "connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="Seconds a client has to send a request's whole body once its head is "
+        "in; 408 after.",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Most open client connections; more are closed as they arrive (and "
+        "logged). Default: the process's open-file limit (RLIMIT_NOFILE) less 256 for "
+        "the files the service itself holds.",
+    )
 
     # Model
     preset: Literal["tiny", "base"] = Field(
@@ -234,7 +263,7 @@ class Settings(BaseSettings):
         "info", description="Log level; 'debug' also logs every request."
     )
 
-    @field_validator("api_keys", "modalities", mode="before")
+    @field_validator("api_keys", "modalities", "allowed_hosts", mode="before")
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)

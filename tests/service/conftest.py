@@ -27,6 +27,9 @@ from service.settings import Settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# In-process clients name the server by a Host it answers to (service/origin.py), not
+# TestClient's default "testserver".
+LOCAL = "http://127.0.0.1"
 
 
 @pytest.fixture(autouse=True)
@@ -118,7 +121,7 @@ def make_client(tmp_path: Path, tiny_embedder: Embedder) -> Iterator[Callable[..
     def make(**overrides: object) -> TestClient:
         values = {"preset": "tiny", "data_dir": tmp_path / f"data{len(clients)}"} | overrides
         app = create_app(Settings(**values), embedder=tiny_embedder)
-        client = TestClient(app, raise_server_exceptions=False)
+        client = TestClient(app, raise_server_exceptions=False, base_url=LOCAL)
         client.__enter__()
         clients.append(client)
         return client

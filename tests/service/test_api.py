@@ -214,7 +214,7 @@ def test_partial_modalities_refuse_the_missing_one(tmp_path, png_bytes):
     text_only = Embedder.from_preset("tiny", modalities=("text",))
     data_dir = tmp_path / "text-only"
     settings = Settings(preset="tiny", modalities="text", data_dir=data_dir)
-    with TestClient(create_app(settings, embedder=text_only)) as c:
+    with TestClient(create_app(settings, embedder=text_only), base_url="http://127.0.0.1") as c:
         response = c.post("/embed", files={"file": ("p", png_bytes)})
         assert response.status_code == 400
         assert response.json()["error"]["type"] == "modality_unavailable"

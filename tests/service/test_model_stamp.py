@@ -20,7 +20,7 @@ def text_only_embedder():
 
 def _client(data_dir, embedder, **settings) -> TestClient:
     app = create_app(Settings(preset="tiny", data_dir=data_dir, **settings), embedder=embedder)
-    return TestClient(app, raise_server_exceptions=False)
+    return TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1")
 
 
 def test_readyz_names_the_weights_and_a_restart_keeps_the_index(tmp_path, tiny_embedder):

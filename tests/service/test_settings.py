@@ -123,7 +123,9 @@ def test_torch_threads_applied_when_the_service_builds_its_model(tmp_path):
     before = torch.get_num_threads()
     settings = Settings(preset="tiny", modalities="text", torch_threads=1, data_dir=tmp_path)
     try:
-        with TestClient(create_app(settings)) as client:  # the lifespan loads the model
+        with TestClient(
+            create_app(settings), base_url="http://127.0.0.1"
+        ) as client:  # lifespan loads the model
             assert client.get("/readyz").status_code == 200
             # The model runs on the batchers' worker threads: ask one of them.
             state = client.app.state.service
@@ -152,7 +154,9 @@ def test_a_server_shares_the_cores_among_its_batch_workers(monkeypatch, tmp_path
     before = torch.get_num_threads()
     settings = Settings(preset="tiny", modalities="text", batch_workers=4, data_dir=tmp_path)
     try:
-        with TestClient(create_app(settings)) as client:  # the lifespan loads the model
+        with TestClient(
+            create_app(settings), base_url="http://127.0.0.1"
+        ) as client:  # lifespan loads the model
             state = client.app.state.service
             threads = client.portal.call(
                 state.engine.batchers["text"].run_on_worker, torch.get_num_threads
