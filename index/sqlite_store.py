@@ -421,19 +421,40 @@ class SqliteStore:
 
     def iter_vectors(self, batch: int = 10_000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All items in label order as (labels (B,) int64, vectors (B, 512) float32) batches."""
-        conn = self._reader()
-        last = 0
-        while True:
-            rows = conn.execute(
-                "SELECT label, vector FROM items WHERE label > ? ORDER BY label LIMIT ?",
-                (last, batch),
-            ).fetchall()
-            if not rows:
-                return
-            labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
-            yield labels, vectors.reshape(len(rows), EMBED_DIM).copy()
-            last = int(labels[-1])
+        return _iter_vectors(self._reader(), batch)
+
+    @contextmanager
+    def consistent_vectors(
+        self, batch: int = 10_000
+    ) -> Iterator[tuple[int, Iterator[tuple[np.ndarray, np.ndarray]]]]:
+        """(generation, batches as `iter_vectors`) of one committed state, on a connection of
+        its own held in one read transaction: writes go on (WAL) and are not seen."""
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = self._connect()
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            conn.execute("BEGIN")
+            row = conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+            yield int(row[0]), _iter_vectors(conn, batch)
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def _iter_vectors(conn: sqlite3.Connection, batch: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    last = 0
+    while True:
+        rows = conn.execute(
+            "SELECT label, vector FROM items WHERE label > ? ORDER BY label LIMIT ?",
+            (last, batch),
+        ).fetchall()
+        if not rows:
+            return
+        labels = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32)
+        yield labels, vectors.reshape(len(rows), EMBED_DIM).copy()
+        last = int(labels[-1])
 
 
 def _insert_previews(

@@ -77,6 +77,8 @@ class VectorStore(VectorBackend):
         self._indexes = indexes
         self._rw = ReadWriteLock()
         self._save_lock = threading.Lock()  # snapshot() runs under the shared lock
+        self._snapshotter: threading.Thread | None = None  # the background snapshot, if any
+        self._snapshot_failed = False
         self._filters: OrderedDict[tuple[Any, ...], LabelFilter] = OrderedDict()
         self._filters_lock = threading.Lock()
         self._open_report = open_report
@@ -145,7 +147,8 @@ class VectorStore(VectorBackend):
             if self._closed:
                 return
             try:
-                if self._unsaved or self._snapshot_generation is None:
+                self.wait_for_snapshot()  # it takes no store lock, so it can finish
+                if self._unsaved or self._snapshot_generation is None or self._snapshot_failed:
                     self._save()
             finally:
                 self._closed = True
@@ -167,10 +170,75 @@ class VectorStore(VectorBackend):
     def _save(self) -> None:
         """Write a snapshot; the caller holds the shared or the exclusive lock."""
         with self._save_lock:
+            started = time.perf_counter()
             generation = self._sql.generation()
             self._indexes.save(self.data_dir, generation)
             self._snapshot_generation = generation
+            self._snapshot_failed = False
             self._unsaved = 0
+            logger.info(
+                "FAISS snapshot of generation %d (%d items) written in %.2f s",
+                generation,
+                self._indexes.live_count,
+                time.perf_counter() - started,
+            )
+
+    def _start_snapshot(self) -> None:
+        """Snapshot after `snapshot_every` changes (write lock held).
+
+        Flat indexes: on a background thread, which rebuilds the indexes from one
+        consistent read of SQLite and writes them, holding no store lock, so searches and
+        writes go on (`_snapshot_in_background`). HNSW graphs are too slow to rebuild, so
+        they are written here, under the lock, as before.
+        """
+        if self._snapshotter is not None and self._snapshotter.is_alive():
+            return  # one at a time; the next comes after the next snapshot_every changes
+        if self.config.kind != "flat":
+            self._save()
+            return
+        self._unsaved = 0
+        self._snapshotter = threading.Thread(
+            target=self._snapshot_in_background, name="faiss-snapshot", daemon=True
+        )
+        self._snapshotter.start()
+
+    def _snapshot_in_background(self) -> None:
+        """Rebuild flat indexes from one committed SQLite state and write them.
+
+        Labels are never reused, so the rebuilt indexes equal the live ones at that
+        generation; the manifest is written last, as by every save. Holds `_save_lock`
+        (one writer of the files at a time), never the store's lock.
+        """
+        try:
+            with self._save_lock:
+                started = time.perf_counter()
+                copy = MatryoshkaIndexes(self.config)
+                with self._sql.consistent_vectors(_RECONCILE_BATCH) as (generation, batches):
+                    for labels, vectors in batches:
+                        copy.add(labels, vectors)
+                read = time.perf_counter()
+                copy.save(self.data_dir, generation)
+                self._snapshot_generation = generation
+                self._snapshot_failed = False
+                logger.info(
+                    "FAISS snapshot of generation %d (%d items) written in the background in "
+                    "%.2f s (%.2f s to read, %.2f s to write); writes and searches went on",
+                    generation,
+                    copy.live_count,
+                    time.perf_counter() - started,
+                    read - started,
+                    time.perf_counter() - read,
+                )
+        except Exception:
+            # the next snapshot (or close) writes it; nothing is lost: SQLite holds every item
+            self._snapshot_failed = True
+            logger.exception("background FAISS snapshot failed")
+
+    def wait_for_snapshot(self) -> None:
+        """Wait for a background snapshot to finish (tests, close)."""
+        thread = self._snapshotter
+        if thread is not None:
+            thread.join()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -239,7 +307,7 @@ class VectorStore(VectorBackend):
             raise
         self._unsaved += changes
         if self._unsaved >= self.config.snapshot_every:
-            self._save()
+            self._start_snapshot()
 
     def _rows(self, items: list[NewItem] | tuple[NewItem, ...]) -> tuple[list[Row], np.ndarray]:
         for n, item in enumerate(items):

@@ -85,6 +85,7 @@ def test_snapshot_is_written_after_snapshot_every_changes(tmp_path, unit_vectors
         store.add_many([NewItem(v, "text") for v in unit_vectors(60)])
         assert not (tmp_path / "faiss.json").exists()
         store.add_many([NewItem(v, "text") for v in unit_vectors(60, seed=1)])
+        store.wait_for_snapshot()  # written in the background
         manifest = json.loads((tmp_path / "faiss.json").read_text())
         assert manifest["ntotal"] == 120 and store.info()["unsaved_changes"] == 0
         assert sorted(p.name[:8] for p in tmp_path.glob("*.faiss")) == ["index512", "index64-"]
