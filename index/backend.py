@@ -137,12 +137,24 @@ class VectorBackend(ABC):
         stamp it held before (None: none).
 
         A store holds one model's vectors. An empty store, or one written before
-        stamps were kept, takes `stamp`; one holding another model's vectors raises
-        ModelMismatch, since searching them with this model's queries would answer
+        stamps were kept, takes `stamp`, and so does one filled by a model `stamp.adopts`
+        (whose vectors this model makes unchanged); one holding another model's vectors
+        raises ModelMismatch, since searching them with this model's queries would answer
         with confident nonsense.
         """
         held = self.model_stamp()
         if held is not None and held.fingerprint == stamp.fingerprint:
+            return held
+        if held is not None and held.fingerprint in stamp.adopts:
+            self._write_meta(MODEL_KEY, stamp.to_json())
+            logger.info(
+                "the index at %s held %s, whose vectors %s keeps unchanged: it is %s's now, "
+                "nothing to re-embed",
+                self.location,
+                held,
+                stamp.name,
+                stamp.name,
+            )
             return held
         if held is not None and (items := self.count()):
             raise ModelMismatch(self.location, held, stamp, items)

@@ -80,6 +80,10 @@ class ModelStamp:
 
     name: str
     fingerprint: str
+    # Fingerprints of earlier models whose stored vectors are this model's too (a release
+    # that added a modality and left the others' weights alone): a store they filled is
+    # taken over as it is. Not stored: a property of the model, not of the store.
+    adopts: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "fingerprint": self.fingerprint})

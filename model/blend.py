@@ -23,7 +23,7 @@ from torch import nn
 
 from model.adapters import Adapter
 from model.config import AdapterConfig, BlendConfig, ModelConfig
-from model.efficientnet import NUM_CLASSES, logits_of
+from model.efficientnet import NUM_CLASSES
 from model.heads import AlignmentHead
 from model.image_labels import LabelPrior
 from model.locked_text import LockedTextTower
@@ -38,7 +38,6 @@ BRANCH_PARTS = (
     "resampler.",
     "alignment_head.",
     "text_tower.",
-    "labels.",
     "label_token.",
     "cascade_weight",
 )
@@ -97,43 +96,63 @@ class LockedBranch(nn.Module):
         self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
         text_dim = config.encoders["text"].hidden_size
         self.text_tower = LockedTextTower(text_dim=text_dim, embed_dim=config.head.embed_dim)
-        image = config.encoders.get("image")
-        self.labels: LabelPrior | None = None
-        if image is not None and image.family == "efficientnet":
-            self.labels = LabelPrior(
-                num_labels=NUM_CLASSES, text_dim=text_dim, top_k=blend.label_top_k
-            )
+        self.labelled = has_label_prior(config)
+        if self.labelled:
             self.label_token = nn.Linear(text_dim, dim)
             self.cascade_weight = nn.Parameter(torch.tensor(1.0))
 
     def forward(
-        self, modality: str, tokens: torch.Tensor, mask: torch.Tensor
+        self,
+        modality: str,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        prior: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(embedding (B, 512), latents (B, N, dim) or None for text)."""
+        """(embedding (B, 512), latents (B, N, dim) or None for text). ``prior``: the
+        label prior of labelled images (B, D_text), from the model's ``labels``."""
         if modality == "text":
             return self.text_tower(tokens, mask), None
-        if modality == "image" and self.labels is not None:
-            return self._labelled_image(tokens, mask)
+        if modality == "image" and self.labelled:
+            if prior is None:
+                raise ValueError("a labelled image needs its label prior")
+            latents = labelled_latents(
+                self.adapters["image"], self.label_token, self.resampler, tokens, mask, prior
+            )
+            trained = self.alignment_head(latents)
+            cascade = self.text_tower.rotate(prior)
+            return F.normalize(trained + self.cascade_weight * cascade, dim=-1), latents
         pool = self.blend.adapter.frame_pool(modality)
         latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
         return self.alignment_head(latents), latents
 
-    def label_cascade(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The label cascade alone, as the branch's text would embed it: (B, 512) unit."""
-        if self.labels is None:
-            raise ValueError("this branch's image encoder has no classifier")
-        return self.text_tower.rotate(self.labels(logits_of(tokens)))
 
-    def _labelled_image(
-        self, tokens: torch.Tensor, mask: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        prior = self.labels(logits_of(tokens))  # (B, D_text) unit
-        spatial = on_real_tokens(self.adapters["image"], tokens[:, 1:], mask[:, 1:])
-        label = self.label_token(prior.to(spatial.dtype)).unsqueeze(1)  # (B, 1, dim)
-        latents = self.resampler(torch.cat([label, spatial], dim=1), mask)
-        trained = self.alignment_head(latents)
-        cascade = self.text_tower.rotate(prior)
-        return F.normalize(trained + self.cascade_weight * cascade, dim=-1), latents
+def has_label_prior(config: ModelConfig) -> bool:
+    """Whether images get a label prior: an image encoder with a classifier
+    (EfficientNet-lite) and a text encoder to embed the class names with."""
+    image = config.encoders.get("image")
+    return image is not None and image.family == "efficientnet" and "text" in config.encoders
+
+
+def label_prior(config: ModelConfig, top_k: int) -> LabelPrior:
+    """An unfitted :class:`LabelPrior` in the text encoder's space."""
+    return LabelPrior(
+        num_labels=NUM_CLASSES, text_dim=config.encoders["text"].hidden_size, top_k=top_k
+    )
+
+
+def labelled_latents(
+    adapter: nn.Module,
+    label_token: nn.Module,
+    resampler: PerceiverResampler,
+    tokens: torch.Tensor,
+    mask: torch.Tensor,
+    prior: torch.Tensor,
+) -> torch.Tensor:
+    """A labelled image's latents: the label prior as one token, then the adapted feature
+    map (token 0 of the encoder carries the logits the prior came from)."""
+    spatial = on_real_tokens(adapter, tokens[:, 1:], mask[:, 1:])
+    label = label_token(prior.to(spatial.dtype)).unsqueeze(1)  # (B, 1, dim)
+    return resampler(torch.cat([label, spatial], dim=1), mask)
 
 
 def blend_embeddings(
@@ -141,17 +160,20 @@ def blend_embeddings(
     locked: torch.Tensor,
     blend: BlendConfig,
     *,
-    text: bool,
+    text: bool = False,
+    modality: str | None = None,
 ) -> torch.Tensor:
     """``[sqrt(1 - w) * main[:512 - dims] | sqrt(w) * locked[:dims]]``, each part made unit
     first, then laid out as ``blend.prefix_main`` says; (B, 512) and (B, 512) -> (B, 512)
-    unit rows. ``main`` None (a modality only the locked branch embeds): ``w = 1``."""
+    unit rows. ``w`` is ``blend.weight_of(modality)`` (``modality`` None: "text" when
+    ``text`` is set, else any medium). ``main`` None (a modality only the locked branch
+    embeds): ``w = 1``."""
     keep = locked.shape[-1] - blend.dims
     tail = F.normalize(locked[..., : blend.dims], dim=-1)
     if main is None:
         head = tail.new_zeros(*tail.shape[:-1], keep)
     else:
-        weight = blend.text_weight if text else blend.media_weight
+        weight = blend.weight_of(modality or ("text" if text else "audio"))
         head = F.normalize(main[..., :keep], dim=-1) * math.sqrt(1.0 - weight)
         tail = tail * math.sqrt(weight)
     return arrange(head, tail, blend)

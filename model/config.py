@@ -184,6 +184,8 @@ class BlendConfig:
 
     ``label_top_k``: how many ImageNet classes the label prior mixes
     (model/image_labels.py), for an image encoder with a classifier.
+
+    ``image_weight``: the locked part's weight for images (None: ``media_weight``).
     """
 
     dims: int = 256
@@ -194,6 +196,7 @@ class BlendConfig:
     locked_only: tuple[str, ...] = ()
     prefix_main: tuple[int, ...] | None = None
     label_top_k: int = 5
+    image_weight: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "locked_only", tuple(self.locked_only))
@@ -206,10 +209,18 @@ class BlendConfig:
             raise ValueError(f"blend locked_only must name media modalities; got {bad}")
         if self.prefix_main is not None:
             self.prefix_sizes()  # validates
-        for name in ("text_weight", "media_weight"):
+        for name in ("text_weight", "media_weight", "image_weight"):
             value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
+            if value is not None and not 0.0 <= value <= 1.0:
                 raise ValueError(f"blend {name} must be between 0 and 1; got {value}")
+
+    def weight_of(self, modality: str) -> float:
+        """The locked part's weight in ``modality``'s vectors."""
+        if modality == "text":
+            return self.text_weight
+        if modality == "image" and self.image_weight is not None:
+            return self.image_weight
+        return self.media_weight
 
     def prefix_sizes(self) -> list[tuple[int, int]]:
         """(main dims, locked dims) in each block of the vector, in order: one block per

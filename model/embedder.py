@@ -216,7 +216,11 @@ class Embedder:
             ) from exc
         metadata = document.get("metadata", {})
         if metadata.get("release"):
-            embedder._release = {"name": metadata["release"], "version": metadata.get("version")}
+            embedder._release = {
+                "name": metadata["release"],
+                "version": metadata.get("version"),
+                "same_vectors_as": list(metadata.get("same_vectors_as") or []),
+            }
         return embedder
 
     # -------------------------------------------------------------------- properties
@@ -246,6 +250,8 @@ class Embedder:
             "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,
             "text_tower": self.model.config.text_tower if "text" in encoders else None,
             "blend": _blend_info(self.model.config.blend),
+            # Earlier releases whose stored vectors this one makes unchanged (model/release.py).
+            "same_vectors_as": self._release["same_vectors_as"] if self._release else [],
         }
 
     @property
@@ -360,4 +366,6 @@ def _blend_info(blend: BlendConfig | None) -> dict[str, Any] | None:
         "locked_dims": [EMBED_DIM - blend.dims, EMBED_DIM],
         "text_weight": blend.text_weight,
         "media_weight": blend.media_weight,
+        "image_weight": blend.weight_of("image"),
+        "prefix_main": list(blend.prefix_main) if blend.prefix_main else None,
     }

@@ -17,9 +17,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.blend import LockedBranch, blend_embeddings, build_adapters, resample
+from model.blend import (
+    LockedBranch,
+    blend_embeddings,
+    build_adapters,
+    has_label_prior,
+    label_prior,
+    labelled_latents,
+    resample,
+)
 from model.config import ModelConfig
 from model.constants import MODALITIES
+from model.efficientnet import logits_of
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector, Temperature
@@ -80,6 +89,14 @@ class MultimodalModel(nn.Module):
             else None
         )
         self.locked_branch = LockedBranch(config) if config.blend is not None else None
+        # Images from an encoder with a classifier (model/image_labels.py): the label
+        # prior, shared by both branches, and the main branch's label token.
+        self.labels = None
+        if has_label_prior(config):
+            top_k = config.blend.label_top_k if config.blend is not None else 5
+            self.labels = label_prior(config, top_k)
+            if "image" in self.adapters:
+                self.label_token = nn.Linear(config.encoders["text"].hidden_size, dim)
         self.resampler = PerceiverResampler(config=config.perceiver)
         self.alignment_head = AlignmentHead(dim=dim, embed_dim=config.head.embed_dim)
         self.llm_projector = LLMProjector(dim=dim, llm_dim=config.head.llm_dim)
@@ -219,16 +236,24 @@ class MultimodalModel(nn.Module):
             return ModelOutput(
                 embedding=self.text_tower(tokens, mask), latents=None, llm_tokens=None
             )
+        prior = None
+        if modality == "image" and self.labels is not None:
+            prior = self.labels(logits_of(tokens))  # (B, D_text)
         if modality in self.adapters:
-            pool = self.config.adapter.frame_pool(modality)
-            latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
+            if prior is not None:
+                latents = labelled_latents(
+                    self.adapters[modality], self.label_token, self.resampler, tokens, mask, prior
+                )
+            else:
+                pool = self.config.adapter.frame_pool(modality)
+                latents = resample(self.adapters[modality], self.resampler, tokens, mask, pool)
             embedding = self.alignment_head(latents)  # (B, 512)
         else:  # a modality only the blend's locked branch embeds
             latents, embedding = None, None
         if self.locked_branch is not None:
-            locked, locked_latents = self.locked_branch(modality, tokens, mask)
+            locked, locked_latents = self.locked_branch(modality, tokens, mask, prior)
             embedding = blend_embeddings(
-                embedding, locked, self.locked_branch.blend, text=modality == "text"
+                embedding, locked, self.locked_branch.blend, modality=modality
             )
             if latents is None:
                 return ModelOutput(embedding=embedding, latents=locked_latents, llm_tokens=None)

@@ -53,7 +53,8 @@ def model_stamp(info: dict[str, Any]) -> ModelStamp:
         name = f"preset {info.get('preset')}"
     if not info.get("trained"):
         name += " (untrained)"
-    return ModelStamp(name=name, fingerprint=str(info["weights_digest"]))
+    adopts = tuple(str(e["fingerprint"]) for e in info.get("same_vectors_as") or ())
+    return ModelStamp(name=name, fingerprint=str(info["weights_digest"]), adopts=adopts)
 
 
 def index_location(settings: Settings) -> str:

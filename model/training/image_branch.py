@@ -31,11 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model.blend import labelled_latents
 from model.checkpoint import read_checkpoint_config
 from model.config import EncoderConfig, ModelConfig
+from model.constants import EMBED_DIM
 from model.efficientnet import FEATURE_DIM, logits_of
 from model.image_labels import imagenet_class_names, label_embeddings
-from model.matryoshka import truncate
 from model.multimodal import MultimodalModel
 from model.training.evaluate import retrieval_report
 from model.training.features import FeatureCache, item_id, mean_tokens, text_item_id
@@ -43,14 +44,17 @@ from model.training.losses import clip_loss
 
 log = logging.getLogger(__name__)
 
-# The image parts of a locked branch: what this stage trains (and what a release
-# without images lacks).
-IMAGE_PARTS = (
-    "locked_branch.adapters.image.",
-    "locked_branch.label_token.",
-    "locked_branch.cascade_weight",
-    "locked_branch.labels.",
-)
+# The image parts of each branch: what this stage trains (and what a release without
+# images lacks), and the label prior both share (a buffer, fitted, not trained).
+BRANCH_IMAGE_PARTS = {
+    "locked": (
+        "locked_branch.adapters.image.",
+        "locked_branch.label_token.",
+        "locked_branch.cascade_weight",
+    ),
+    "main": ("adapters.image.", "label_token."),
+}
+IMAGE_PARTS = (*BRANCH_IMAGE_PARTS["locked"], *BRANCH_IMAGE_PARTS["main"], "labels.")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class ImageTrainSpec:
     warmup_steps: int = 50
     eval_every: int = 100
     locked_dims: tuple[int, ...] = (32, 64, 128, 256)
+    main_dims: tuple[int, ...] = (64, 128, 256)
     seed: int = 0
     threads: int = 1
 
@@ -81,9 +86,10 @@ def with_images(
     *,
     image_source: str,
     sources: dict[str, str],
-    prefix_main: tuple[int, ...] | None,
+    prefix_main: tuple[int, ...] | None = None,
+    image_weight: float | None = None,
 ) -> MultimodalModel:
-    """The release's model with an untrained image path in its locked branch.
+    """The release's model with untrained image paths in both branches.
 
     ``sources`` overrides where the release's own encoders load from (local
     folders); every weight of the release is loaded and checked.
@@ -91,9 +97,11 @@ def with_images(
     document = read_checkpoint_config(release)
     config = ModelConfig.from_dict(document["config"])
     if config.blend is None:
-        raise ValueError(f"{release} is not a blend; images join a blend's locked branch")
+        raise ValueError(f"{release} is not a blend; images join a blend's two branches")
     encoders = {**config.encoders, "image": image_encoder_config(image_source)}
-    blend = dataclasses.replace(config.blend, locked_only=("image",), prefix_main=prefix_main)
+    blend = dataclasses.replace(
+        config.blend, prefix_main=prefix_main, image_weight=image_weight, locked_only=()
+    )
     config = dataclasses.replace(config, encoders=encoders, blend=blend).with_sources(sources)
     model = MultimodalModel(config)
     from safetensors.torch import load_file
@@ -122,10 +130,9 @@ def fit_label_prior(model: MultimodalModel, batch_size: int = 128) -> None:
             rows.append(((out.tokens * mask).sum(1) / mask.sum(1)).numpy())
         return np.concatenate(rows)
 
-    branch = model.locked_branch
-    if branch is None or branch.labels is None:
-        raise ValueError("the model has no label prior (an EfficientNet image encoder in a blend)")
-    branch.labels.fit(label_embeddings(imagenet_class_names(), embed))
+    if model.labels is None:
+        raise ValueError("the model has no label prior (an EfficientNet image encoder and text)")
+    model.labels.fit(label_embeddings(imagenet_class_names(), embed))
 
 
 @dataclass
@@ -183,17 +190,39 @@ def locked_image(model: MultimodalModel, tokens: torch.Tensor) -> torch.Tensor:
     branch = model.locked_branch
     tokens = tokens.float()
     mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
-    embedding, _ = branch("image", tokens, mask)
+    embedding, _ = branch("image", tokens, mask, model.labels(logits_of(tokens)))
     return F.normalize(embedding[:, : branch.blend.dims], dim=-1)
 
 
-def image_parameters(model: MultimodalModel) -> list[nn.Parameter]:
-    """The parameters this stage trains (the image parts of the locked branch)."""
-    return [
-        p
-        for n, p in model.named_parameters()
-        if n.startswith(IMAGE_PARTS) and not n.startswith("locked_branch.labels.")
-    ]
+def main_image(model: MultimodalModel, tokens: torch.Tensor) -> torch.Tensor:
+    """Images' main-branch embeddings, the dims the blend keeps: (B, 512 - dims) unit rows."""
+    tokens = tokens.float()
+    mask = torch.ones(tokens.shape[:2], dtype=torch.bool)
+    prior = model.labels(logits_of(tokens))
+    latents = labelled_latents(
+        model.adapters["image"], model.label_token, model.resampler, tokens, mask, prior
+    )
+    keep = EMBED_DIM - model.locked_branch.blend.dims
+    return F.normalize(model.alignment_head(latents)[:, :keep], dim=-1)
+
+
+def main_text(model: MultimodalModel, cache: FeatureCache, texts: Sequence[str]) -> torch.Tensor:
+    """Captions' main-branch embeddings (B, 512 - dims), unit rows: the main part of their
+    blended vectors in the split layout."""
+    from model.training.evaluate import embed_cached
+
+    if model.locked_branch.blend.prefix_main is not None:
+        raise ValueError("main-branch caption targets are read in the split layout")
+    ids = [text_item_id(t) for t in texts]
+    vectors = embed_cached(model, "text", cache, ids, torch.device("cpu"))
+    keep = EMBED_DIM - model.locked_branch.blend.dims
+    return F.normalize(torch.from_numpy(vectors[:, :keep]), dim=-1)
+
+
+def image_parameters(model: MultimodalModel, branch: str = "locked") -> list[nn.Parameter]:
+    """The parameters that train for ``branch``'s image path."""
+    parts = BRANCH_IMAGE_PARTS[branch]
+    return [p for n, p in model.named_parameters() if n.startswith(parts)]
 
 
 def _unique_batch(groups: np.ndarray, size: int, rng: random.Random) -> list[int]:
@@ -224,13 +253,34 @@ def retrieval_r1(images: torch.Tensor, texts: torch.Tensor, groups: np.ndarray) 
 
 
 def train_image_path(
-    model: MultimodalModel, train: CachedImages, val: CachedImages, spec: ImageTrainSpec
+    model: MultimodalModel,
+    train: CachedImages,
+    val: CachedImages,
+    spec: ImageTrainSpec,
+    *,
+    branch: str = "locked",
+    targets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> dict[str, Any]:
-    """Train the image parts (Matryoshka InfoNCE on the locked part, caption embeddings
-    fixed); keep the weights with the best validation R@1. Returns the training log."""
+    """Train one branch's image parts (Matryoshka InfoNCE onto the captions' embeddings in
+    that branch, which stay fixed); keep the weights with the best validation R@1.
+
+    ``branch``: "locked" (targets: the captions' locked text embeddings, computed here)
+    or "main" (``targets``: (train, val) main-branch caption embeddings, :func:`main_text`;
+    the loss then sums over ``spec.main_dims``). Returns the training log.
+    """
     torch.manual_seed(spec.seed)
     rng = random.Random(spec.seed)
-    params = image_parameters(model)
+    params = image_parameters(model, branch)
+    if branch == "locked":
+        embed_image, dims = locked_image, spec.locked_dims
+        with torch.no_grad():
+            train_text = locked_text(model, train.captions)
+            val_text = locked_text(model, val.captions)
+    elif branch == "main" and targets is not None:
+        embed_image, dims = main_image, spec.main_dims
+        train_text, val_text = targets
+    else:
+        raise ValueError(f"branch must be 'locked', or 'main' with targets; got {branch!r}")
     log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
     optim = torch.optim.AdamW(
         [{"params": params}, {"params": [log_scale], "weight_decay": 0.0}],
@@ -245,33 +295,28 @@ def train_image_path(
         return 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lr_at)
-    with torch.no_grad():
-        train_text = locked_text(model, train.captions)
-        val_text = locked_text(model, val.captions)
 
     def evaluate() -> float:
         model.eval()
         with torch.no_grad():
             emb = torch.cat(
-                [locked_image(model, val.tokens[i : i + 256]) for i in range(0, len(val), 256)]
+                [embed_image(model, val.tokens[i : i + 256]) for i in range(0, len(val), 256)]
             )
         return retrieval_r1(emb, val_text, val.groups)
 
     history = [{"step": 0, "val_r1": evaluate()}]
     best = (history[0]["val_r1"], _image_state(model))
-    log.info("image path: step 0, val R@1 %.3f (the label cascade alone)", history[0]["val_r1"])
+    log.info("%s image path: step 0, val R@1 %.3f", branch, history[0]["val_r1"])
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
-    for step in tqdm(range(spec.steps), desc="image path", unit="step", mininterval=10):
+    for step in tqdm(range(spec.steps), desc=f"{branch} image path", unit="step", mininterval=10):
         model.train()
         idx = _unique_batch(train.groups, spec.batch_size, rng)
-        img = locked_image(model, train.tokens[idx])
+        img = embed_image(model, train.tokens[idx])
         txt = train_text[idx]
         scale = log_scale.exp().clamp(max=100.0)
-        loss = sum(
-            clip_loss(truncate_t(img, d), truncate_t(txt, d), scale) for d in spec.locked_dims
-        )
+        loss = sum(clip_loss(truncate_t(img, d), truncate_t(txt, d), scale) for d in dims)
         optim.zero_grad()
         loss.backward()
         optim.step()
@@ -279,7 +324,9 @@ def train_image_path(
         if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
             r1 = evaluate()
             history.append({"step": step + 1, "val_r1": r1, "loss": round(loss.item(), 4)})
-            log.info("image path: step %d, loss %.3f, val R@1 %.3f", step + 1, loss.item(), r1)
+            log.info(
+                "%s image path: step %d, loss %.3f, val R@1 %.3f", branch, step + 1, loss.item(), r1
+            )
             if r1 > best[0]:
                 best = (r1, _image_state(model))
     model.load_state_dict(best[1], strict=False)
@@ -288,7 +335,8 @@ def train_image_path(
         "history": history,
         "best_val_r1": best[0],
         "seconds": round(time.perf_counter() - start, 1),
-        "cascade_weight": float(model.locked_branch.cascade_weight),
+        "branch": branch,
+        "cascade_weight": model.locked_branch.cascade_weight.item(),
         "spec": dataclasses.asdict(spec),
     }
 
@@ -320,7 +368,7 @@ def embed_images(model: MultimodalModel, tokens: torch.Tensor, batch: int = 256)
 @torch.no_grad()
 def label_cascade(model: MultimodalModel, tokens: torch.Tensor) -> np.ndarray:
     """The label cascade's image vectors in MiniLM's own space: (N, 384) unit rows."""
-    labels = model.locked_branch.labels
+    labels = model.labels
     return torch.cat(
         [labels(logits_of(tokens[i : i + 512].float())) for i in range(0, len(tokens), 512)]
     ).numpy()
@@ -367,7 +415,3 @@ def _pad(x: np.ndarray) -> np.ndarray:
     out = np.zeros((x.shape[0], 512), dtype=np.float32)
     out[:, : x.shape[1]] = x
     return out
-
-
-def prefix_r1(vectors: np.ndarray, d: int) -> np.ndarray:
-    return truncate(vectors, d)

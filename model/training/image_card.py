@@ -130,6 +130,47 @@ def image_targets(images: Mapping[str, Any]) -> list[str]:
     return rows
 
 
+def _same_vectors_line(meta: Mapping[str, Any]) -> str:
+    same = meta.get("same_vectors_as") or []
+    if not same:
+        return (
+            "- **Vectors:** audio and text vectors differ from the base release's: stores "
+            "it filled must be re-embedded (`mmembed index reembed`)."
+        )
+    names = ", ".join(e["name"] for e in same)
+    return (
+        f"- **No re-embed:** its audio and text vectors are {names}'s, bit for bit (checked "
+        "when the release was made), and every Matryoshka prefix is laid out as before. A "
+        f"store filled by {names} is taken over as it is; `mmembed index reembed` remains "
+        "for releases that change vectors."
+    )
+
+
+def _training_lines(training: Mapping[str, Any]) -> list[str]:
+    lines = []
+    for branch, what in (("locked", "locked"), ("main", "two-sided")):
+        log = training.get(branch)
+        if not log:
+            continue
+        spec = log.get("spec", {})
+        dims = spec.get("locked_dims" if branch == "locked" else "main_dims")
+        lines.append(
+            f"- The {what} branch's image path: {spec.get('steps')} steps of batch "
+            f"{spec.get('batch_size')} (Matryoshka InfoNCE at {dims} dims onto the fixed "
+            f"caption embeddings), {log.get('seconds', 0) / 60:.0f} minutes on one CPU core; "
+            f"the weights with the best validation image->text R@1 "
+            f"({log.get('best_val_r1', float('nan')):.3f}) were kept."
+        )
+    chosen = training.get("image_weight", {})
+    if chosen:
+        scores = ", ".join(f"{w}: {r:.3f}" for w, r in chosen.get("val_r1", {}).items())
+        lines.append(
+            f"- The images' locked-part weight, {chosen.get('chosen')}, was the best of "
+            f"these on the validation pictures (image->text R@1 at 512 dims): {scores}."
+        )
+    return lines
+
+
 def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
     meta = document["metadata"]
     evaluation = meta["eval"]
@@ -144,15 +185,13 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "Images, speech and text in one 512-dim Matryoshka space: the first 64, 128 or 256 "
         "dims of every vector are an embedding too. Served by default by `mmembed serve`.",
         "",
-        "- **What it adds to audio-text-v1 1.3.0:** images. An image is embedded onto the "
-        "locked branch, where a text is MiniLM's own sentence embedding, so a typed or "
-        "spoken caption finds its picture. The audio and text weights are 1.3.0's, "
-        "unchanged; their 512-dim similarities are exactly 1.3.0's.",
-        f"- **A new prefix layout:** every Matryoshka prefix of 64, 128 and 256 dims holds "
-        f"the leading dims of both branches ({list(blend['prefix_main'])} of the two-sided "
-        "branch, the rest of the locked one), where 1.3.0's held the two-sided branch "
-        "alone. This changes 64-, 128- and 256-dim vectors: stores built with 1.3.0 must "
-        "be re-embedded (`mmembed index reembed`).",
+        "- **What it adds to audio-text-v1 1.3.0:** images. An image has a vector in "
+        "both branches of the blend: on the two-sided branch, trained onto the two-sided "
+        "embedding of its caption, and on the locked branch, where a text is MiniLM's own "
+        "sentence embedding, trained onto its caption's. So a typed or spoken caption "
+        "finds its picture, at 64 dims as at 512. Image vectors give the locked part a "
+        f"weight of {blend.get('image_weight')} (chosen on the validation pictures).",
+        _same_vectors_line(meta),
         f"- **Size:** {size_bytes / 2**20:.1f} MiB of float16 weights "
         f"(`{WEIGHTS_FILE}`), with the 1,000 ImageNet class-name embeddings of the label "
         "prior.",
@@ -162,13 +201,14 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "EfficientNet-lite0 (ImageNet-1k, frozen) turns a picture (transparency on white, "
         "padded to a square, 224 px) into a 7x7 map of 1280-dim features and the "
         "classifier's 1,000 logits. The logits become MiniLM's embedding of the likely "
-        "class names, weighted by probability (the label cascade), which enters the "
-        "locked branch's resampler as one more token beside the 49 feature tokens and is "
-        "also added to the image's vector with a learned weight "
-        f"({training.get('cascade_weight', float('nan')):.2f}). Training starts from the "
-        "cascade and learns what ImageNet has no class for: colours, shapes, drawings, "
-        "symbols. Only the image adapter, the label token's projection and that weight "
-        "train; the resampler and head the image path shares with speech stay frozen.",
+        "class names, weighted by probability (the label cascade). In each branch, that "
+        "embedding enters the resampler as one more token beside the 49 feature tokens; on "
+        "the locked branch it is also added to the image's vector with a learned weight "
+        f"({training.get('locked', {}).get('cascade_weight', float('nan')):.2f}), so "
+        "training starts from the cascade and learns what ImageNet has no class for: "
+        "colours, shapes, drawings, symbols. Only the image adapters, the label tokens' "
+        "projections and that weight train; the resamplers and heads images share with "
+        "speech and text stay frozen.",
         "",
         "## Data",
         "",
@@ -204,7 +244,7 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "",
         *image_targets(images),
         "",
-        "## Speech and text (unchanged weights, new prefix layout)",
+        "## Speech and text (1.3.0's weights and vectors)",
         "",
         *_retrieval_rows(evaluation),
         "",
@@ -214,12 +254,7 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "",
         "## Training",
         "",
-        f"{training.get('spec', {}).get('steps', '?')} steps of batch "
-        f"{training.get('spec', {}).get('batch_size', '?')} (Matryoshka InfoNCE on the "
-        f"locked part at {training.get('spec', {}).get('locked_dims', '?')} dims) on cached "
-        f"features, {training.get('seconds', 0) / 60:.0f} minutes on one CPU core; the "
-        f"weights with the best validation image->text R@1 "
-        f"({training.get('best_val_r1', float('nan')):.3f}) were kept.",
+        *_training_lines(training),
         "",
         "Every stage in one recipe (the `recipe` entry of `config.json`):",
         "",

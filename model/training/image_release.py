@@ -28,6 +28,7 @@ measures a release again and sets every figure beside the stored one.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -42,13 +43,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from model.training.features import FeatureCache
 from model.training.image_branch import (
-    IMAGE_PARTS,
+    BRANCH_IMAGE_PARTS,
     CachedImages,
     ImageTrainSpec,
     embed_images,
     fit_label_prior,
     load_cached,
+    main_text,
     report_split,
     train_image_path,
     with_images,
@@ -159,8 +162,6 @@ def build_model(recipe: ImageRecipe, sources: dict[str, str]):
 
 
 def _splits(root: Path, model: Any) -> dict[str, CachedImages]:
-    from model.training.features import FeatureCache
-
     cache = str(root / "features")
     images = FeatureCache.for_model(cache, model, "image")
     texts = FeatureCache.for_model(cache, model, "text")
@@ -245,25 +246,104 @@ def _spoken_to_image(model, data: CachedImages, spoken, audio_cache, text_vector
 
 
 def train_stage(recipe: ImageRecipe, model: Any) -> dict[str, Any]:
-    """Train the image path, or load it when ``runs/image_parts.pt`` exists."""
+    """Train the image path of each branch (the locked one first), or load what an earlier
+    run trained; then choose the images' blend weight on the validation pictures."""
     runs = Path(recipe.release.runs)
-    parts, summary = runs / "image_parts.pt", runs / "train.json"
-    if parts.is_file() and summary.is_file():
-        log.info("%s already trained", parts)
-        model.load_state_dict(torch.load(parts, weights_only=True), strict=False)
-        return json.loads(summary.read_text())
+    runs.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.train.threads)
     data = _splits(Path(recipe.release.root), model)
-    result = train_image_path(model, data["train"], data["val"], recipe.train)
-    runs.mkdir(parents=True, exist_ok=True)
-    state = {n: t for n, t in model.state_dict().items() if n.startswith(IMAGE_PARTS)}
-    torch.save(state, parts)
-    summary.write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    logs: dict[str, Any] = {}
+    for branch in ("locked", "main"):
+        parts, summary = runs / f"{branch}_parts.pt", runs / f"{branch}.json"
+        if parts.is_file() and summary.is_file():
+            log.info("the %s image path is trained already (%s)", branch, parts)
+            state = torch.load(parts, weights_only=True)
+            wanted = BRANCH_IMAGE_PARTS[branch]
+            model.load_state_dict(
+                {k: v for k, v in state.items() if k.startswith(wanted)}, strict=False
+            )
+            logs[branch] = json.loads(summary.read_text())
+            continue
+        targets = None
+        if branch == "main":
+            texts = FeatureCache.for_model(
+                str(Path(recipe.release.root) / "features"), model, "text"
+            )
+            targets = (
+                main_text(model, texts, data["train"].texts),
+                main_text(model, texts, data["val"].texts),
+            )
+        logs[branch] = train_image_path(
+            model, data["train"], data["val"], recipe.train, branch=branch, targets=targets
+        )
+        wanted = BRANCH_IMAGE_PARTS[branch]
+        torch.save({n: t for n, t in model.state_dict().items() if n.startswith(wanted)}, parts)
+        summary.write_text(json.dumps(logs[branch], indent=2) + "\n")
+    logs["image_weight"] = choose_image_weight(model, data["val"], Path(recipe.release.root))
+    return logs
+
+
+IMAGE_WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def choose_image_weight(model: Any, val: CachedImages, root: Path) -> dict[str, Any]:
+    """The locked part's weight in image vectors with the best validation image->text R@1
+    at 512 dims (ties: the higher weight); sets it on the model and its config."""
+    from model.training.evaluate import embed_cached
+    from model.training.features import text_item_id
+
+    texts = FeatureCache.for_model(str(root / "features"), model, "text")
+    text_vectors = embed_cached(
+        model, "text", texts, [text_item_id(t) for t in val.texts], torch.device("cpu")
+    )
+    scores = {}
+    for weight in IMAGE_WEIGHTS:
+        set_image_weight(model, weight)
+        entry = report_split(model, val, text_vectors, dims=(512,))
+        scores[weight] = entry["model"]["image->text"]["512"]["R@1"]
+    best = max(IMAGE_WEIGHTS, key=lambda w: (scores[w], w))
+    set_image_weight(model, best)
+    log.info("image weight %.1f (validation image->text R@1 by weight: %s)", best, scores)
+    return {"chosen": best, "val_r1": {str(w): r for w, r in scores.items()}}
+
+
+def set_image_weight(model: Any, weight: float) -> None:
+    blend = dataclasses.replace(model.config.blend, image_weight=weight)
+    model.config = dataclasses.replace(model.config, blend=blend)
+    model.locked_branch.blend = blend
+
+
+def same_vectors(recipe: ImageRecipe, model: Any, sources: dict[str, str]) -> list[dict]:
+    """The base release, when this model's audio and text vectors are the base's bit for bit
+    (checked on real inputs), so that stores it filled are taken over with no re-embed."""
+    from model.checkpoint import load_model, read_checkpoint_config
+
+    if model.config.blend.prefix_main is not None:
+        return []
+    base = load_model(recipe.release.base, encoder_overrides=sources)
+    texts = ["a red circle", "The weather will be cold and windy tomorrow."]
+    t = np.arange(24_000) / 16_000
+    clips = [np.sin(2 * np.pi * f * t).astype(np.float32) for f in (220.0, 660.0)]
+    with torch.inference_mode():
+        for modality, raw in (("text", texts), ("audio", clips)):
+            ours = model(modality, model.preprocess(modality, raw), with_llm_tokens=False)
+            theirs = base(modality, base.preprocess(modality, raw), with_llm_tokens=False)
+            if not torch.equal(ours.embedding, theirs.embedding):
+                log.warning("%s vectors differ from the base release's", modality)
+                return []
+    meta = read_checkpoint_config(recipe.release.base).get("metadata", {})
+    name = f"{meta.get('release', recipe.release.base)} {meta.get('version', '')}".strip()
+    return [
+        {"name": name, "fingerprint": base.weights_digest(), "modalities": ["audio", "text"]}
+    ]
 
 
 def export_stage(
-    recipe: ImageRecipe, model: Any, results: dict[str, Any], training: dict[str, Any]
+    recipe: ImageRecipe,
+    model: Any,
+    results: dict[str, Any],
+    training: dict[str, Any],
+    sources: dict[str, str],
 ) -> Path:
     """The fp16 release folder (at most 20 MB) and its model card."""
     from model.checkpoint import save_checkpoint
@@ -283,6 +363,7 @@ def export_stage(
             "image_training": training,
             "recipe": recipe.source,
             "base": recipe.release.base,
+            "same_vectors_as": same_vectors(recipe, model, sources),
         },
     )
     write_image_card(out)
@@ -336,7 +417,7 @@ def run_image_release(path: str | Path, sources: dict[str, str]) -> dict[str, An
     results = evaluate_all(recipe, checkpoint, model, sources)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.release.out)
-    export_stage(recipe, model, results, training)
+    export_stage(recipe, model, results, training, sources)
     return results
 
 

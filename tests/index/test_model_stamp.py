@@ -82,3 +82,18 @@ def test_binding_leaves_the_write_generation_alone(open_local_store, unit_vector
 def test_stamp_round_trips_through_json():
     assert ModelStamp.from_json(V1.to_json()) == V1
     assert str(V1) == "audio-text-v1 1.0.0 (weights aaaaaaaaaaaa)"
+
+
+def test_a_model_whose_vectors_are_an_earlier_ones_takes_its_store_over(open_store, unit_vectors):
+    store = open_store()
+    store.bind_model(V1)
+    store.add_many([NewItem(v, "text") for v in unit_vectors(2)])
+    v2 = ModelStamp(name="image-audio-text-v2 2.0.0", fingerprint="c" * 64, adopts=("a" * 64,))
+    assert store.bind_model(v2) == V1
+    assert store.model_stamp() == ModelStamp(v2.name, v2.fingerprint)  # restamped
+    assert store.count() == 2
+    with pytest.raises(ModelMismatch):  # the store is v2's now: v1 is refused
+        store.bind_model(V1)
+    other = ModelStamp(name="x", fingerprint="d" * 64, adopts=("b" * 64,))
+    with pytest.raises(ModelMismatch):
+        store.bind_model(other)

@@ -88,7 +88,7 @@ def _image_blend_config():
 def image_blend() -> MultimodalModel:
     torch.manual_seed(0)
     model = MultimodalModel(_image_blend_config()).eval()
-    model.locked_branch.labels.fit(np.random.default_rng(0).normal(size=(1000, 48)))
+    model.labels.fit(np.random.default_rng(0).normal(size=(1000, 48)))
     model.locked_branch.text_tower.fit(np.random.default_rng(1).normal(size=(200, 48)))
     return model
 
@@ -132,6 +132,47 @@ def test_training_the_image_path_learns_and_moves_nothing_else(
     )
     assert out.embedding.shape == (4, 512) and out.llm_tokens is None
     assert torch.count_nonzero(out.embedding[:, :32]) == 0  # no main part
+
+
+def test_the_main_branch_image_path_trains_onto_given_targets() -> None:
+    """Images in both branches (no locked_only): the two-sided branch's image path trains
+    onto caption targets in its own space, and the image vector has both parts."""
+    torch.manual_seed(0)
+    config = _image_blend_config()
+    config = dataclasses.replace(
+        config,
+        blend=dataclasses.replace(config.blend, locked_only=(), prefix_main=None),
+        perceiver=config.blend.perceiver,  # small, as the locked branch's
+        adapter=config.blend.adapter,
+    )
+    model = MultimodalModel(config).eval()
+    model.labels.fit(np.random.default_rng(0).normal(size=(1000, 48)))
+    train, val = _captioned(256, 3, model), _captioned(64, 3, model)
+    proj = torch.randn(48, 256, generator=torch.Generator().manual_seed(5))
+    targets = (
+        F.normalize(train.captions @ proj, dim=-1),
+        F.normalize(val.captions @ proj, dim=-1),
+    )
+    locked_before = {
+        n: t.clone() for n, t in model.state_dict().items() if n.startswith("locked_branch.")
+    }
+    log = train_image_path(
+        model,
+        train,
+        val,
+        ImageTrainSpec(steps=80, batch_size=64, eval_every=20, lr=1e-2, warmup_steps=5),
+        branch="main",
+        targets=targets,
+    )
+    assert log["best_val_r1"] >= 0.3, log["history"]
+    for name, tensor in locked_before.items():
+        assert torch.equal(model.state_dict()[name], tensor), f"{name} changed"
+    out = model.forward_features(
+        "image", val.tokens[:4].float(), torch.ones(4, 10, dtype=torch.bool)
+    )
+    assert torch.count_nonzero(out.embedding[:, :256]) > 0 and out.latents is not None
+    with pytest.raises(ValueError, match="branch must be"):
+        train_image_path(model, train, val, ImageTrainSpec(steps=1), branch="main")
 
 
 def test_an_image_checkpoint_refuses_another_image_encoder(
