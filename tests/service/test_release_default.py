@@ -67,7 +67,9 @@ def test_readyz_names_the_release_and_its_version(
     async def ready() -> dict:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://127.0.0.1"
+            ) as client:
                 response = await client.get("/readyz")
                 assert response.status_code == 200
                 return response.json()
