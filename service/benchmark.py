@@ -179,14 +179,26 @@ def wrk_run(
     target: str, url: str, route: str, bodies: list[str], connections: int, duration: str
 ) -> Result:
     """One `wrk` run: `connections` connections, closed loop, for `duration`."""
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % {"bodies": ", ".join(json.dumps(b) for b in bodies)})
+    script = LUA % {"bodies": ", ".join(json.dumps(b) for b in bodies)}
+    out = run_wrk(script, url + route, connections, duration)
+    return parse_wrk_result(out, target, route, connections)
+
+
+def run_wrk(script: str, url: str, connections: int, duration: str) -> str:
+    """`wrk -t1` with the Lua `script` against `url`; its stdout."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
     try:
         command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}", "--timeout", "30s"]
-        command += ["-s", script.name, url + route]
-        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        command += ["-s", file.name, url]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
     finally:
-        os.unlink(script.name)
+        os.unlink(file.name)
+
+
+def parse_wrk_result(out: str, target: str, route: str, connections: int) -> Result:
+    """The `RESULT requests duration_us p50_us p99_us errors non_2xx` line a script's
+    `done` printed."""
     line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
     if line is None:
         raise SystemExit(f"wrk printed no result for {target} {route}:\n{out}")
