@@ -114,7 +114,12 @@ def load_network(source: str) -> torch.nn.Module:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, ValueError) as exc:
         raise MissingWeights(f"cannot read the image encoder weights {str(path)!r}: {exc}") from exc
-    result = network.load_state_dict(state, strict=False)
+    try:
+        result = network.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a weight of the wrong shape
+        raise MissingWeights(
+            f"the image encoder weights {str(path)!r} do not fit {variant_of(path)}: {exc}"
+        ) from exc
     if result.missing_keys or result.unexpected_keys:
         raise MissingWeights(
             f"the image encoder weights {str(path)!r} do not fit {variant_of(path)}: "

@@ -30,7 +30,7 @@ def test_wrong_shapes_and_k_are_refused() -> None:
     with pytest.raises(ValueError, match="top_k"):
         LabelPrior(num_labels=3, text_dim=2, top_k=4)
     with pytest.raises(ValueError, match=r"need \(3, 2\) label embeddings"):
-        LabelPrior(num_labels=3, text_dim=2).fit(np.zeros((2, 2)))
+        LabelPrior(num_labels=3, text_dim=2, top_k=2).fit(np.zeros((2, 2)))
 
 
 def test_the_imagenet_names_are_readable_and_in_the_classifiers_order() -> None:

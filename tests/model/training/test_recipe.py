@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from model.training.image_release import is_image_release_recipe, read_image_recipe
 from model.training.pipeline import is_release_recipe, read_release_recipe
 from model.training.recipe import TrainConfig
 from model.training.trainable import model_config
@@ -87,6 +88,11 @@ def test_shipped_recipes_load() -> None:
     recipes = sorted(folder.glob("*.toml"))
     assert recipes, f"no recipes in {folder}"
     for path in recipes:
+        if is_image_release_recipe(path):  # extends a release: its own tables, checked here
+            recipe = read_image_recipe(path)
+            assert Path(recipe.release.base).is_dir() or recipe.release.base.startswith("model/")
+            assert is_release_recipe(folder.parents[2] / recipe.release.base_recipe)
+            continue
         if is_release_recipe(path):  # a whole pipeline; its stages fill in the data paths
             cfg = read_release_recipe(path).train
         else:
