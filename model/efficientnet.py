@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from model.config import EncoderConfig
-from model.errors import InvalidInput, MissingWeights
-from model.imaging import on_white
+from model.errors import MissingWeights
+from model.imaging import check_images, on_white
 
 FEATURE_DIM = 1280
 NUM_CLASSES = 1000
@@ -143,15 +143,9 @@ def letterbox(image: Image.Image, size: int) -> Image.Image:
 
 def pixels(images: Sequence[Image.Image], size: int) -> torch.Tensor:
     """(B, 3, size, size) float32 in [-1, 1] from PIL images (InvalidInput on non-images)."""
-    if isinstance(images, Image.Image) or not isinstance(images, Sequence):
-        raise InvalidInput(f"images must be a list of PIL images; got {type(images).__name__}")
-    arrays = []
-    for i, image in enumerate(images):
-        if not isinstance(image, Image.Image):
-            raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
-        if image.width < 1 or image.height < 1:
-            raise InvalidInput(f"image {i} has no pixels ({image.width}x{image.height})")
-        arrays.append(np.asarray(letterbox(image, size), dtype=np.float32))
+    arrays = [
+        np.asarray(letterbox(image, size), dtype=np.float32) for image in check_images(images)
+    ]
     if not arrays:
         return torch.zeros(0, 3, size, size)
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)

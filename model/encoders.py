@@ -50,6 +50,7 @@ from model import audio as audio_lib
 from model import efficientnet
 from model.config import EncoderConfig
 from model.errors import CheckpointMismatch, InvalidInput, MissingWeights
+from model.imaging import check_images, on_white
 from model.runtime import onnx_module
 
 log = logging.getLogger(__name__)
@@ -425,15 +426,7 @@ class ImageEncoder(FrozenEncoder):
 
     def preprocess(self, images: Sequence[Image.Image]) -> dict[str, torch.Tensor]:
         """Resize, centre-crop and normalise. Returns pixel_values (B, 3, 224, 224) float32."""
-        if not isinstance(images, Sequence):
-            raise InvalidInput(f"images must be a list of PIL images; got {type(images).__name__}")
-        rgb = []
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
-            if image.width < 1 or image.height < 1:
-                raise InvalidInput(f"image {i} has no pixels ({image.width}x{image.height})")
-            rgb.append(image.convert("RGB"))
+        rgb = [on_white(image) for image in check_images(images)]
         if not rgb:
             return {"pixel_values": torch.zeros(0, 3, 224, 224)}
         return {"pixel_values": self.processor(images=rgb, return_tensors="pt")["pixel_values"]}

@@ -101,11 +101,9 @@ class ImageRecipe:
 
 def is_image_release_recipe(path: str | Path) -> bool:
     """Whether a recipe file has an ``[image_release]`` table."""
-    try:
-        with open(path, "rb") as fh:
-            return "image_release" in tomllib.load(fh)
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ValueError(f"recipe {path}: {exc}") from exc
+    from model.training.pipeline import recipe_has_table
+
+    return recipe_has_table(path, "image_release")
 
 
 def read_image_recipe(path: str | Path) -> ImageRecipe:
@@ -333,9 +331,7 @@ def same_vectors(recipe: ImageRecipe, model: Any, sources: dict[str, str]) -> li
                 return []
     meta = read_checkpoint_config(recipe.release.base).get("metadata", {})
     name = f"{meta.get('release', recipe.release.base)} {meta.get('version', '')}".strip()
-    return [
-        {"name": name, "fingerprint": base.weights_digest(), "modalities": ["audio", "text"]}
-    ]
+    return [{"name": name, "fingerprint": base.weights_digest(), "modalities": ["audio", "text"]}]
 
 
 def export_stage(

@@ -103,13 +103,18 @@ class ReleaseRecipe:
     blend: BlendPart | None = None
 
 
-def is_release_recipe(path: str | Path) -> bool:
-    """Whether a recipe file has a ``[release]`` table (so it is run as a pipeline)."""
+def recipe_has_table(path: str | Path, table: str) -> bool:
+    """Whether a recipe file has the top-level ``[table]``."""
     try:
         with open(path, "rb") as fh:
-            return "release" in tomllib.load(fh)
+            return table in tomllib.load(fh)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ValueError(f"recipe {path}: {exc}") from exc
+
+
+def is_release_recipe(path: str | Path) -> bool:
+    """Whether a recipe file has a ``[release]`` table (so it is run as a pipeline)."""
+    return recipe_has_table(path, "release")
 
 
 def read_release_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> ReleaseRecipe:

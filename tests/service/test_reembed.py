@@ -93,65 +93,25 @@ def test_every_item_is_embedded_again_from_what_the_store_keeps(
     target.close()
 
 
+def _mmembed(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service.cli", *argv], capture_output=True, text=True, timeout=300
+    )
+
+
 def test_the_command_moves_a_store_and_says_what_it_could_not_redo(
     old_store: tuple[Path, Embedder], tmp_path: Path
 ) -> None:
     folder, _ = old_store
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "index",
-            "reembed",
-            "--preset",
-            "tiny",
-            "--data-dir",
-            str(folder),
-            "--to-data-dir",
-            str(tmp_path / "moved"),
-            "--torch-threads",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    moved_dir = str(tmp_path / "moved")
+    tiny = ("--preset", "tiny", "--torch-threads", "1")
+    run = _mmembed("index", "reembed", *tiny, "--data-dir", str(folder), "--to-data-dir", moved_dir)
     assert run.returncode == 0, run.stderr
     assert "not redone t3: a text item stored without its text" in run.stderr
     assert "5 items embedded again: 2 from their text, 2 audio from their preview" in run.stderr
-    stats = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "index",
-            "stats",
-            "--data-dir",
-            str(tmp_path / "moved"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    moved = json.loads(stats.stdout)
+    moved = json.loads(_mmembed("index", "stats", "--data-dir", moved_dir).stdout)
     assert moved["count"] == 5 and moved["counts"] == {"audio": 2, "image": 1, "text": 2}
-    same = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service.cli",
-            "index",
-            "reembed",
-            "--preset",
-            "tiny",
-            "--data-dir",
-            str(folder),
-            "--to-data-dir",
-            str(folder),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    same = _mmembed(
+        "index", "reembed", *tiny, "--data-dir", str(folder), "--to-data-dir", str(folder)
     )
     assert same.returncode != 0 and "another folder or database" in same.stderr
