@@ -32,7 +32,7 @@ from model.efficientnet import VARIANTS as PACKAGED_ENCODERS
 from model.errors import MissingWeights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_RELEASE = "audio-text-v1"
+DEFAULT_RELEASE = "image-audio-text-v2"
 
 # The hub IDs of the design's encoders: the base preset's sources.
 HUB_IDS: dict[str, str] = {

@@ -189,7 +189,7 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "both branches of the blend: on the two-sided branch, trained onto the two-sided "
         "embedding of its caption, and on the locked branch, where a text is MiniLM's own "
         "sentence embedding, trained onto its caption's. So a typed or spoken caption "
-        "finds its picture, at 64 dims as at 512. Image vectors give the locked part a "
+        "finds its picture (how well: below). Image vectors give the locked part a "
         f"weight of {blend.get('image_weight')} (chosen on the validation pictures).",
         _same_vectors_line(meta),
         f"- **Size:** {size_bytes / 2**20:.1f} MiB of float16 weights "
@@ -272,6 +272,10 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "described by the classifier's single best guesses.",
         "- Captions are short titles; long descriptive queries work through MiniLM's "
         "semantics but were not trained on.",
+        "- A spoken caption finds its picture far less often than the typed one (the "
+        "table above): two- and three-word phrases are where the speech path is weakest "
+        "(speech-image pairs were never trained on; short phrases are the speech "
+        "release's known weak spot).",
         "- The image encoder is not CLIP (no CLIP weights can be had here); the CLIP path "
         "stays in the code for users who have its weights.",
         "",

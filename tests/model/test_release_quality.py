@@ -62,6 +62,7 @@ def test_the_release_is_in_the_package_small_trained_and_described() -> None:
     assert {e["source"] for e in document["encoders"].values()} == {
         "openai/whisper-base",
         "sentence-transformers/all-MiniLM-L6-v2",
+        "efficientnet-lite0",
     }
     card = (folder / "README.md").read_text()
     devil = document["metadata"]["eval"]["test_sets"]["devil"]["model"]

@@ -146,7 +146,7 @@ def test_asking_for_an_unshipped_release_lists_what_is_shipped(
 
     monkeypatch.setattr(model.release, "WEIGHTS_DIR", tmp_path / "none")
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match="no released model 'audio-text-v1'; .* has none"):
+    with pytest.raises(ValueError, match=f"no released model '{DEFAULT_RELEASE}'; .* has none"):
         Embedder.from_pretrained()
 
 
