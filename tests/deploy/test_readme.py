@@ -166,6 +166,7 @@ def test_quick_start_runs_against_a_real_server(tmp_path):
                 time.sleep(0.5)
         outputs = _run_lines(block, port, tmp_path, env)
         front = _run_lines(_marked("front"), port, tmp_path, env)
+        images = _run_lines(_marked("images"), port, tmp_path, env)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
@@ -185,6 +186,15 @@ def test_quick_start_runs_against_a_real_server(tmp_path):
     assert all(
         set(hit) == {"id", "score", "modality", "text", "metadata"} for hit in spoken["results"]
     )
+    # the images block: nine drawings stored with their names as captions; a typed and a
+    # spoken query each answer one image hit that carries its caption (the tiny model
+    # ranks at random; tests/model/test_release_images.py checks the release finds it)
+    drawn = sorted(p.name for p in (tmp_path / "shapes").iterdir())
+    assert len(drawn) == 9 and "red-circle.png" in drawn
+    for line, out in images.items():
+        if "search" in line:
+            (hit,) = json.loads(out)["results"]
+            assert hit["modality"] == "image" and hit["text"] in {n[:-4] for n in drawn}
     texts = next(json.loads(out) for line, out in front.items() if "include=text" in line)
     (hit,) = texts["results"]
     assert set(hit) == {"id", "score", "modality", "text"} and isinstance(hit["text"], str)

@@ -185,7 +185,24 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
             "locked_dims": [512 - blend["dims"], 512],
             "text_weight": blend["text_weight"],
             "media_weight": blend["media_weight"],
+            "image_weight": blend["image_weight"],
+            "prefix_main": None,
         }
+        assert ready["modalities"] == ["image", "audio", "text"]
+        assert ready["encoders"]["image"] == "efficientnet-lite0"
+        # An image upload embeds (it was refused with modality_unavailable before 2.0.0),
+        # and is stored and found by its words.
+        from model.training.pictures import draw_shape
+
+        png = io.BytesIO()
+        draw_shape("red", "circle", random.Random(1)).save(png, "PNG")
+        embedded = http.post("/embed?dims=64", files={"file": ("c.png", png.getvalue())})
+        assert embedded.status_code == 200, embedded.text
+        assert embedded.json()["modality"] == "image" and len(embedded.json()["embedding"]) == 64
+        stored = http.post("/items", files={"file": ("c.png", png.getvalue())}, data={"id": "c"})
+        assert stored.status_code == 201, stored.text
+        hit = http.get("/search?q=a+red+circle&modality=image&k=1").json()["results"][0]
+        assert hit["id"] == "c" and hit["modality"] == "image"
         added = http.post(
             "/items/batch",
             json={"items": [{"text": s, "id": f"s{i}"} for i, s in enumerate(sentences)]},
