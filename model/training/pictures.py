@@ -35,6 +35,7 @@ import random
 import re
 import shutil
 import subprocess
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -157,8 +158,10 @@ def _reasonable_size(path: Path, max_pixels: int = 40_000_000) -> bool:
     """Whether the PNG's header says at most ``max_pixels`` (a few drawings are
     rendered at 600M pixels, which no encoder needs)."""
     try:
-        with Image.open(path) as image:
-            return image.width * image.height <= max_pixels
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # header only
+            with Image.open(path) as image:
+                return image.width * image.height <= max_pixels
     except (OSError, Image.DecompressionBombError):
         return False
 
