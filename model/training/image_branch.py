@@ -415,3 +415,59 @@ def _pad(x: np.ndarray) -> np.ndarray:
     out = np.zeros((x.shape[0], 512), dtype=np.float32)
     out[:, : x.shape[1]] = x
     return out
+
+
+class MeanPoolImages(nn.Module):
+    """The mean-pool baseline for images: the feature map's mean (the logits token left
+    out), one linear map onto the locked caption space; no resampler, no label prior."""
+
+    def __init__(self, dims: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(FEATURE_DIM, dims)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(tokens[:, 1:].float().mean(dim=1)), dim=-1)
+
+
+def train_mean_pool_baseline(
+    model: MultimodalModel, train: CachedImages, val: CachedImages, spec: ImageTrainSpec
+) -> tuple[MeanPoolImages, dict[str, Any]]:
+    """The baseline trained as the locked image path is (same data, targets, loss, steps),
+    keeping its best validation R@1."""
+    torch.manual_seed(spec.seed)
+    rng = random.Random(spec.seed)
+    baseline = MeanPoolImages(model.locked_branch.blend.dims)
+    log_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+    optim = torch.optim.AdamW([*baseline.parameters(), log_scale], lr=spec.lr)
+    with torch.no_grad():
+        train_text, val_text = locked_text(model, train.captions), locked_text(model, val.captions)
+    best: tuple[float, dict[str, torch.Tensor]] = (-1.0, {})
+    for step in range(spec.steps):
+        idx = _unique_batch(train.groups, spec.batch_size, rng)
+        img, txt = baseline(train.tokens[idx]), train_text[idx]
+        scale = log_scale.exp().clamp(max=100.0)
+        loss = sum(
+            clip_loss(truncate_t(img, d), truncate_t(txt, d), scale) for d in spec.locked_dims
+        )
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if (step + 1) % spec.eval_every == 0 or step + 1 == spec.steps:
+            with torch.no_grad():
+                r1 = retrieval_r1(baseline(val.tokens), val_text, val.groups)
+            if r1 > best[0]:
+                best = (r1, {k: v.clone() for k, v in baseline.state_dict().items()})
+    baseline.load_state_dict(best[1])
+    return baseline.eval(), {"best_val_r1": best[0]}
+
+
+@torch.no_grad()
+def report_baseline(
+    model: MultimodalModel, baseline: MeanPoolImages, data: CachedImages
+) -> dict[str, dict[str, float]]:
+    """The baseline's image<->text R@k on one split, against the locked caption vectors."""
+    rows, groups = distinct(data)
+    images = _pad(baseline(data.tokens).numpy())
+    texts = _pad(locked_text(model, data.captions[rows]).numpy())
+    report = retrieval_report(images, texts, data.groups, groups, media_name="image", dims=(512,))
+    return {k: v["512"] for k, v in report.items()}

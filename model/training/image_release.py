@@ -52,8 +52,10 @@ from model.training.image_branch import (
     fit_label_prior,
     load_cached,
     main_text,
+    report_baseline,
     report_split,
     train_image_path,
+    train_mean_pool_baseline,
     with_images,
 )
 from model.training.pictures import build_picture_dataset, read_manifest, speak_test_captions
@@ -184,9 +186,10 @@ def cache_features(root: Path, model: Any) -> None:
         cache_pairs(model, root / "features", spoken, batch_size=16)
 
 
-def evaluate_images(root: Path, model: Any) -> dict[str, Any]:
-    """image<->text on each test split (model at 64 and 512 dims, label cascade), and
-    audio->image with the spoken captions against text->image on the same galleries."""
+def evaluate_images(root: Path, model: Any, spec: ImageTrainSpec | None = None) -> dict[str, Any]:
+    """image<->text on each test split (model at 64 and 512 dims, label cascade, and the
+    mean-pool baseline trained here with ``spec`` when given), and audio->image with the
+    spoken captions against text->image on the same galleries."""
     from model.training.data import read_jsonl
     from model.training.evaluate import embed_cached
     from model.training.features import FeatureCache, text_item_id
@@ -195,12 +198,17 @@ def evaluate_images(root: Path, model: Any) -> dict[str, Any]:
     texts = FeatureCache.for_model(str(root / "features"), model, "text")
     audio = FeatureCache.for_model(str(root / "features"), model, "audio")
     data = _splits(root, model)
+    baseline = None
+    if spec is not None:
+        baseline, _ = train_mean_pool_baseline(model, data["train"], data["val"], spec)
     results: dict[str, Any] = {}
     for split in ("val", *TEST_SPLITS):
         d = data[split]
         ids = [text_item_id(t) for t in d.texts]
         text_vectors = embed_cached(model, "text", texts, ids, device)
         entry = report_split(model, d, text_vectors)
+        if baseline is not None:
+            entry["baseline"] = report_baseline(model, baseline, d)
         if split in TEST_SPLITS:
             entry["audio->image"] = _spoken_to_image(
                 model, d, read_jsonl(root / f"spoken-{split}.jsonl").pairs, audio, text_vectors
@@ -366,12 +374,20 @@ def export_stage(
     return out
 
 
-def evaluate_all(recipe: ImageRecipe, checkpoint: Path, model: Any, sources: dict[str, str]):
+def evaluate_all(
+    recipe: ImageRecipe,
+    checkpoint: Path,
+    model: Any,
+    sources: dict[str, str],
+    *,
+    baseline: bool = True,
+):
     """Images (model/training/image_release.py) and the base recipe's audio-text test sets
     and neighbourhoods, measured on ``checkpoint`` as :func:`evaluate_release` does."""
     from model.training.pipeline import evaluate_release, read_release_recipe
 
-    images = evaluate_images(Path(recipe.release.root), model)
+    spec = recipe.train if baseline else None
+    images = evaluate_images(Path(recipe.release.root), model, spec)
     base = read_release_recipe(
         recipe.release.base_recipe,
         {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
@@ -445,7 +461,7 @@ def check_image_release(
     cache_pairs(model, root / "features", needed, batch_size=16)
     for split in TEST_SPLITS:
         cache_pairs(model, root / "features", read_jsonl(root / f"spoken-{split}.jsonl").pairs)
-    results = evaluate_all(recipe, target, model, sources)
+    results = evaluate_all(recipe, target, model, sources, baseline=False)
     stored = read_checkpoint_config(target).get("metadata", {}).get("eval") or {}
     return {"results": results, "stored": stored, "figures": figures(results, stored)}
 

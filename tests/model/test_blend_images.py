@@ -21,8 +21,10 @@ from model.training.image_branch import (
     ImageTrainSpec,
     locked_image,
     locked_text,
+    report_baseline,
     retrieval_r1,
     train_image_path,
+    train_mean_pool_baseline,
 )
 
 PREFIX = (32, 64, 128)
@@ -173,6 +175,16 @@ def test_the_main_branch_image_path_trains_onto_given_targets() -> None:
     assert torch.count_nonzero(out.embedding[:, :256]) > 0 and out.latents is not None
     with pytest.raises(ValueError, match="branch must be"):
         train_image_path(model, train, val, ImageTrainSpec(steps=1), branch="main")
+
+
+def test_the_mean_pool_baseline_learns_the_same_task(image_blend: MultimodalModel) -> None:
+    train, val = _captioned(256, 4, image_blend), _captioned(64, 4, image_blend)
+    spec = ImageTrainSpec(steps=60, batch_size=64, eval_every=20, lr=1e-2)
+    baseline, log = train_mean_pool_baseline(image_blend, train, val, spec)
+    assert log["best_val_r1"] >= 0.3
+    report = report_baseline(image_blend, baseline, val)
+    assert set(report) == {"image->text", "text->image"}
+    assert report["image->text"]["R@1"] == pytest.approx(log["best_val_r1"])
 
 
 def test_an_image_checkpoint_refuses_another_image_encoder(
