@@ -4,7 +4,7 @@ Whisper sees 30 s at a time: 480,000 samples at 16 kHz, 3,000 log-mel frames
 (hop 160), 1,500 encoder frames after its stride-2 convolution, so one encoder
 frame per 320 samples.
 
-Policy (documented for users in the README):
+Policy (documented for users in docs/limits.md):
 - any sampling rate is accepted and resampled to 16 kHz with soxr; 2-D input is
   (samples, channels) and is averaged to mono;
 - a clip longer than 30 s is split into consecutive 30 s windows, each encoded

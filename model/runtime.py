@@ -7,7 +7,7 @@ CPU, so the export can be kept in a cache folder and reused), and runs them with
 ONNX Runtime's CPU provider and its full graph optimisations (fused attention,
 layer norm and GELU). Same float32 arithmetic, so outputs agree with PyTorch's
 to about 1e-5; measured faster on CPU (see ``python -m
-model.training.encoder_benchmark`` and the README). ``"onnx-int8"`` runs the same
+model.training.encoder_benchmark`` and docs/benchmarks.md). ``"onnx-int8"`` runs the same
 exported graph after ONNX Runtime's dynamic int8 quantisation (int8 weights,
 activations quantised per batch): no longer the same function, so whether it keeps
 a trained model's retrieval is measured, not assumed; the quantised model is cached
@@ -52,7 +52,7 @@ ONNX_MODALITIES: tuple[str, ...] = ("text", "audio")
 # What "auto" runs on CPU: MiniLM in ONNX Runtime with int8 weights (it kept the
 # released model's R@1 within 1 point and ran faster than float32 ONNX, which was
 # 1.1-1.7x PyTorch); the Whisper encoder stays in PyTorch (trimmed windows gained
-# at batch 1 only, and int8 on it cost R@1). README, Encoder runtimes.
+# at batch 1 only, and int8 on it cost R@1). docs/benchmarks.md, Encoder runtimes on CPU.
 AUTO_ONNX: dict[str, str] = {"text": "onnx-int8"}
 
 

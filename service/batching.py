@@ -10,8 +10,8 @@ run on the worker threads (never on the event loop), new requests queue up and
 form the next one. Two workers keep the cores busy where one leaves them idle: a
 small model's forward pass has serial stretches (tokenising, small layers, the
 hand-over between ONNX Runtime and PyTorch) that a second batch fills; on 2 CPU
-cores, two concurrent batches of 32 embed 1.2x the texts of one (README,
-Serving under load). Every caller gets its own row. A full queue is refused at
+cores, two concurrent batches of 32 embed 1.2x the texts of one (docs/benchmarks.md,
+Service: HTTP under load). Every caller gets its own row. A full queue is refused at
 once (`Overloaded`, HTTP 429 with Retry-After) rather than letting latency grow
 without bound; a caller that waits longer than its timeout gets
 `RequestTimedOut` (504) and its row, if computed, is dropped.

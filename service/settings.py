@@ -326,7 +326,7 @@ class Settings(BaseSettings):
         the cores this process may use (at least one thread). Batches that each asked for
         every core would fight over them: on 2 cores, 2 workers of 1 thread serve 1.2x
         the texts of 2 workers of 2 threads, and answer a lone request faster too
-        (README, Serving under load).
+        (docs/benchmarks.md, Service: HTTP under load).
         """
         if self.torch_threads is not None:
             return self
