@@ -21,8 +21,17 @@ from PIL import Image
 
 from model import Embedder
 from model.imaging import on_white
-from model.training.pictures import read_manifest
 from service.previews import PreviewLimits, image_preview
+
+
+def read_manifest(folder: Path) -> list[dict]:
+    """The picture manifest's rows (model/training/pictures.py), image paths made absolute."""
+    rows = []
+    for line in (folder / "manifest.jsonl").read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        row["image"] = str(folder / row["image"])  # an absolute path stays as it is
+        rows.append(row)
+    return rows
 
 
 def r1(queries: np.ndarray, gallery: np.ndarray) -> float:

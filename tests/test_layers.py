@@ -27,6 +27,7 @@ TRAINING_COMMAND_FUNCTIONS = {
     "cmd_data_compare_windows",
     "cmd_data_spoken",
     "cmd_data_synthetic",
+    "cmd_data_shapes",
 }
 
 
