@@ -34,7 +34,7 @@ from tqdm import tqdm
 from .backend import VectorBackend
 from .config import IndexConfig
 from .errors import InvalidItem, InvalidQuery, StoreError
-from .faiss_index import IndexFileError, LabelFilter, MatryoshkaIndexes
+from .faiss_index import RESERVE_MIN_ROWS, IndexFileError, LabelFilter, MatryoshkaIndexes
 from .items import Item, NewItem, Preview, SearchHit
 from .lock import DirectoryLock
 from .rwlock import ReadWriteLock
@@ -213,6 +213,9 @@ class VectorStore(VectorBackend):
             with self._save_lock:
                 started = time.perf_counter()
                 copy = MatryoshkaIndexes(self.config)
+                # Room for every row up front: grown add by add, the arrays would be copied
+                # whole at each doubling while adds on the live store wait.
+                copy.reserve(self._sql.count() + RESERVE_MIN_ROWS)
                 with self._sql.consistent_vectors(_RECONCILE_BATCH) as (generation, batches):
                     for labels, vectors in batches:
                         copy.add(labels, vectors)

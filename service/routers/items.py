@@ -10,7 +10,7 @@ request, keeps the vector only. A text longer than the stored-text limit
 from __future__ import annotations
 
 import hashlib
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -327,18 +327,21 @@ async def list_items(
     return ItemListOut(total=total, items=[_item_out(it, engine, None) for it in items])
 
 
+PREVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"image/webp": {}, "audio/mpeg": {}},
+        "description": "The thumbnail or audio clip",
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    404: {"description": "No such item, or it has no preview (texts never do)"},
+}
+
+
 # Registered before `GET /items/{id}`, whose path would otherwise swallow "/preview".
 @router.get(
     "/items/{item_id:path}/preview",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"image/webp": {}, "audio/mpeg": {}},
-            "description": "The thumbnail or audio clip",
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        404: {"description": "No such item, or it has no preview (texts never do)"},
-    },
+    responses=PREVIEW_RESPONSES,
     summary="The item's preview: a WebP thumbnail or an MP3 of its first seconds",
 )
 async def get_item_preview(
@@ -367,14 +370,7 @@ async def get_item_preview(
 @router.get(
     "/previews/{item_id:path}",
     response_class=Response,
-    responses={
-        200: {
-            "content": {"image/webp": {}, "audio/mpeg": {}},
-            "description": "The thumbnail or audio clip",
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        404: {"description": "No such item, or it has no preview (texts never do)"},
-    },
+    responses=PREVIEW_RESPONSES,
     summary="An item's preview by its id alone: no suffix, so no other id can hide it",
 )
 async def get_preview(
