@@ -160,20 +160,18 @@ def blend_embeddings(
     locked: torch.Tensor,
     blend: BlendConfig,
     *,
-    text: bool = False,
-    modality: str | None = None,
+    modality: str,
 ) -> torch.Tensor:
     """``[sqrt(1 - w) * main[:512 - dims] | sqrt(w) * locked[:dims]]``, each part made unit
     first, then laid out as ``blend.prefix_main`` says; (B, 512) and (B, 512) -> (B, 512)
-    unit rows. ``w`` is ``blend.weight_of(modality)`` (``modality`` None: "text" when
-    ``text`` is set, else any medium). ``main`` None (a modality only the locked branch
-    embeds): ``w = 1``."""
+    unit rows. ``w`` is ``blend.weight_of(modality)``; ``main`` None (a modality only the
+    locked branch embeds): ``w = 1``."""
     keep = locked.shape[-1] - blend.dims
     tail = F.normalize(locked[..., : blend.dims], dim=-1)
     if main is None:
         head = tail.new_zeros(*tail.shape[:-1], keep)
     else:
-        weight = blend.weight_of(modality or ("text" if text else "audio"))
+        weight = blend.weight_of(modality)
         head = F.normalize(main[..., :keep], dim=-1) * math.sqrt(1.0 - weight)
         tail = tail * math.sqrt(weight)
     return arrange(head, tail, blend)

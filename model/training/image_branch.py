@@ -342,6 +342,8 @@ def train_image_path(
 
 
 def truncate_t(x: torch.Tensor, d: int) -> torch.Tensor:
+    """The first ``d`` dims, renormalised. Not :func:`model.matryoshka.truncate`, which
+    accepts only the served dims: the locked part trains at 32 too."""
     return F.normalize(x[:, :d], dim=-1)
 
 

@@ -69,19 +69,17 @@ def image_rows(images: Mapping[str, Any]) -> list[str]:
             f"{_fmt(_r(entry, 'text->image', '512', 'R@5'))} | "
             f"{_fmt(_r(entry, 'text->image', '64', 'R@1'))} |"
         )
-        c = entry["cascade"]
-        rows.append(
-            f"| {name} | {entry['captions']} | label cascade (top-5 ImageNet labels, MiniLM) | "
-            f"{_fmt(c['image->text']['R@1'])} / {_fmt(c['image->text']['R@5'])} | - | "
-            f"{_fmt(c['text->image']['R@1'])} / {_fmt(c['text->image']['R@5'])} | - |"
-        )
-        if "baseline" in entry:
-            b = entry["baseline"]
-            rows.append(
-                f"| {name} | {entry['captions']} | mean-pool baseline | "
-                f"{_fmt(b['image->text']['R@1'])} / {_fmt(b['image->text']['R@5'])} | - | "
-                f"{_fmt(b['text->image']['R@1'])} / {_fmt(b['text->image']['R@5'])} | - |"
-            )
+        for key, who in (
+            ("cascade", "label cascade (top-5 ImageNet labels, MiniLM)"),
+            ("baseline", "mean-pool baseline"),
+        ):
+            if key in entry:
+                r = entry[key]
+                rows.append(
+                    f"| {name} | {entry['captions']} | {who} | "
+                    f"{_fmt(r['image->text']['R@1'])} / {_fmt(r['image->text']['R@5'])} | - | "
+                    f"{_fmt(r['text->image']['R@1'])} / {_fmt(r['text->image']['R@5'])} | - |"
+                )
     return rows
 
 

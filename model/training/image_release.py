@@ -149,6 +149,20 @@ def fetch_openmoji(folder: Path) -> Path:
     return folder
 
 
+def build_pictures(recipe: ImageRecipe) -> None:
+    """The picture manifest and the spoken test captions (each kept where already made)."""
+    p = recipe.pictures
+    build_picture_dataset(
+        Path(recipe.release.root),
+        openmoji=fetch_openmoji(Path(p.openmoji)),
+        shapes_per_pair=p.shapes_per_pair,
+        n_val=p.n_val,
+        n_test=p.n_test,
+        seed=p.seed,
+    )
+    speak_test_captions(Path(recipe.release.root), seed=p.seed)
+
+
 def build_model(recipe: ImageRecipe, sources: dict[str, str]):
     """The base release with the recipe's (untrained) image path and fitted label prior."""
     model = with_images(
@@ -181,6 +195,14 @@ def cache_features(root: Path, model: Any) -> None:
     order = {"val": 1, "train": 2}
     pairs.sort(key=lambda p: order.get(p.meta["split"], 0))
     cache_pairs(model, root / "features", pairs, batch_size=16, chunk=500)
+    cache_spoken(root, model)
+
+
+def cache_spoken(root: Path, model: Any) -> None:
+    """Whisper features of the spoken test captions."""
+    from model.training.data import read_jsonl
+    from model.training.features import cache_pairs
+
     for split in TEST_SPLITS:
         spoken = read_jsonl(root / f"spoken-{split}.jsonl").pairs
         cache_pairs(model, root / "features", spoken, batch_size=16)
@@ -344,18 +366,17 @@ def same_vectors(recipe: ImageRecipe, model: Any, sources: dict[str, str]) -> li
 
 def export_stage(
     recipe: ImageRecipe,
+    checkpoint: Path,
     model: Any,
     results: dict[str, Any],
     training: dict[str, Any],
     sources: dict[str, str],
 ) -> Path:
-    """The fp16 release folder (at most 20 MB) and its model card."""
-    from model.checkpoint import save_checkpoint
+    """The fp16 release folder of ``checkpoint`` (``model``, saved; at most 20 MB) and its
+    model card."""
     from model.training.export import export_release
     from model.training.image_card import write_image_card
 
-    runs = Path(recipe.release.runs)
-    checkpoint = save_checkpoint(model, runs / "checkpoint", {"trained": True})
     out = export_release(
         checkpoint,
         recipe.release.out,
@@ -405,17 +426,7 @@ def run_image_release(path: str | Path, sources: dict[str, str]) -> dict[str, An
     recipe = read_image_recipe(path)
     root = Path(recipe.release.root)
     log.info("stage 1/5: pictures and spoken test captions in %s", root)
-    openmoji = fetch_openmoji(Path(recipe.pictures.openmoji))
-    p = recipe.pictures
-    build_picture_dataset(
-        root,
-        openmoji=openmoji,
-        shapes_per_pair=p.shapes_per_pair,
-        n_val=p.n_val,
-        n_test=p.n_test,
-        seed=p.seed,
-    )
-    speak_test_captions(root, seed=p.seed)
+    build_pictures(recipe)
     model = build_model(recipe, sources)
     log.info("stage 2/5: encoder features")
     cache_features(root, model)
@@ -429,7 +440,7 @@ def run_image_release(path: str | Path, sources: dict[str, str]) -> dict[str, An
     results = evaluate_all(recipe, checkpoint, model, sources)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.release.out)
-    export_stage(recipe, model, results, training, sources)
+    export_stage(recipe, checkpoint, model, results, training, sources)
     return results
 
 
@@ -443,24 +454,14 @@ def check_image_release(
     recipe = read_image_recipe(path)
     target = Path(checkpoint or recipe.release.out)
     root = Path(recipe.release.root)
-    p = recipe.pictures
-    build_picture_dataset(
-        root,
-        openmoji=fetch_openmoji(Path(p.openmoji)),
-        shapes_per_pair=p.shapes_per_pair,
-        n_val=p.n_val,
-        n_test=p.n_test,
-        seed=p.seed,
-    )
-    speak_test_captions(root, seed=p.seed)
+    build_pictures(recipe)
     model = load_model(target, encoder_overrides=sources)
     from model.training.data import read_jsonl
     from model.training.features import cache_pairs
 
     needed = [q for q in read_jsonl(root / "manifest.jsonl").pairs if q.meta["split"] != "train"]
     cache_pairs(model, root / "features", needed, batch_size=16)
-    for split in TEST_SPLITS:
-        cache_pairs(model, root / "features", read_jsonl(root / f"spoken-{split}.jsonl").pairs)
+    cache_spoken(root, model)
     results = evaluate_all(recipe, target, model, sources, baseline=False)
     stored = read_checkpoint_config(target).get("metadata", {}).get("eval") or {}
     return {"results": results, "stored": stored, "figures": figures(results, stored)}

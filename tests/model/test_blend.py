@@ -59,7 +59,7 @@ def test_blend_puts_each_part_at_its_weight() -> None:
     blend = BlendConfig(dims=256, text_weight=0.7, media_weight=0.1)
     main, locked = torch.randn(3, 512), torch.randn(3, 512)
     for text, weight in ((True, 0.7), (False, 0.1)):
-        out = blend_embeddings(main, locked, blend, text=text)
+        out = blend_embeddings(main, locked, blend, modality="text" if text else "audio")
         assert out.shape == (3, 512)
         torch.testing.assert_close(out.norm(dim=-1), torch.ones(3))
         torch.testing.assert_close(out[:, 256:].norm(dim=-1), torch.full((3,), math.sqrt(weight)))

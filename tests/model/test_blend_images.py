@@ -34,8 +34,8 @@ def test_the_prefix_layout_is_a_permutation_with_both_branches_in_every_prefix()
     split = BlendConfig(dims=256, text_weight=0.7, media_weight=0.2)
     mixed = dataclasses.replace(split, prefix_main=PREFIX)
     main, locked = torch.randn(5, 512), torch.randn(5, 512)
-    a = blend_embeddings(main, locked, split, text=True)
-    b = blend_embeddings(main, locked, mixed, text=True)
+    a = blend_embeddings(main, locked, split, modality="text")
+    b = blend_embeddings(main, locked, mixed, modality="text")
     torch.testing.assert_close(a @ a.T, b @ b.T)  # 512-dim similarities unchanged
     torch.testing.assert_close(torch.sort(a, dim=1).values, torch.sort(b, dim=1).values)
     head = F.normalize(main[:, :256], dim=-1) * math.sqrt(0.3)
@@ -49,7 +49,7 @@ def test_the_prefix_layout_is_a_permutation_with_both_branches_in_every_prefix()
 
 def test_a_locked_only_modality_has_no_main_part() -> None:
     blend = BlendConfig(dims=256, locked_only=("image",), prefix_main=PREFIX)
-    out = blend_embeddings(None, torch.randn(2, 512), blend, text=False)
+    out = blend_embeddings(None, torch.randn(2, 512), blend, modality="image")
     torch.testing.assert_close(out.norm(dim=1), torch.ones(2))
     assert torch.count_nonzero(out[:, :32]) == 0 and torch.count_nonzero(out[:, 32:64]) > 0
 
