@@ -383,13 +383,12 @@ def cmd_index_reembed(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     if (args.to_data_dir is None) == (args.to_index_url is None):
         raise CliError("name the new store: --to-data-dir DIR or --to-index-url URL (one)")
-    target_settings = settings.model_copy(
-        update={"data_dir": args.to_data_dir or settings.data_dir, "index_url": None}
+    target = (
+        {"index_url": args.to_index_url}
+        if args.to_index_url is not None
+        else {"data_dir": args.to_data_dir, "index_url": None}
     )
-    if args.to_index_url is not None:
-        target_settings = Settings.model_validate(
-            {**settings.model_dump(), "index_url": args.to_index_url}
-        )
+    target_settings = Settings.model_validate({**settings.model_dump(), **target})
     if index_location(target_settings) == index_location(settings):
         raise CliError("the new store must be another folder or database than the old one")
     setup_logging("warning")
