@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ class Embedder:
         self._checkpoint = checkpoint
         self._trained = bool(trained)
         self._release: dict[str, Any] | None = None
+        # The LLM projector (model/describer.py): attached, or read from beside the
+        # checkpoint on first use, so a server that never asks for it never loads it.
+        self._projector: torch.nn.Module | None = None
+        self._projector_folder: str | None = None
+        self.describer_config: Any = None
         if any(e.source is None for e in model.config.encoders.values()):
             logger.warning(
                 "DEMO MODEL: the %s encoders are small random networks; embeddings carry no meaning",
@@ -152,7 +158,7 @@ class Embedder:
         model = load_model(
             path, encoder_overrides=encoder_overrides, device="cpu", audio_window=audio_window
         )
-        return cls(
+        embedder = cls(
             model,
             device=device,
             dtype=dtype,
@@ -162,6 +168,8 @@ class Embedder:
             checkpoint=str(path),
             trained=bool(document.get("trained", True)),
         )
+        embedder._attach_saved_projector(path)
+        return embedder
 
     @classmethod
     def from_pretrained(
@@ -278,25 +286,14 @@ class Embedder:
         report usage without tokenising again.
         """
         dims = check_dims(dims)
-        encoder = self._text_encoder()
-        ids = encoder.token_ids(texts)  # tokenised once: counted here, padded per batch
-        encoder.check_lengths(ids)
-        lengths = [len(row) for row in ids]
-        # Similar lengths together: less padding, same results (padding is masked).
-        order = sorted(range(len(texts)), key=lambda i: lengths[i])
-        vectors = self._run("text", [ids[i] for i in order], order, dims, encoder.pad)
-        return vectors, lengths
+        plan = self._plan("text", texts)
+        vectors, _ = self._run(plan, dims)
+        return vectors, plan.tokens
 
     def embed_images(self, images: list[Image.Image], dims: int = EMBED_DIM) -> np.ndarray:
         """Embed PIL images (any mode; converted to RGB): (N, dims) float32 unit rows."""
         dims = check_dims(dims)
-        self.model.encoder("image")  # MissingModality before looking at the inputs
-        if not isinstance(images, Sequence):
-            raise InvalidInput(f"images must be a list of PIL images; got {type(images).__name__}")
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
-        return self._run("image", list(images), list(range(len(images))), dims)
+        return self._run(self._plan("image", images), dims)[0]
 
     def embed_audio(
         self, clips: list[np.ndarray], sampling_rate: int, dims: int = EMBED_DIM
@@ -311,23 +308,75 @@ class Embedder:
         Digital silence is a valid clip and gets an embedding like any other.
         """
         dims = check_dims(dims)
-        encoder = self.model.encoder("audio")
-        if isinstance(clips, np.ndarray) or not isinstance(clips, Sequence):
-            raise InvalidInput(f"clips must be a list of numpy arrays; got {type(clips).__name__}")
-        prepared = [
-            prepare_clip(c, sampling_rate, max_seconds=encoder.config.max_audio_seconds, index=i)
-            for i, c in enumerate(clips)
-        ]
-        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[0])
-        return self._run(
-            "audio",
-            [prepared[i] for i in order],
-            order,
-            dims,
-            preprocess=lambda items: self.model.preprocess(
-                "audio", items, sampling_rate=SAMPLE_RATE
-            ),
-        )
+        return self._run(self._plan("audio", clips, sampling_rate), dims)[0]
+
+    def embed_outputs(
+        self, modality: str, values: Sequence[Any], *, sampling_rate: int = SAMPLE_RATE
+    ) -> Outputs:
+        """The three outputs of the resampler for texts, PIL images or audio clips (as
+        ``embed_texts``/``embed_images``/``embed_audio`` take them): the 512-d
+        embeddings, the raw latents and, when a trained LLM projector is attached
+        (:meth:`attach_projector`), the language-model prefix.
+
+        Raises:
+            InvalidInput: a bad input, or a modality without latents (text, where the
+                text tower is locked).
+        """
+        plan = self._plan(modality, values, sampling_rate)
+        vectors, latents = self._run(plan, EMBED_DIM, with_latents=True)
+        prefix = None
+        if self.projector is not None:
+            with torch.inference_mode():
+                prefix = self.projector(torch.from_numpy(latents)).numpy()
+        return Outputs(embeddings=vectors, latents=latents, llm_prefix=prefix, tokens=plan.tokens)
+
+    def attach_projector(self, projector: Any, config: Any) -> None:
+        """Use a trained LLM projector (model/describer.py) for ``llm_prefix`` outputs.
+
+        Raises:
+            ValueError: it was trained on another model's latents.
+        """
+        if config.weights_digest and config.weights_digest != self.weights_digest:
+            raise ValueError(
+                "this LLM projector was trained on another model's latents "
+                f"(weights {config.weights_digest[:12]}, this model {self.weights_digest[:12]})"
+            )
+        if config.latent_dim != self.model.config.perceiver.dim:
+            raise ValueError(
+                f"this LLM projector reads {config.latent_dim}-d latents; the model's are "
+                f"{self.model.config.perceiver.dim}-d"
+            )
+        self._projector = projector.to(self.device).eval()
+        self.describer_config = config
+
+    @property
+    def has_projector(self) -> bool:
+        """Whether an LLM projector is attached or saved beside the checkpoint (not loaded)."""
+        return self._projector is not None or self._projector_folder is not None
+
+    @property
+    def projector(self) -> torch.nn.Module | None:
+        """The LLM projector, loaded from beside the checkpoint on first use; None when
+        there is none or it was trained on another model's latents (logged)."""
+        if self._projector is None and self._projector_folder is not None:
+            from model.describer import load_projector
+
+            folder, self._projector_folder = self._projector_folder, None
+            found = load_projector(folder)
+            if found is not None:
+                try:
+                    self.attach_projector(*found)
+                except ValueError as exc:
+                    logger.warning("not using the LLM projector in %s: %s", folder, exc)
+        return self._projector
+
+    def _attach_saved_projector(self, folder: str | os.PathLike[str]) -> None:
+        """Remember the LLM projector saved beside a checkpoint (its ``describer/``), to
+        load on first use."""
+        from model.describer import has_projector
+
+        if has_projector(folder):
+            self._projector_folder = str(folder)
 
     # --------------------------------------------------------------------- helpers
 
@@ -336,26 +385,104 @@ class Embedder:
         assert isinstance(encoder, TextEncoder)
         return encoder
 
+    def _plan(self, modality: str, values: Sequence[Any], sampling_rate: int = SAMPLE_RATE) -> _Plan:
+        """Checked inputs of one modality, sorted by length (less padding, same
+        results), with how to batch them."""
+        if modality == "text":
+            encoder = self._text_encoder()
+            ids = encoder.token_ids(values)  # tokenised once: counted here, padded per batch
+            encoder.check_lengths(ids)
+            lengths = [len(row) for row in ids]
+            order = sorted(range(len(values)), key=lambda i: lengths[i])
+            return _Plan("text", [ids[i] for i in order], order, encoder.pad, lengths)
+        if modality == "image":
+            self.model.encoder("image")  # MissingModality before looking at the inputs
+            if not isinstance(values, Sequence):
+                raise InvalidInput(
+                    f"images must be a list of PIL images; got {type(values).__name__}"
+                )
+            for i, image in enumerate(values):
+                if not isinstance(image, Image.Image):
+                    raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
+            return _Plan(
+                "image", list(values), list(range(len(values))),
+                lambda chunk: self.model.preprocess("image", chunk), [0] * len(values),
+            )
+        if modality != "audio":
+            self.model.encoder(modality)  # InvalidInput naming the modalities there are
+        encoder = self.model.encoder("audio")
+        if isinstance(values, np.ndarray) or not isinstance(values, Sequence):
+            raise InvalidInput(f"clips must be a list of numpy arrays; got {type(values).__name__}")
+        prepared = [
+            prepare_clip(c, sampling_rate, max_seconds=encoder.config.max_audio_seconds, index=i)
+            for i, c in enumerate(values)
+        ]
+        order = sorted(range(len(prepared)), key=lambda i: prepared[i].shape[0])
+        return _Plan(
+            "audio",
+            [prepared[i] for i in order],
+            order,
+            lambda items: self.model.preprocess("audio", items, sampling_rate=SAMPLE_RATE),
+            [0] * len(values),
+        )
+
     def _run(
-        self,
-        modality: str,
-        items: list[Any],
-        order: list[int],
-        dims: int,
-        preprocess: Callable[[list[Any]], dict[str, torch.Tensor]] | None = None,
-    ) -> np.ndarray:
-        """Embed ``items`` in batches; row k of the result is for the caller's item order[k]."""
+        self, plan: _Plan, dims: int, *, with_latents: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embed a plan's items in batches, back in the caller's order: (N, dims) unit
+        rows, and with ``with_latents`` the latents (N, L, D) float32."""
+        items = plan.items
         out = np.empty((len(items), EMBED_DIM), dtype=np.float32)
-        prep = preprocess or (lambda chunk: self.model.preprocess(modality, chunk))
+        latents: np.ndarray | None = None
         with torch.inference_mode():
             for start in range(0, len(items), self.max_batch_size):
                 chunk = items[start : start + self.max_batch_size]
-                batch = prep(chunk)
-                result = self.model(modality, batch, with_llm_tokens=False).embedding  # (b, 512)
-                out[start : start + len(chunk)] = result.float().cpu().numpy()
+                result = self.model(plan.modality, plan.preprocess(chunk), with_llm_tokens=False)
+                out[start : start + len(chunk)] = result.embedding.float().cpu().numpy()
+                if with_latents:
+                    if result.latents is None:
+                        raise InvalidInput(
+                            f"this model has no latents for {plan.modality}: its {plan.modality} "
+                            "embedding comes from the locked text tower, not the resampler"
+                        )
+                    if latents is None:
+                        latents = np.empty((len(items), *result.latents.shape[1:]), np.float32)
+                    latents[start : start + len(chunk)] = result.latents.float().cpu().numpy()
         unordered = np.empty_like(out)
-        unordered[order] = out
-        return truncate(unordered, dims)
+        unordered[plan.order] = out
+        if latents is not None:
+            reordered = np.empty_like(latents)
+            reordered[plan.order] = latents
+            latents = reordered
+        return truncate(unordered, dims), latents
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Inputs of one modality in batching order; row k is the caller's item order[k]."""
+
+    modality: str
+    items: list[Any]
+    order: list[int]
+    preprocess: Callable[[list[Any]], dict[str, torch.Tensor]]
+    tokens: list[int]  # per caller's item: text tokens (special ones included), 0 for media
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The resampler's outputs for N inputs (:meth:`Embedder.embed_outputs`).
+
+    Attributes:
+        embeddings: (N, 512) unit rows.
+        latents: (N, L, D) the resampler's latents (the two-sided branch's, for a blend).
+        llm_prefix: (N, L, D_llm) the projected prefix, or None without a projector.
+        tokens: per input, its text tokens (0 for media).
+    """
+
+    embeddings: np.ndarray
+    latents: np.ndarray
+    llm_prefix: np.ndarray | None
+    tokens: list[int]
 
 
 def _blend_info(blend: BlendConfig | None) -> dict[str, Any] | None:

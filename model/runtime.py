@@ -56,6 +56,16 @@ ONNX_MODALITIES: tuple[str, ...] = ("text", "audio")
 AUTO_ONNX: dict[str, str] = {"text": "onnx-int8"}
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), where bfloat16
+    autocast roughly halves a training step (model/training/experiments.md)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def onnx_runtimes(
     runtime: str, device: torch.device, encoders: Mapping[str, Any]
 ) -> dict[str, str]:

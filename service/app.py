@@ -23,11 +23,12 @@ from model.release import is_release_name, shipped_release
 from service.auth import check_bind
 from service.budget import DecodeBudget, DecodeBudgetMiddleware
 from service.connections import BodyDeadlineMiddleware
+from service.describe import load_describer
 from service.engine import EmbeddingEngine
 from service.errors import PayloadTooLarge, error_response, install_error_handlers
 from service.metrics import Metrics, MetricsMiddleware
 from service.origin import OriginMiddleware
-from service.routers import embed, health, items, openai, page, search
+from service.routers import describe, embed, health, items, openai, page, search
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 from service.store import AsyncStore, index_location, model_stamp
@@ -50,7 +51,15 @@ UNTRAINED_WARNING = (
 
 
 # Every API router the app serves, in the order they are included.
-ROUTERS = (health.router, embed.router, search.router, items.router, openai.router, page.router)
+ROUTERS = (
+    health.router,
+    embed.router,
+    describe.router,
+    search.router,
+    items.router,
+    openai.router,
+    page.router,
+)
 
 
 def requested_checkpoint(settings: Settings) -> str | Path | None:
@@ -236,6 +245,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await store.close()
             raise
         engine = EmbeddingEngine(model, settings, observer=metrics)
+        describer, describer_off = await asyncio.to_thread(load_describer, model, settings)
         state = ServiceState(
             settings=settings,
             engine=engine,
@@ -243,9 +253,13 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             metrics=metrics,
             model_info=info,
             warning=model_warning(info),
+            describer=describer,
+            describer_off=describer_off,
         )
         try:
             await engine.start()
+            if describer is not None:
+                await describer.start()
             counts = await state.refresh_index_gauge()
             _log_loaded(settings, info, counts, state.warning)
             app.state.service = state
@@ -261,6 +275,8 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             gc.unfreeze()
             app.state.service = None
             await engine.stop()
+            if describer is not None:
+                await describer.stop()
             await store.close()
             logger.info("stopped: model unloaded, index closed")
 

@@ -73,7 +73,29 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     _data_dir_option(serve)
     model_options(serve)
+    _llm_option(serve)
     serve.set_defaults(func=cmd.cmd_serve)
+
+
+def _llm_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--llm",
+        metavar="SRC",
+        help="language model for /describe: folder, .gguf, hub id or 'none' (MMEMBED_LLM; "
+        "default: the packaged SmolLM2 of the [llm] extra)",
+    )
+
+
+def _add_describe(commands: argparse._SubParsersAction) -> None:
+    describe = _command(
+        commands, "describe", "describe audio or image files in words; JSON lines", files=True
+    )
+    describe.add_argument("files", nargs="+", type=Path, help="audio or image files")
+    describe.add_argument("--prompt", help="what to ask (default: the trained prompt)")
+    describe.add_argument("--max-tokens", type=int, default=48, help="most tokens to write (48)")
+    model_options(describe)
+    _llm_option(describe)
+    describe.set_defaults(func=cmd.cmd_describe, text=[])
 
 
 def _add_embed_and_index(commands: argparse._SubParsersAction) -> None:
@@ -269,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
     _add_embed_and_index(commands)
+    _add_describe(commands)
     _add_download(commands)
     _add_train(commands)
     _add_eval(commands)

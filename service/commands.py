@@ -48,6 +48,7 @@ SETTING_FLAGS = (
     "audio_window",
     "modalities",
     "torch_threads",
+    "llm",
     "data_dir",
     "index_url",
     "log_level",
@@ -229,6 +230,44 @@ def cmd_embed(args: argparse.Namespace) -> int:
             "embedding": truncate(vector, args.dims).tolist(),
         }
         print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+def cmd_describe(args: argparse.Namespace) -> int:
+    """One JSON line per file: what the language model writes from its latents."""
+    from model.errors import InvalidInput
+    from service.describe import DescribeJob, load_describer
+    from service.engine import output_rows
+    from service.errors import ServiceError
+    from service.inputs import decode_input
+
+    settings = settings_from(args)
+    setup_logging("warning")
+    if not 1 <= args.max_tokens <= settings.describe_max_tokens:
+        raise CliError(f"--max-tokens must be 1 to {settings.describe_max_tokens}")
+    inputs = _raw_inputs(args)
+    embedder = load_embedder(settings)
+    service, why = load_describer(embedder, settings)
+    if service is None:
+        raise CliError(f"cannot describe: {why}")
+    for raw in inputs:
+        try:
+            item = decode_input(raw, settings, embedder.modalities)
+            if item.modality == "text":
+                raise CliError(f"{raw.label}: describe takes audio or image files")
+            (row,) = output_rows(embedder, item.modality, [item.value])
+        except ServiceError as exc:
+            message = exc.message if exc.message.startswith(raw.label) else f"{raw.label}: {exc.message}"
+            raise CliError(message) from exc
+        except InvalidInput as exc:
+            raise CliError(f"{raw.label}: {exc}") from exc
+        job = DescribeJob(row[1], item.modality, args.prompt, args.max_tokens)
+        (generation,) = service.run([job])
+        print(json.dumps({
+            "input": raw.label, "modality": item.modality, "text": generation.text,
+            "model": service.name, "tokens": generation.tokens,
+            "seconds": round(generation.seconds, 3),
+        }, ensure_ascii=False))
     return 0
 
 

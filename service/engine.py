@@ -50,6 +50,8 @@ class Embeddings:
 
 
 Row = tuple[np.ndarray, int]  # one input's (512,) vector and its token count
+# One input's (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, and tokens.
+OutputRow = tuple[np.ndarray, np.ndarray, np.ndarray | None, int]
 
 
 def embed_batch(embedder: Embedder, modality: str, values: Sequence[Any]) -> np.ndarray:
@@ -69,6 +71,15 @@ def embed_rows(embedder: Embedder, modality: str, values: Sequence[Any]) -> list
         vectors, tokens = embedder.embed_texts_counted(list(values), dims=EMBED_DIM)
         return list(zip(vectors, tokens, strict=True))
     return [(v, 0) for v in embed_batch(embedder, modality, values)]
+
+
+def output_rows(embedder: Embedder, modality: str, values: Sequence[Any]) -> list[OutputRow]:
+    """Per input: its (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, tokens."""
+    if modality == "audio":
+        values = [c.samples for c in values]
+    out = embedder.embed_outputs(modality, values, sampling_rate=SAMPLE_RATE)
+    prefixes = out.llm_prefix if out.llm_prefix is not None else [None] * len(values)
+    return list(zip(out.embeddings, out.latents, prefixes, out.tokens, strict=True))
 
 
 def require_modality(modality: str, loaded: Sequence[str]) -> None:
@@ -101,17 +112,35 @@ class EmbeddingEngine:
             )
             for modality in embedder.modalities
         }
+        # Latents and LLM prefixes (`/embed?output=`): their own queues, so the
+        # embedding-only path stays as it was.
+        self.output_batchers: dict[str, Batcher[Any, OutputRow]] = {
+            modality: Batcher(
+                f"{modality}-outputs",
+                functools.partial(output_rows, embedder, modality),
+                max_batch_size=settings.max_batch_size,
+                max_wait_ms=settings.max_wait_ms,
+                workers=1,
+                queue_size=settings.queue_size,
+                timeout_s=settings.request_timeout_s,
+                per_item_errors=(InvalidInput,),
+                observer=observer,
+            )
+            for modality in embedder.modalities
+        }
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(self.batchers)
 
     async def start(self) -> None:
-        for batcher in self.batchers.values():
+        for batcher in [*self.batchers.values(), *self.output_batchers.values()]:
             await batcher.start()
 
     async def stop(self) -> None:
-        await asyncio.gather(*(b.stop() for b in self.batchers.values()))
+        await asyncio.gather(
+            *(b.stop() for b in [*self.batchers.values(), *self.output_batchers.values()])
+        )
 
     def queue_depths(self) -> dict[str, int]:
         return {m: b.depth for m, b in self.batchers.items()}
@@ -149,6 +178,25 @@ class EmbeddingEngine:
     async def embed_one(self, item: Input) -> np.ndarray:
         """Full 512-d unit embedding of one input, shape (512,)."""
         return (await self.embed([item]))[0]
+
+    async def outputs(self, inputs: Sequence[Input]) -> list[OutputRow]:
+        """Every output of the resampler for mixed inputs, in input order."""
+        by_modality: dict[str, list[int]] = {}
+        for i, item in enumerate(inputs):
+            by_modality.setdefault(item.modality, []).append(i)
+        for m in by_modality:
+            require_modality(m, self.modalities)
+        results = await asyncio.gather(
+            *(
+                self.output_batchers[m].submit_many([inputs[i].value for i in positions])
+                for m, positions in by_modality.items()
+            )
+        )
+        rows: list[OutputRow | None] = [None] * len(inputs)
+        for positions, got in zip(by_modality.values(), results, strict=True):
+            for i, row in zip(positions, got, strict=True):
+                rows[i] = row
+        return rows  # type: ignore[return-value]
 
     @staticmethod
     def at_dims(vectors: np.ndarray, dims: int) -> np.ndarray:

@@ -176,6 +176,15 @@ def require_form_or_json(request: Request) -> None:
         )
 
 
+def require_form(request: Request) -> None:
+    """415 unless the body is multipart/form-data (a route that takes a file upload)."""
+    if not is_form(request):
+        got = _content_type(request) or "none"
+        raise UnsupportedMedia(
+            f"request body must be multipart/form-data with a 'file' part; got Content-Type {got}"
+        )
+
+
 def require_json(request: Request) -> None:
     """415 unless the body is JSON; a request with no Content-Type is read as JSON."""
     if _content_type(request) and not is_json(request):

@@ -80,14 +80,43 @@ class OpenAIEmbeddingsIn(BaseModel):
 # Responses --------------------------------------------------------------------------
 
 
+class ArrayOut(BaseModel):
+    shape: list[int] = Field(description="The array's shape, e.g. [16, 256] for latents.")
+    data: list[float] | str = Field(
+        description="Row-major floats, or with `encoding_format=base64` their little-endian "
+        "float32 bytes in base64."
+    )
+
+
 class EmbedOut(BaseModel):
     modality: Modality
     dims: int
-    embedding: list[float] = Field(description="Unit-length vector of `dims` floats.")
+    embedding: list[float] | str | None = Field(
+        None,
+        description="Unit-length vector of `dims` floats (base64 of little-endian float32 with "
+        "`encoding_format=base64`); left out when `output` does not ask for it.",
+    )
+    latents: ArrayOut | None = Field(
+        None, description="The resampler's latents (`output=latents`): shape [L, D]."
+    )
+    llm_prefix: ArrayOut | None = Field(
+        None,
+        description="The latents projected into the language model's input space "
+        "(`output=llm_prefix`): shape [L, D_llm].",
+    )
 
 
 class EmbedRow(EmbedOut):
     index: int = Field(description="Position of the input in the request.")
+
+
+class DescribeOut(BaseModel):
+    text: str = Field(description="What the language model wrote (greedy: the same input "
+                      "gives the same text).")
+    modality: Modality
+    model: str = Field(description="The language model that wrote it.")
+    tokens: int = Field(description="Tokens generated.")
+    seconds: float = Field(description="Time spent generating.")
 
 
 class EmbedBatchOut(BaseModel):

@@ -152,6 +152,25 @@ class Settings(BaseSettings):
         description="Comma-separated modalities to load (image, audio, text).",
     )
 
+    # Describe (phase 2)
+    llm: str | None = Field(
+        None,
+        description=(
+            "The language model /describe uses: a folder, a .gguf file, a hub ID, "
+            "'smollm2-135m-instruct' or 'none' (default: the packaged SmolLM2 when the "
+            "[llm] extra is installed)."
+        ),
+    )
+    describe_max_tokens: int = Field(
+        64, ge=1, le=512, description="Most tokens /describe generates (max_tokens's cap)."
+    )
+    describe_max_prompt_tokens: int = Field(
+        64, ge=1, le=1024, description="Most tokens a /describe prompt may have."
+    )
+    describe_timeout_s: float = Field(
+        60.0, gt=0, description="Per-request wait for a description, queue included (504 after)."
+    )
+
     # Index
     data_dir: Path = Field(default_factory=default_data_dir, description="Index data folder.")
     index_kind: Literal["flat", "hnsw"] = Field(

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.describe import DescribeService
 from service.engine import EmbeddingEngine
 from service.metrics import Metrics
 from service.settings import Settings
@@ -22,6 +23,8 @@ class ServiceState:
     metrics: Metrics
     model_info: dict[str, Any] = field(default_factory=dict)
     warning: str | None = None
+    describer: DescribeService | None = None  # /describe (service/describe.py)
+    describer_off: str | None = None  # why /describe is off, when it is
     started_at: int = field(default_factory=lambda: int(time.time()))
 
     async def refresh_index_gauge(self) -> dict[str, int]:

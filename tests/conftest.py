@@ -153,3 +153,33 @@ def postgres_url(postgres_server: LocalPostgres, request: pytest.FixtureRequest)
     """A fresh, empty database for this test module; its postgresql:// URL."""
     name = re.sub(r"[^a-z0-9_]", "_", request.module.__name__.lower())[-60:]
     return postgres_server.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    """A tiny random causal language model (2 Llama layers, 32 wide) and a tokenizer, saved
+    as a Hugging Face folder: what `--llm DIR` loads. The tokenizer is MiniLM's, with
+    [SEP] as its end of sequence; it has no chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_dir)
+    tokenizer.eos_token = tokenizer.sep_token
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.3,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.cls_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -22,6 +22,15 @@ from service.inputs import (
     read_single_input,
     require_form_or_json,
 )
+from service.outputs import (
+    EncodingQuery,
+    OutputQuery,
+    check_outputs,
+    encode_vector,
+    floats_in,
+    output_fields,
+    parse_outputs,
+)
 from service.responses import input_warnings, vector_response
 from service.schemas import (
     ERROR_RESPONSES,
@@ -53,13 +62,30 @@ router = APIRouter(tags=["embed"], dependencies=[Depends(require_api_key)])
         ),
     ),
 )
-async def embed(request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512):
+async def embed(
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    dims: DimsQuery = 512,
+    output: OutputQuery = "embedding",
+    encoding_format: EncodingQuery = "float",
+):
+    outputs = parse_outputs(output)
+    check_outputs(outputs, engine)
     inputs = await read_single_input(request, settings)
     (item,) = await decode_inputs(inputs, engine, settings)
-    vector = engine.at_dims(await engine.embed_one(item), dims)
+    if outputs == ("embedding",):
+        vector = engine.at_dims(await engine.embed_one(item), dims)
+        content = {
+            "modality": item.modality,
+            "dims": dims,
+            "embedding": encode_vector(vector, encoding_format),
+        }
+        return await vector_response(content, floats=dims, headers=input_warnings([item]))
+    (row,) = await engine.outputs([item])
     return await vector_response(
-        {"modality": item.modality, "dims": dims, "embedding": vector},
-        floats=dims,
+        output_fields(item, row, dims=dims, outputs=outputs, encoding=encoding_format),
+        floats=floats_in([row], outputs, dims),
         headers=input_warnings([item]),
     )
 
@@ -79,8 +105,15 @@ async def embed(request: Request, engine: EngineDep, settings: SettingsDep, dims
     ),
 )
 async def embed_batch(
-    request: Request, engine: EngineDep, settings: SettingsDep, dims: DimsQuery = 512
+    request: Request,
+    engine: EngineDep,
+    settings: SettingsDep,
+    dims: DimsQuery = 512,
+    output: OutputQuery = "embedding",
+    encoding_format: EncodingQuery = "float",
 ):
+    outputs = parse_outputs(output)
+    check_outputs(outputs, engine)
     require_form_or_json(request)
     if is_json(request):
         body = await read_json(request, TextsIn)
@@ -90,11 +123,22 @@ async def embed_batch(
             inputs = await form_inputs(form, settings)
     check_count(inputs, settings, single=False)
     items = await decode_inputs(inputs, engine, settings)
-    vectors = engine.at_dims(await engine.embed(items), dims)
+    if outputs == ("embedding",) and encoding_format == "float":
+        vectors = engine.at_dims(await engine.embed(items), dims)
+        rows = [
+            {"index": i, "modality": item.modality, "dims": dims, "embedding": vector}
+            for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
+        ]
+        return await vector_response(
+            {"dims": dims, "data": rows}, floats=vectors.size, headers=input_warnings(items)
+        )
+    got = await engine.outputs(items)
     rows = [
-        {"index": i, "modality": item.modality, "dims": dims, "embedding": vector}
-        for i, (item, vector) in enumerate(zip(items, vectors, strict=True))
+        {"index": i, **output_fields(item, row, dims=dims, outputs=outputs, encoding=encoding_format)}
+        for i, (item, row) in enumerate(zip(items, got, strict=True))
     ]
     return await vector_response(
-        {"dims": dims, "data": rows}, floats=vectors.size, headers=input_warnings(items)
+        {"dims": dims, "data": rows},
+        floats=floats_in(got, outputs, dims),
+        headers=input_warnings(items),
     )

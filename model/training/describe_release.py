@@ -1,0 +1,126 @@
+"""The projector of a release, every stage from one recipe (``[describe]`` table):
+cached latents -> projector training -> evaluation -> the projector and its card.
+
+Each stage resumes: the latents are cached per split, training from its state file,
+and the evaluation from its saved generations.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.training.describe_train import DescribeTrainSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DescribeRecipe:
+    release: str
+    spoken_recipe: str
+    n_train: int
+    runs: str
+    out: str
+    llm: str
+    pictures: str | None = None
+    eval_clips: int = 200
+    train: DescribeTrainSpec = DescribeTrainSpec()
+
+
+def is_describe_recipe(path: str | Path) -> bool:
+    """Whether a recipe file has a ``[describe]`` table."""
+    try:
+        with open(path, "rb") as fh:
+            return "describe" in tomllib.load(fh)
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def read_describe_recipe(path: str | Path) -> DescribeRecipe:
+    """Parse a describe recipe; errors name the file and what is wrong."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+        spec = DescribeTrainSpec(**data.get("describe_train", {}))
+        return DescribeRecipe(**data["describe"], train=spec)
+    except (OSError, KeyError, TypeError, ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ValueError(f"describe recipe {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def load_phase1(recipe: DescribeRecipe, sources: dict[str, str]):
+    """The release's frozen phase-1 model."""
+    from model.checkpoint import load_model
+
+    model = load_model(recipe.release, sources)
+    model.eval()
+    return model
+
+
+def data_stage(recipe: DescribeRecipe, model) -> Path:
+    from model.training.describe_data import build_describe_data
+
+    return build_describe_data(
+        model, recipe.spoken_recipe, n_train=recipe.n_train, pictures=recipe.pictures
+    )
+
+
+def train_stage(recipe: DescribeRecipe, model, folder: Path, *, max_minutes: float | None = None):
+    from model.llm import load_llm, resolve_llm
+    from model.training.describe_data import load_split
+    from model.training.describe_train import new_describer, train_projector
+
+    source = resolve_llm(recipe.llm)
+    if source is None:
+        raise ValueError("the describe recipe needs a language model; its llm is 'none'")
+    llm, tokenizer = load_llm(source)
+    train, val = load_split(folder, "train"), load_split(folder, "val")
+    describer = new_describer(
+        llm, tokenizer, latent_dim=int(train["latents"].shape[-1]),
+        weights_digest=model.weights_digest(), llm_name=source.name,
+        hidden=recipe.train.hidden, seed=recipe.train.seed,
+    )
+    history = train_projector(
+        describer, train, val, recipe.train, Path(recipe.runs) / "train", recipe.out,
+        max_minutes=max_minutes,
+    )
+    return history
+
+
+def run_describe_release(
+    path: str | Path, sources: dict[str, str], *, max_minutes: float | None = None
+) -> dict[str, Any]:
+    """Every stage of a describe recipe; returns what the card reports."""
+    recipe = read_describe_recipe(path)
+    torch.set_num_threads(recipe.train.threads)
+    model = load_phase1(recipe, sources)
+    folder = data_stage(recipe, model)
+    history = train_stage(recipe, model, folder, max_minutes=max_minutes)
+    return {"history": history, "latents": str(folder)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("recipe")
+    parser.add_argument("--audio-encoder", required=True)
+    parser.add_argument("--text-encoder", required=True)
+    parser.add_argument("--max-minutes", type=float, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    result = run_describe_release(
+        args.recipe, {"audio": args.audio_encoder, "text": args.text_encoder},
+        max_minutes=args.max_minutes,
+    )
+    print(json.dumps(result["history"]["val"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
