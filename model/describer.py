@@ -93,7 +93,9 @@ def save_projector(folder: str | Path, projector: PrefixProjector, config: Descr
 
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float32).contiguous() for k, v in projector.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float32).contiguous() for k, v in projector.state_dict().items()
+    }
     save_file(state, str(out / PROJECTOR_FILE))
     (out / CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2) + "\n")
     return out

@@ -385,7 +385,9 @@ class Embedder:
         assert isinstance(encoder, TextEncoder)
         return encoder
 
-    def _plan(self, modality: str, values: Sequence[Any], sampling_rate: int = SAMPLE_RATE) -> _Plan:
+    def _plan(
+        self, modality: str, values: Sequence[Any], sampling_rate: int = SAMPLE_RATE
+    ) -> _Plan:
         """Checked inputs of one modality, sorted by length (less padding, same
         results), with how to batch them."""
         if modality == "text":
@@ -405,8 +407,11 @@ class Embedder:
                 if not isinstance(image, Image.Image):
                     raise InvalidInput(f"image {i} must be a PIL image; got {type(image).__name__}")
             return _Plan(
-                "image", list(values), list(range(len(values))),
-                lambda chunk: self.model.preprocess("image", chunk), [0] * len(values),
+                "image",
+                list(values),
+                list(range(len(values))),
+                lambda chunk: self.model.preprocess("image", chunk),
+                [0] * len(values),
             )
         if modality != "audio":
             self.model.encoder(modality)  # InvalidInput naming the modalities there are

@@ -69,7 +69,9 @@ def resolve_llm(value: str | None = None) -> LLMSource | None:
     if value == PACKAGED_NAME:
         found = packaged_llm()
         if found is None:
-            raise MissingWeights(f"the language model {PACKAGED_NAME} is not installed; {INSTALL_HINT}")
+            raise MissingWeights(
+                f"the language model {PACKAGED_NAME} is not installed; {INSTALL_HINT}"
+            )
         return found
     path = Path(value)
     if path.is_file() and path.suffix == ".gguf":
@@ -100,13 +102,12 @@ def load_llm(source: LLMSource) -> tuple[torch.nn.Module, object]:
     kwargs = {"gguf_file": source.gguf_file} if source.gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(source.folder, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(
-            source.folder, dtype=torch.float32, **kwargs
-        )
+        model = AutoModelForCausalLM.from_pretrained(source.folder, dtype=torch.float32, **kwargs)
     except ImportError as exc:
         raise MissingWeights(f"cannot read {source.name}: {exc}; {INSTALL_HINT}") from exc
     except (OSError, ValueError) as exc:
-        raise MissingWeights(f"cannot load the language model {source.name}: {exc}") from exc
+        hint = f"; {INSTALL_HINT}" if source.gguf_file and "pip install" in str(exc) else ""
+        raise MissingWeights(f"cannot load the language model {source.name}: {exc}{hint}") from exc
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -257,17 +257,27 @@ def cmd_describe(args: argparse.Namespace) -> int:
                 raise CliError(f"{raw.label}: describe takes audio or image files")
             (row,) = output_rows(embedder, item.modality, [item.value])
         except ServiceError as exc:
-            message = exc.message if exc.message.startswith(raw.label) else f"{raw.label}: {exc.message}"
+            message = (
+                exc.message if exc.message.startswith(raw.label) else f"{raw.label}: {exc.message}"
+            )
             raise CliError(message) from exc
         except InvalidInput as exc:
             raise CliError(f"{raw.label}: {exc}") from exc
         job = DescribeJob(row[1], item.modality, args.prompt, args.max_tokens)
         (generation,) = service.run([job])
-        print(json.dumps({
-            "input": raw.label, "modality": item.modality, "text": generation.text,
-            "model": service.name, "tokens": generation.tokens,
-            "seconds": round(generation.seconds, 3),
-        }, ensure_ascii=False))
+        print(
+            json.dumps(
+                {
+                    "input": raw.label,
+                    "modality": item.modality,
+                    "text": generation.text,
+                    "model": service.name,
+                    "tokens": generation.tokens,
+                    "seconds": round(generation.seconds, 3),
+                },
+                ensure_ascii=False,
+            )
+        )
     return 0
 
 
@@ -685,11 +695,14 @@ def _training_errors(run: Callable[[argparse.Namespace], int]) -> Callable[..., 
 @_training_errors
 def cmd_train(args: argparse.Namespace) -> int:
     from model.training.commands import image_release_command, release_command, train_command
+    from model.training.describe_release import is_describe_recipe
     from model.training.image_release import is_image_release_recipe
     from model.training.pipeline import is_release_recipe
 
     if args.recipe and is_image_release_recipe(args.recipe):
         return image_release_command(args.recipe, _encoder_sources(args))
+    if args.recipe and is_describe_recipe(args.recipe):
+        return _describe_recipe(args.recipe, _encoder_sources(args), train=True)
     if args.recipe and is_release_recipe(args.recipe):
         fixed = [f"--{f.replace('_', '-')}" for f in (*PIPELINE_RUN_FLAGS,) if getattr(args, f)]
         if fixed:
@@ -699,6 +712,26 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
         return release_command(args.recipe, train_values(args, release=True))
     return train_command(train_config(args))
+
+
+def _describe_recipe(recipe: str, sources: dict[str, str], *, train: bool) -> int:
+    """A describe recipe's stages (train: every one; else the evaluation alone); prints
+    its figures."""
+    from model.training.describe_release import (
+        describe_figures,
+        eval_describe_release,
+        run_describe_release,
+    )
+
+    if train:
+        results = run_describe_release(recipe, sources).get("eval")
+        if results is None:
+            print("training stopped before its last step; run the command again to resume")
+            return 0
+    else:
+        results = eval_describe_release(recipe, sources)
+    print("\n".join(describe_figures(results)))
+    return 0
 
 
 def _encoder_sources(args: argparse.Namespace) -> dict[str, str]:
@@ -723,7 +756,10 @@ def _model_part(args: argparse.Namespace) -> tuple[Any, str]:
 @_training_errors
 def cmd_eval(args: argparse.Namespace) -> int:
     from model.training.commands import eval_command
+    from model.training.describe_release import is_describe_recipe
 
+    if args.recipe and is_describe_recipe(args.recipe):
+        return _describe_recipe(args.recipe, _encoder_sources(args), train=False)
     if args.recipe:
         return _check_release(args)
     part, device = _model_part(args)

@@ -42,7 +42,10 @@ class DescribeService:
     """A loaded :class:`Describer` and the queue that feeds it."""
 
     def __init__(
-        self, describer: Describer, name: str, settings: Settings,
+        self,
+        describer: Describer,
+        name: str,
+        settings: Settings,
         observer: BatchObserver | None = None,
     ) -> None:
         self.describer = describer
@@ -88,7 +91,7 @@ def load_describer(
 ) -> tuple[DescribeService | None, str | None]:
     """(the service, None) or (None, why ``/describe`` is off), never raising for a
     missing optional part: the embedding service runs either way."""
-    from model.llm import INSTALL_HINT, load_llm, llm_fingerprint, resolve_llm
+    from model.llm import INSTALL_HINT, llm_fingerprint, load_llm, resolve_llm
 
     if not embedder.has_projector:
         return None, "this model has no trained LLM projector (describer/ beside its checkpoint)"
@@ -115,4 +118,3 @@ def load_describer(
     describer = Describer(embedder.projector, config, llm, tokenizer)
     logger.info("describe: %s reads the latents", source.name)
     return DescribeService(describer, source.name, settings), None
-

@@ -111,8 +111,9 @@ class EmbedRow(EmbedOut):
 
 
 class DescribeOut(BaseModel):
-    text: str = Field(description="What the language model wrote (greedy: the same input "
-                      "gives the same text).")
+    text: str = Field(
+        description="What the language model wrote (greedy: the same input gives the same text)."
+    )
     modality: Modality
     model: str = Field(description="The language model that wrote it.")
     tokens: int = Field(description="Tokens generated.")
@@ -213,6 +214,12 @@ class HealthOut(BaseModel):
     status: Literal["ok"] = "ok"
 
 
+class DescribeInfo(BaseModel):
+    available: bool
+    model: str | None = None
+    reason: str | None = Field(None, description="Why /describe is off, when it is.")
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready"] = "ready"
     model: str | None = Field(None, description="The shipped release served, if one is.")
@@ -253,6 +260,10 @@ class ReadyOut(BaseModel):
         description="For a blend of a trained and a locked-text branch (the release): "
         "`locked_dims`, the [start, end) of the dims the locked branch fills, and the share of "
         "a vector's weight there for text (`text_weight`) and other media (`media_weight`).",
+    )
+    describe: DescribeInfo = Field(
+        default_factory=lambda: DescribeInfo(available=False),
+        description="Whether /describe is on, with which language model, or why not.",
     )
     index: dict[str, Any]
 

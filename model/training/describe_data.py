@@ -61,11 +61,16 @@ def speak_training_prefix(recipe_path: str | Path, n_train: int, *, workers: int
     train_pool = read_pool(spec.train_sources, spec.seed)
     test_pools = {name: read_pool(srcs, spec.seed) for name, srcs in spec.test_sets.items()}
     splits = split_sentences(
-        train_pool, test_pools, n_train=spec.n_train, n_val=spec.n_val, n_test=spec.n_test,
+        train_pool,
+        test_pools,
+        n_train=spec.n_train,
+        n_val=spec.n_val,
+        n_test=spec.n_test,
         seed=spec.seed,
     )
     jobs = [
-        j for j in plan_jobs(out, spec, splits)
+        j
+        for j in plan_jobs(out, spec, splits)
         if j.split == "train" and j.record["variant"] == 0 and j.record["sentence_id"] < n_train
     ]
     (out / "audio" / "train").mkdir(parents=True, exist_ok=True)
@@ -87,8 +92,12 @@ def speak_training_prefix(recipe_path: str | Path, n_train: int, *, workers: int
 
 @torch.inference_mode()
 def latents_of(
-    model: MultimodalModel, modality: str, cache: FeatureCache, ids: Sequence[str],
-    *, batch_size: int = 64,
+    model: MultimodalModel,
+    modality: str,
+    cache: FeatureCache,
+    ids: Sequence[str],
+    *,
+    batch_size: int = 64,
 ) -> torch.Tensor:
     """The main branch's latents (N, L, D) float16 of cached encoder features."""
     out = []
@@ -126,8 +135,9 @@ def _image_split(model: MultimodalModel, pictures: Path, split: str) -> dict:
         if ident in cache:
             kept.append((ident, row))
     if len(kept) < len(rows):
-        log.warning("%s: %d of %d pictures have no cached features", split,
-                    len(rows) - len(kept), len(rows))
+        log.warning(
+            "%s: %d of %d pictures have no cached features", split, len(rows) - len(kept), len(rows)
+        )
     return {
         "latents": latents_of(model, "image", cache, [i for i, _ in kept]),
         "texts": [r["text"] for _, r in kept],
@@ -171,7 +181,9 @@ def build_describe_data(
     folder = Path(out) if out else root / "describe" / model.weights_digest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
     spoken = root / "spoken"
-    splits: dict[str, Path] = {"train": speak_training_prefix(recipe_path, n_train, workers=workers)}
+    splits: dict[str, Path] = {
+        "train": speak_training_prefix(recipe_path, n_train, workers=workers)
+    }
     for manifest in sorted(spoken.glob("*.jsonl")):
         if manifest.stem == "val" or is_test_split(manifest.stem):
             splits[manifest.stem] = manifest
@@ -193,10 +205,18 @@ def build_describe_data(
             target = folder / f"images-{split}.pt"
             if split.startswith("test") and not target.exists():
                 torch.save(_image_split(model, Path(pictures), split), target)
-    (folder / "info.json").write_text(json.dumps({
-        "digest": model.weights_digest(), "recipe": str(recipe_path), "n_train": n_train,
-        "pictures": str(pictures) if pictures else None,
-    }, indent=2) + "\n")
+    (folder / "info.json").write_text(
+        json.dumps(
+            {
+                "digest": model.weights_digest(),
+                "recipe": str(recipe_path),
+                "n_train": n_train,
+                "pictures": str(pictures) if pictures else None,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return folder
 
 

@@ -120,8 +120,12 @@ def train_projector(
     def checkpoint() -> None:
         tmp = state_path.with_suffix(".tmp")
         torch.save(
-            {"projector": projector.state_dict(), "optimiser": optimiser.state_dict(),
-             "step": step, "history": history},
+            {
+                "projector": projector.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "step": step,
+                "history": history,
+            },
             tmp,
         )
         tmp.replace(state_path)
@@ -180,8 +184,14 @@ def _with_history(config: DescriberConfig, history: dict[str, Any]) -> Describer
 
 
 def new_describer(
-    llm: torch.nn.Module, tokenizer, *, latent_dim: int, weights_digest: str, llm_name: str,
-    hidden: int, seed: int = 0,
+    llm: torch.nn.Module,
+    tokenizer,
+    *,
+    latent_dim: int,
+    weights_digest: str,
+    llm_name: str,
+    hidden: int,
+    seed: int = 0,
 ) -> Describer:
     """A describer with a fresh projector for ``llm`` (seeded)."""
     from model.llm import llm_fingerprint

@@ -11,6 +11,7 @@ language model (the `[llm]` extra) or a trained projector the route answers
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
 
 from service.auth import require_api_key
 from service.deps import EngineDep, SettingsDep, StateDep
@@ -24,8 +25,6 @@ from service.inputs import (
     read_form,
     require_form,
 )
-from starlette.responses import Response
-
 from service.responses import dumps, input_warnings
 from service.schemas import ERROR_RESPONSES, FILE_FIELD, DescribeOut, request_body
 

@@ -134,7 +134,10 @@ async def embed_batch(
         )
     got = await engine.outputs(items)
     rows = [
-        {"index": i, **output_fields(item, row, dims=dims, outputs=outputs, encoding=encoding_format)}
+        {
+            "index": i,
+            **output_fields(item, row, dims=dims, outputs=outputs, encoding=encoding_format),
+        }
         for i, (item, row) in enumerate(zip(items, got, strict=True))
     ]
     return await vector_response(

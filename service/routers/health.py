@@ -61,6 +61,11 @@ async def readyz(request: Request):
         audio_window=info.get("audio_window"),
         text_tower=info.get("text_tower"),
         blend=info.get("blend"),
+        describe={
+            "available": state.describer is not None,
+            "model": state.describer.name if state.describer is not None else None,
+            "reason": state.describer_off,
+        },
         index=index,
     )
 

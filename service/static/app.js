@@ -10,6 +10,8 @@ const WAV_RATE = 16000;
 
 const $ = (id) => document.getElementById(id);
 const objectUrls = [];
+let describeOn = false; // /readyz says whether /describe is served
+let lastQueryFile = null; // the file last searched with, for "describe this file"
 
 // ---- talking to the API ----------------------------------------------------------
 
@@ -175,6 +177,11 @@ async function refreshServerInfo() {
         : `${body.preset} preset`;
     $("server-info").textContent =
       `${total} item${total === 1 ? "" : "s"}${parts.length ? ` (${parts.join(", ")})` : ""} · ${model}`;
+    describeOn = Boolean(body.describe && body.describe.available);
+    document.querySelectorAll(".card .describe").forEach((b) => {
+      b.hidden = !describeOn || b.closest(".card").dataset.modality === "text";
+    });
+    $("describe-query").hidden = !describeOn || !lastQueryFile;
     const banner = $("model-warning");
     banner.hidden = !body.warning;
     banner.textContent = body.warning || "";
@@ -280,6 +287,12 @@ function buildCard(item, score) {
     dd.textContent = formatValue(value);
     list.append(dt, dd);
   }
+  const describe = node.querySelector(".describe");
+  describe.hidden = !describeOn || item.modality === "text";
+  describe.setAttribute("aria-label", `Describe ${item.id} in words`);
+  describe.addEventListener("click", () =>
+    describeItem(describe, node.querySelector(".description"), item.id),
+  );
   const remove = node.querySelector(".delete");
   remove.setAttribute("aria-label", `Delete ${item.id}`);
   remove.addEventListener("click", () => deleteItem(node, remove, item.id));
@@ -297,6 +310,36 @@ function render(heading, items, scores) {
   empty.textContent = scores
     ? "Nothing found. Add some items below, or try another query or filter."
     : "No items yet. Add images, sounds or texts below.";
+}
+
+// ---- describe (a language model reads the latents) ---------------------------------
+
+/** POST a file to /describe and show what the language model writes in `out`. */
+async function describeFile(file, button, out) {
+  button.disabled = true;
+  out.hidden = false;
+  out.textContent = "Describing…";
+  try {
+    const form = new FormData();
+    form.append("file", file, file.name || "input");
+    const body = await (await api("/describe", { method: "POST", body: form })).json();
+    out.textContent = `“${body.text}” (${body.model}, ${body.tokens} tokens in ${body.seconds.toFixed(1)} s)`;
+  } catch (err) {
+    out.hidden = true;
+    showError("Could not describe it", err);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+/** Describe a stored item from its preview (the bytes the server kept). */
+async function describeItem(button, out, id) {
+  try {
+    const blob = await (await api(`/previews/${encodeURIComponent(id)}`)).blob();
+    await describeFile(new File([blob], id), button, out);
+  } catch (err) {
+    showError(`Could not read the preview of ${id}`, err);
+  }
 }
 
 async function deleteItem(node, button, id) {
@@ -433,6 +476,9 @@ function searchFromForm(event) {
 }
 
 function searchByFile(file, label) {
+  lastQueryFile = file;
+  $("describe-query").hidden = !describeOn;
+  $("query-description").hidden = true;
   const values = formValues();
   $("q").value = "";
   history.pushState({ ...values, q: "" }, "", pageUrl({ ...values, q: "" }));
@@ -675,6 +721,9 @@ function dropZone(zone, onFiles) {
 
 function start() {
   $("search-form").addEventListener("submit", searchFromForm);
+  $("describe-query").addEventListener("click", () =>
+    describeFile(lastQueryFile, $("describe-query"), $("query-description")),
+  );
   for (const name of ["dims", "mode", "modality", "k"]) {
     $(name).addEventListener("change", () => searchFromForm());
   }

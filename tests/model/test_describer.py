@@ -128,11 +128,22 @@ def test_training_steps_lower_the_loss_and_the_best_projector_is_exported(tiny_l
         llm, tokenizer, latent_dim=24, weights_digest="w", llm_name="tiny", hidden=64
     )
     spec = DescribeTrainSpec(
-        steps=60, batch_size=8, lr=1e-2, warmup_steps=5, eval_every=20, val_items=16, hidden=64,
+        steps=60,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=5,
+        eval_every=20,
+        val_items=16,
+        hidden=64,
         bf16="false",
     )
     history = train_projector(
-        describer, _dataset(16, 1), _dataset(4, 2), spec, tmp_path / "runs", tmp_path / "out",
+        describer,
+        _dataset(16, 1),
+        _dataset(4, 2),
+        spec,
+        tmp_path / "runs",
+        tmp_path / "out",
         progress=False,
     )
     losses = [history["val"][k] for k in ("0", "20", "40", "60")]
@@ -143,8 +154,13 @@ def test_training_steps_lower_the_loss_and_the_best_projector_is_exported(tiny_l
     assert config.llm_fingerprint == llm_fingerprint(llm)
     # The run resumes: asking for more steps goes on from the saved state.
     more = train_projector(
-        describer, _dataset(16, 1), _dataset(4, 2), DescribeTrainSpec(**{**spec.__dict__, "steps": 80}),
-        tmp_path / "runs", tmp_path / "out", progress=False,
+        describer,
+        _dataset(16, 1),
+        _dataset(4, 2),
+        DescribeTrainSpec(**{**spec.__dict__, "steps": 80}),
+        tmp_path / "runs",
+        tmp_path / "out",
+        progress=False,
     )
     assert set(more["val"]) == {"0", "20", "40", "60", "80"} and more["steps_done"] == 80
 
@@ -182,8 +198,9 @@ def test_embedder_outputs_latents_and_prefix(tmp_path: Path):
     wrong = DescriberConfig(latent_dim=dim, llm_dim=32, weights_digest="0" * 64)
     with pytest.raises(ValueError, match="another model's latents"):
         embedder.attach_projector(PrefixProjector(wrong), wrong)
-    config = DescriberConfig(latent_dim=dim, llm_dim=32, hidden=0,
-                             weights_digest=embedder.weights_digest)
+    config = DescriberConfig(
+        latent_dim=dim, llm_dim=32, hidden=0, weights_digest=embedder.weights_digest
+    )
     projector = PrefixProjector(config)
     embedder.attach_projector(projector, config)
     out = embedder.embed_outputs("text", texts)
@@ -199,8 +216,9 @@ def test_a_saved_projector_is_loaded_only_when_first_used(tmp_path: Path):
     embedder = Embedder.from_preset("tiny")
     folder = save_checkpoint(embedder.model, tmp_path / "ckpt", {"trained": True})
     dim = embedder.model.config.perceiver.dim
-    config = DescriberConfig(latent_dim=dim, llm_dim=32, hidden=0,
-                             weights_digest=embedder.weights_digest)
+    config = DescriberConfig(
+        latent_dim=dim, llm_dim=32, hidden=0, weights_digest=embedder.weights_digest
+    )
     save_projector(folder / "describer", PrefixProjector(config), config)
     loaded = Embedder.from_checkpoint(folder)
     assert loaded.has_projector and loaded._projector is None

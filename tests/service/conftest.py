@@ -136,6 +136,33 @@ def client(make_client: Callable[..., TestClient]) -> TestClient:
     return make_client()
 
 
+@pytest.fixture(scope="session")
+def describing_checkpoint(tmp_path_factory, tiny_llm_dir: Path) -> Path:
+    """A tiny-preset checkpoint with an (untrained, seeded) projector for the tiny LLM."""
+    import torch
+
+    from model.checkpoint import save_checkpoint
+    from model.describer import DescriberConfig, PrefixProjector, save_projector
+    from model.llm import llm_fingerprint, load_llm, resolve_llm
+
+    torch.manual_seed(0)
+    embedder = Embedder.from_preset("tiny")
+    folder = save_checkpoint(
+        embedder.model, tmp_path_factory.mktemp("describing") / "m", {"trained": True}
+    )
+    llm, _ = load_llm(resolve_llm(str(tiny_llm_dir)))
+    config = DescriberConfig(
+        latent_dim=embedder.model.config.perceiver.dim,
+        llm_dim=32,
+        hidden=0,
+        llm="tiny",
+        llm_fingerprint=llm_fingerprint(llm),
+        weights_digest=embedder.weights_digest,
+    )
+    save_projector(folder / "describer", PrefixProjector(config), config)
+    return folder
+
+
 # Real server processes -------------------------------------------------------------
 
 

@@ -17,33 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model import Embedder
-from model.checkpoint import save_checkpoint
-from model.describer import DescriberConfig, PrefixProjector, save_projector
-from model.llm import llm_fingerprint, load_llm, resolve_llm
 from service.app import create_app
 from service.settings import Settings
 from tests.service.conftest import LOCAL, mmembed_command
-
-
-@pytest.fixture(scope="module")
-def describing_checkpoint(tmp_path_factory, tiny_llm_dir: Path) -> Path:
-    """A tiny-preset checkpoint with an (untrained, seeded) projector for the tiny LLM."""
-    import torch
-
-    torch.manual_seed(0)
-    embedder = Embedder.from_preset("tiny")
-    folder = save_checkpoint(embedder.model, tmp_path_factory.mktemp("ckpt") / "m", {"trained": True})
-    llm, _ = load_llm(resolve_llm(str(tiny_llm_dir)))
-    config = DescriberConfig(
-        latent_dim=embedder.model.config.perceiver.dim,
-        llm_dim=32,
-        hidden=0,
-        llm="tiny",
-        llm_fingerprint=llm_fingerprint(llm),
-        weights_digest=embedder.weights_digest,
-    )
-    save_projector(folder / "describer", PrefixProjector(config), config)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +57,17 @@ def _array(field: dict) -> np.ndarray:
 
 
 def test_describe_writes_the_same_text_for_the_same_clip(dclient, wav_bytes, tiny_llm_dir):
-    first = dclient.post("/describe", files={"file": ("a.wav", wav_bytes)}, data={"max_tokens": "5"})
+    first = dclient.post(
+        "/describe", files={"file": ("a.wav", wav_bytes)}, data={"max_tokens": "5"}
+    )
     assert first.status_code == 200, first.text
     body = first.json()
     assert set(body) == {"text", "modality", "model", "tokens", "seconds"}
     assert body["modality"] == "audio" and body["model"] == tiny_llm_dir.name
     assert 0 <= body["tokens"] <= 5 and body["seconds"] > 0
-    again = dclient.post("/describe", files={"file": ("a.wav", wav_bytes)}, data={"max_tokens": "5"})
+    again = dclient.post(
+        "/describe", files={"file": ("a.wav", wav_bytes)}, data={"max_tokens": "5"}
+    )
     assert again.json()["text"] == body["text"]
 
 
@@ -144,7 +124,9 @@ def test_describe_without_a_projector_names_what_is_missing(client, wav_bytes):
     assert "no trained LLM projector" in response.json()["error"]["message"]
 
 
-def test_embed_returns_latents_and_prefix_as_floats_and_base64(dclient, describing_embedder, wav_bytes):
+def test_embed_returns_latents_and_prefix_as_floats_and_base64(
+    dclient, describing_embedder, wav_bytes
+):
     config = describing_embedder.model.config.perceiver
     floats = dclient.post(
         "/embed?output=embedding,latents,llm_prefix", files={"file": ("a.wav", wav_bytes)}
@@ -153,7 +135,9 @@ def test_embed_returns_latents_and_prefix_as_floats_and_base64(dclient, describi
     body = floats.json()
     assert body["latents"]["shape"] == [config.num_latents, config.dim]
     assert body["llm_prefix"]["shape"] == [config.num_latents, 32]
-    plain = np.asarray(dclient.post("/embed", files={"file": ("a.wav", wav_bytes)}).json()["embedding"])
+    plain = np.asarray(
+        dclient.post("/embed", files={"file": ("a.wav", wav_bytes)}).json()["embedding"]
+    )
     np.testing.assert_allclose(np.asarray(body["embedding"]), plain, atol=1e-5)
     b64 = dclient.post(
         "/embed?output=latents,llm_prefix&encoding_format=base64",
@@ -218,18 +202,38 @@ def test_a_real_server_and_the_cli_describe(
     clip = tmp_path / "a.wav"
     clip.write_bytes(wav_bytes)
     result = subprocess.run(
-        [*mmembed_command(), "describe", str(clip), "--max-tokens", "4",
-         "--checkpoint", str(describing_checkpoint), "--llm", str(tiny_llm_dir)],
-        capture_output=True, text=True, timeout=300,
+        [
+            *mmembed_command(),
+            "describe",
+            str(clip),
+            "--max-tokens",
+            "4",
+            "--checkpoint",
+            str(describing_checkpoint),
+            "--llm",
+            str(tiny_llm_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"HF_HUB_OFFLINE": "1", "MMEMBED_TORCH_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
     row = json.loads(result.stdout.strip().splitlines()[-1])
     assert row["text"] == over_http.json()["text"] and row["modality"] == "audio"
     refused = subprocess.run(
-        [*mmembed_command(), "describe", str(clip), "--checkpoint", str(describing_checkpoint),
-         "--llm", "none"],
-        capture_output=True, text=True, timeout=300,
+        [
+            *mmembed_command(),
+            "describe",
+            str(clip),
+            "--checkpoint",
+            str(describing_checkpoint),
+            "--llm",
+            "none",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={"HF_HUB_OFFLINE": "1", "MMEMBED_TORCH_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert refused.returncode == 1 and "turned off" in refused.stderr
