@@ -245,7 +245,7 @@ def create_app(settings: Settings | None = None, *, embedder: Embedder | None = 
             await store.close()
             raise
         engine = EmbeddingEngine(model, settings, observer=metrics)
-        describer, describer_off = await asyncio.to_thread(load_describer, model, settings)
+        describer, describer_off = await asyncio.to_thread(load_describer, model, settings, metrics)
         state = ServiceState(
             settings=settings,
             engine=engine,

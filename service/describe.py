@@ -87,7 +87,7 @@ class DescribeService:
 
 
 def load_describer(
-    embedder: Embedder, settings: Settings
+    embedder: Embedder, settings: Settings, observer: BatchObserver | None = None
 ) -> tuple[DescribeService | None, str | None]:
     """(the service, None) or (None, why ``/describe`` is off), never raising for a
     missing optional part: the embedding service runs either way."""
@@ -117,4 +117,4 @@ def load_describer(
         )
     describer = Describer(embedder.projector, config, llm, tokenizer)
     logger.info("describe: %s reads the latents", source.name)
-    return DescribeService(describer, source.name, settings), None
+    return DescribeService(describer, source.name, settings, observer), None

@@ -237,3 +237,17 @@ def test_a_real_server_and_the_cli_describe(
         env={"HF_HUB_OFFLINE": "1", "MMEMBED_TORCH_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     assert refused.returncode == 1 and "turned off" in refused.stderr
+
+
+def test_describe_needs_the_api_key_and_is_counted_in_metrics(make_describing_client, wav_bytes):
+    client = make_describing_client(api_keys="k1")
+    assert client.post("/describe", files={"file": ("a.wav", wav_bytes)}).status_code == 401
+    ok = client.post(
+        "/describe",
+        files={"file": ("a.wav", wav_bytes)},
+        data={"max_tokens": "2"},
+        headers={"Authorization": "Bearer k1"},
+    )
+    assert ok.status_code == 200, ok.text
+    metrics = client.get("/metrics").text
+    assert 'batch_size_count{modality="describe"} 1.0' in metrics.replace("mmembed_", "")
