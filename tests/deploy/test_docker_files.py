@@ -59,7 +59,7 @@ def test_dependencies_install_before_the_source_is_copied(dockerfile):
     dep_install = next(
         i
         for i, (k, v) in enumerate(keywords)
-        if k == "RUN" and re.search(r"pip install (-c \S+ )?\.", v)
+        if k == "RUN" and re.search(r"pip install (-c \S+ )?'?\.", v)
     )
     assert dep_install < first_source_copy
 
