@@ -38,10 +38,15 @@ def test_card_rows_and_targets():
         "whisper_greedy": {"wer": 0.25, "meaning_r1": 0.7},
         "whisper_beam5": {"wer": 0.2, "meaning_r1": 0.72},
     }
-    results = {"test-devil": split, "images-test_emoji": {"clips": 50, "gallery": 373,
-                                                          "describe": {"meaning_r1": 0.1}}}
+    results = {
+        "test-devil": split,
+        "images-test_emoji": {"clips": 50, "gallery": 373, "describe": {"meaning_r1": 0.1}},
+    }
     rows = describe_figures(results)
-    assert "| devil (Devil's Dictionary) | 100 | 50.0% | 25.0% / 20.0% | 2.5x | 0.600 | 0.800 | 0.75 |" in rows
+    assert (
+        "| devil (Devil's Dictionary) | 100 | 50.0% | 25.0% / 20.0% | 2.5x | 0.600 | 0.800 | 0.75 |"
+        in rows
+    )
     assert any(r.startswith("| emoji") and "chance 0.003" in r for r in rows)
     reached = targets(results)
     assert "| at most 2x | 2.5x | **not met** |" in reached[2]
