@@ -2,7 +2,7 @@
 
     python -m service.describe_benchmark --seconds 4 --runs 10 \\
         --audio-encoder ../shared/models/whisper-base-encoder \\
-        --text-encoder ../shared/models/all-MiniLM-L6-v2
+        --text-encoder ../shared/models/all-MiniLM-L6-v2 --projector DIR
 
 Speaks a sentence with espeak-ng, pads or cuts it to ``--seconds``, and times the
 server's own path for it (latents from the release, then greedy decoding) ``--runs``
@@ -52,9 +52,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint folder (default: the release)")
     parser.add_argument("--audio-encoder")
     parser.add_argument("--text-encoder")
     parser.add_argument("--llm", default=None)
+    parser.add_argument(
+        "--projector",
+        type=Path,
+        help="a describer/ folder to attach (the shipped release has none)",
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -65,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     from service.settings import Settings
 
     settings = Settings(
-        audio_encoder=args.audio_encoder, text_encoder=args.text_encoder, llm=args.llm
+        checkpoint=args.checkpoint,
+        audio_encoder=args.audio_encoder,
+        text_encoder=args.text_encoder,
+        llm=args.llm,
     )
     start = rss_mib()
     from service.app import load_embedder
 
     embedder = load_embedder(settings)
+    if args.projector is not None:
+        from model.describer import load_projector
+
+        found = load_projector(args.projector)
+        if found is None:
+            raise SystemExit(f"no projector in {args.projector}")
+        embedder.attach_projector(*found)
     loaded = rss_mib()
     off, why = load_describer(embedder, settings.model_copy(update={"llm": "none"}))
     assert off is None, "the language model was meant to be off"
