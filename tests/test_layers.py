@@ -28,6 +28,7 @@ TRAINING_COMMAND_FUNCTIONS = {
     "cmd_data_spoken",
     "cmd_data_synthetic",
     "cmd_data_shapes",
+    "_describe_recipe",
 }
 
 

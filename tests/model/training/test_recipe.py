@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from model.training.describe_release import is_describe_recipe, read_describe_recipe
 from model.training.image_release import is_image_release_recipe, read_image_recipe
 from model.training.pipeline import is_release_recipe, read_release_recipe
 from model.training.recipe import TrainConfig
@@ -88,6 +89,12 @@ def test_shipped_recipes_load() -> None:
     recipes = sorted(folder.glob("*.toml"))
     assert recipes, f"no recipes in {folder}"
     for path in recipes:
+        if is_describe_recipe(path):  # the LLM projector of a release, its own tables
+            recipe = read_describe_recipe(path)
+            assert (folder.parents[2] / recipe.release / "config.json").is_file()
+            assert is_release_recipe(folder.parents[2] / recipe.spoken_recipe)
+            assert recipe.train.steps > 0 and recipe.eval_clips > 0
+            continue
         if is_image_release_recipe(path):  # extends a release: its own tables, checked here
             recipe = read_image_recipe(path)
             assert Path(recipe.release.base).is_dir() or recipe.release.base.startswith("model/")
