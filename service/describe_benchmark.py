@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--checkpoint", type=Path, help="a checkpoint folder (default: the release)")
+    parser.add_argument(
+        "--checkpoint", type=Path, help="a checkpoint folder (default: the release)"
+    )
     parser.add_argument("--audio-encoder")
     parser.add_argument("--text-encoder")
     parser.add_argument("--llm", default=None)
