@@ -257,10 +257,8 @@ def _embed_for(embedder, texts: list[str], batch_size: int, seconds: float, thre
 # Main -------------------------------------------------------------------------------------
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m service.benchmark", description=__doc__.split("\n\n")[0]
-    )
+def served_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--real, --checkpoint and --models-dir: what model a benchmark's server runs."""
     parser.add_argument(
         "--real",
         action="store_true",
@@ -268,6 +266,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--checkpoint", type=Path, default=None, help="serve this checkpoint")
     parser.add_argument("--models-dir", type=Path, default=SHARED_MODELS)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m service.benchmark", description=__doc__.split("\n\n")[0]
+    )
+    served_model_arguments(parser)
     parser.add_argument("--peer", action="store_true", help="also measure infinity-emb")
     parser.add_argument("--connections", default="1,64", help="comma-separated wrk -c values")
     parser.add_argument("--duration", default="30s", help="wrk -d per measurement")

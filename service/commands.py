@@ -187,29 +187,37 @@ def _raw_inputs(args: argparse.Namespace) -> list[Any]:
     return inputs
 
 
+@contextmanager
+def _input_errors(label: str) -> Iterator[None]:
+    """A bad input (the HTTP API's checks, or the model's) as a CliError naming it."""
+    from model.errors import InvalidInput, MissingModality
+    from service.errors import ServiceError
+
+    try:
+        yield
+    except ServiceError as exc:
+        message = exc.message
+        if not message.startswith(label):
+            message = f"{label}: {message}"
+        raise CliError(message) from exc
+    except (InvalidInput, MissingModality) as exc:
+        raise CliError(f"{label}: {exc}") from exc
+
+
 def _embed_inputs(embedder: Any, settings: Settings, inputs: list[Any]) -> list[tuple[str, Any]]:
     """[(modality, (512,) vector)] for texts and file bytes, in order.
 
     Inputs go through the HTTP API's own checks (:func:`service.inputs.decode_input`:
     empty or over-long text, corrupt or oversized media, a modality not loaded).
     """
-    from model.errors import InvalidInput, MissingModality
     from service.engine import embed_batch
-    from service.errors import ServiceError
     from service.inputs import decode_input
 
     out = []
     for raw in inputs:
-        try:
+        with _input_errors(raw.label):
             item = decode_input(raw, settings, embedder.modalities)
             out.append((item.modality, embed_batch(embedder, item.modality, [item.value])[0]))
-        except ServiceError as exc:
-            message = exc.message
-            if not message.startswith(raw.label):
-                message = f"{raw.label}: {message}"
-            raise CliError(message) from exc
-        except (InvalidInput, MissingModality) as exc:
-            raise CliError(f"{raw.label}: {exc}") from exc
     return out
 
 
@@ -235,10 +243,8 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def cmd_describe(args: argparse.Namespace) -> int:
     """One JSON line per file: what the language model writes from its latents."""
-    from model.errors import InvalidInput
     from service.describe import DescribeJob, load_describer
     from service.engine import output_rows
-    from service.errors import ServiceError
     from service.inputs import decode_input
 
     settings = settings_from(args)
@@ -251,18 +257,11 @@ def cmd_describe(args: argparse.Namespace) -> int:
     if service is None:
         raise CliError(f"cannot describe: {why}")
     for raw in inputs:
-        try:
+        with _input_errors(raw.label):
             item = decode_input(raw, settings, embedder.modalities)
             if item.modality == "text":
                 raise CliError(f"{raw.label}: describe takes audio or image files")
             (row,) = output_rows(embedder, item.modality, [item.value])
-        except ServiceError as exc:
-            message = (
-                exc.message if exc.message.startswith(raw.label) else f"{raw.label}: {exc.message}"
-            )
-            raise CliError(message) from exc
-        except InvalidInput as exc:
-            raise CliError(f"{raw.label}: {exc}") from exc
         job = DescribeJob(row[1], item.modality, args.prompt, args.max_tokens)
         (generation,) = service.run([job])
         print(

@@ -13,7 +13,7 @@ import asyncio
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -49,6 +49,7 @@ class Embeddings:
     tokens: list[int]
 
 
+R = TypeVar("R")
 Row = tuple[np.ndarray, int]  # one input's (512,) vector and its token count
 # One input's (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, and tokens.
 OutputRow = tuple[np.ndarray, np.ndarray, np.ndarray | None, int]
@@ -145,16 +146,13 @@ class EmbeddingEngine:
     def queue_depths(self) -> dict[str, int]:
         return {m: b.depth for m, b in self.batchers.items()}
 
-    def require(self, modality: str) -> Batcher:
-        require_modality(modality, self.modalities)
-        return self.batchers[modality]
-
-    async def embed_counted(self, inputs: Sequence[Input]) -> Embeddings:
-        """Full 512-d unit embeddings for mixed inputs, in input order, with token counts."""
+    async def _rows(self, batchers: dict[str, Batcher[Any, R]], inputs: Sequence[Input]) -> list[R]:
+        """Each input's row from its modality's batcher in `batchers`, in input order."""
         by_modality: dict[str, list[int]] = {}
         for i, item in enumerate(inputs):
             by_modality.setdefault(item.modality, []).append(i)
-        batchers = {m: self.require(m) for m in by_modality}
+        for m in by_modality:
+            require_modality(m, self.modalities)
         submissions = [
             batchers[m].submit_many([inputs[i].value for i in positions])
             for m, positions in by_modality.items()
@@ -163,13 +161,19 @@ class EmbeddingEngine:
         results = (
             [await submissions[0]] if len(submissions) == 1 else await asyncio.gather(*submissions)
         )
+        rows: list[R] = [None] * len(inputs)  # type: ignore[list-item]
+        for positions, got in zip(by_modality.values(), results, strict=True):
+            for i, row in zip(positions, got, strict=True):
+                rows[i] = row
+        return rows
+
+    async def embed_counted(self, inputs: Sequence[Input]) -> Embeddings:
+        """Full 512-d unit embeddings for mixed inputs, in input order, with token counts."""
+        rows = await self._rows(self.batchers, inputs)
         vectors = np.empty((len(inputs), EMBED_DIM), dtype=np.float32)
-        tokens = [0] * len(inputs)
-        for positions, rows in zip(by_modality.values(), results, strict=True):
-            for i, (vector, count) in zip(positions, rows, strict=True):
-                vectors[i] = vector
-                tokens[i] = count
-        return Embeddings(vectors, tokens)
+        for i, (vector, _) in enumerate(rows):
+            vectors[i] = vector
+        return Embeddings(vectors, [count for _, count in rows])
 
     async def embed(self, inputs: Sequence[Input]) -> np.ndarray:
         """Full 512-d unit embeddings for mixed inputs, shape (N, 512), in input order."""
@@ -181,22 +185,7 @@ class EmbeddingEngine:
 
     async def outputs(self, inputs: Sequence[Input]) -> list[OutputRow]:
         """Every output of the resampler for mixed inputs, in input order."""
-        by_modality: dict[str, list[int]] = {}
-        for i, item in enumerate(inputs):
-            by_modality.setdefault(item.modality, []).append(i)
-        for m in by_modality:
-            require_modality(m, self.modalities)
-        results = await asyncio.gather(
-            *(
-                self.output_batchers[m].submit_many([inputs[i].value for i in positions])
-                for m, positions in by_modality.items()
-            )
-        )
-        rows: list[OutputRow | None] = [None] * len(inputs)
-        for positions, got in zip(by_modality.values(), results, strict=True):
-            for i, row in zip(positions, got, strict=True):
-                rows[i] = row
-        return rows  # type: ignore[return-value]
+        return await self._rows(self.output_batchers, inputs)
 
     @staticmethod
     def at_dims(vectors: np.ndarray, dims: int) -> np.ndarray:

@@ -48,11 +48,11 @@ from urllib.parse import urlencode
 import httpx
 
 from service.benchmark import (
-    SHARED_MODELS,
     make_texts,
     mmembed_server,
     parse_wrk_result,
     run_wrk,
+    served_model_arguments,
     settings_env,
 )
 
@@ -246,13 +246,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="seconds of load")
     parser.add_argument("--connections", type=int, default=16, help="wrk -c")
     parser.add_argument("--interval-ms", type=float, default=100.0, help="between bad requests")
-    parser.add_argument(
-        "--real",
-        action="store_true",
-        help="the shipped release (else the base preset) with encoders from --models-dir",
-    )
-    parser.add_argument("--checkpoint", type=Path, default=None, help="serve this checkpoint")
-    parser.add_argument("--models-dir", type=Path, default=SHARED_MODELS)
+    served_model_arguments(parser)
     parser.add_argument("--torch-threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args = parser.parse_args(argv)

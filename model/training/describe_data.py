@@ -23,7 +23,6 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,7 @@ import torch
 from model.multimodal import MultimodalModel
 from model.training.data import Pair, read_jsonl
 from model.training.features import FeatureCache, collate, item_id
-from model.training.spoken import (
-    _run_job,
-    is_test_split,
-    plan_jobs,
-    read_pool,
-    split_sentences,
-)
+from model.training.spoken import _synthesize_all, is_test_split, plan_spoken
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +41,6 @@ MANIFEST = "describe-train.jsonl"
 def speak_training_prefix(recipe_path: str | Path, n_train: int, *, workers: int = 1) -> Path:
     """Speak the first ``n_train`` training sentences of a release recipe (variant 0),
     exactly as its own build would; returns the manifest ``<root>/spoken/describe-train.jsonl``."""
-    from tqdm.auto import tqdm
-
     from model.training.pipeline import read_release_recipe
 
     recipe = read_release_recipe(recipe_path)
@@ -58,35 +49,21 @@ def speak_training_prefix(recipe_path: str | Path, n_train: int, *, workers: int
     manifest = out / MANIFEST
     if manifest.exists() and sum(1 for _ in manifest.open()) >= n_train:
         return manifest
-    train_pool = read_pool(spec.train_sources, spec.seed)
-    test_pools = {name: read_pool(srcs, spec.seed) for name, srcs in spec.test_sets.items()}
-    splits = split_sentences(
-        train_pool,
-        test_pools,
-        n_train=spec.n_train,
-        n_val=spec.n_val,
-        n_test=spec.n_test,
-        seed=spec.seed,
-    )
+    _, planned = plan_spoken(out, spec)
     jobs = [
         j
-        for j in plan_jobs(out, spec, splits)
+        for j in planned
         if j.split == "train" and j.record["variant"] == 0 and j.record["sentence_id"] < n_train
     ]
     (out / "audio" / "train").mkdir(parents=True, exist_ok=True)
-    records: list[dict] = []
-    bar = tqdm(total=len(jobs), desc="speak", unit="clip")
-    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        for job, duration, error in pool.map(_run_job, jobs, chunksize=16):
-            bar.update(1)
-            if error is None:
-                records.append(dict(job.record, duration_s=round(duration, 3)))
-            else:
-                log.warning("skipped %s: %s", job.path, error)
-    bar.close()
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    tmp.replace(manifest)
+    _synthesize_all(
+        out,
+        jobs,
+        workers=workers,
+        progress=True,
+        flush_every=1000,
+        manifest_for=lambda _: manifest,
+    )
     return manifest
 
 

@@ -510,6 +510,22 @@ def plan_jobs(out: Path, spec: SpokenSpec, splits: dict[str, list[str]]) -> list
     return jobs
 
 
+def plan_spoken(out: Path, spec: SpokenSpec) -> tuple[dict[str, list[str]], list[_Job]]:
+    """The sentences of every split and every clip to speak for them (:func:`plan_jobs`):
+    the whole plan of a build, the same whichever part of it is then spoken."""
+    train_pool = read_pool(spec.train_sources, spec.seed)
+    test_pools = {name: read_pool(srcs, spec.seed) for name, srcs in spec.test_sets.items()}
+    splits = split_sentences(
+        train_pool,
+        test_pools,
+        n_train=spec.n_train,
+        n_val=spec.n_val,
+        n_test=spec.n_test,
+        seed=spec.seed,
+    )
+    return splits, plan_jobs(out, spec, splits)
+
+
 def _previous_records(out: Path) -> dict[str, dict]:
     """{audio path: record} of the manifests an earlier build left in ``out``."""
     records: dict[str, dict] = {}
@@ -556,14 +572,22 @@ def _write_manifest(path: Path, records: Sequence[dict]) -> None:
 
 
 def _synthesize_all(
-    out: Path, jobs: list[_Job], *, workers: int, progress: bool, flush_every: int
+    out: Path,
+    jobs: list[_Job],
+    *,
+    workers: int,
+    progress: bool,
+    flush_every: int,
+    manifest_for: Callable[[str], Path] | None = None,
 ) -> tuple[dict[str, list[dict]], list[str], float]:
     """Speak every job in order; return (records per split, failures, seconds of audio).
 
-    A split's manifest is written as soon as its last clip is done, and the
-    training manifest every ``flush_every`` clips with what is done so far (in
-    order), so feature caching can start on a prefix while synthesis goes on.
+    A split's manifest (``manifest_for(split)``, by default ``out/SPLIT.jsonl``) is
+    written as soon as its last clip is done, and the training manifest every
+    ``flush_every`` clips with what is done so far (in order), so feature caching can
+    start on a prefix while synthesis goes on.
     """
+    manifest_for = manifest_for or (lambda split: out / f"{split}.jsonl")
     from tqdm.auto import tqdm
 
     remaining: dict[str, int] = {}
@@ -585,7 +609,7 @@ def _synthesize_all(
                 records[job.split].append(dict(job.record, duration_s=round(duration, 3)))
             done = remaining[job.split] == 0
             if done or (job.split == "train" and len(records["train"]) % flush_every == 0):
-                _write_manifest(out / f"{job.split}.jsonl", records[job.split])
+                _write_manifest(manifest_for(job.split), records[job.split])
     bar.close()
     return records, failures, seconds
 
@@ -615,17 +639,7 @@ def build_spoken_dataset(
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_pool = read_pool(spec.train_sources, spec.seed)
-    test_pools = {name: read_pool(srcs, spec.seed) for name, srcs in spec.test_sets.items()}
-    splits = split_sentences(
-        train_pool,
-        test_pools,
-        n_train=spec.n_train,
-        n_val=spec.n_val,
-        n_test=spec.n_test,
-        seed=spec.seed,
-    )
-    jobs = plan_jobs(out, spec, splits)
+    splits, jobs = plan_spoken(out, spec)
     if only is not None:
         jobs = [job for job in jobs if only(job.split)]
     for split in dict.fromkeys(job.split for job in jobs):

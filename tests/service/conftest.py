@@ -113,14 +113,17 @@ def tiny_embedder() -> Embedder:
     return load_embedder(Settings(preset="tiny"))
 
 
-@pytest.fixture
-def make_client(tmp_path: Path, tiny_embedder: Embedder) -> Iterator[Callable[..., TestClient]]:
-    """Factory: a started TestClient over a tiny-preset app with its own data folder."""
+def client_factory(
+    folder: Path, embedder: Embedder, **defaults: object
+) -> Iterator[Callable[..., TestClient]]:
+    """Yields make(**overrides): a started TestClient over an app serving `embedder`, with
+    its own data folder in `folder` and `defaults` | overrides as settings; closes them
+    all after."""
     clients: list[TestClient] = []
 
     def make(**overrides: object) -> TestClient:
-        values = {"preset": "tiny", "data_dir": tmp_path / f"data{len(clients)}"} | overrides
-        app = create_app(Settings(**values), embedder=tiny_embedder)
+        values = {"data_dir": folder / f"data{len(clients)}", **defaults} | overrides
+        app = create_app(Settings(**values), embedder=embedder)
         client = TestClient(app, raise_server_exceptions=False, base_url=LOCAL)
         client.__enter__()
         clients.append(client)
@@ -129,6 +132,12 @@ def make_client(tmp_path: Path, tiny_embedder: Embedder) -> Iterator[Callable[..
     yield make
     for client in clients:
         client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_client(tmp_path: Path, tiny_embedder: Embedder) -> Iterator[Callable[..., TestClient]]:
+    """Factory: a started TestClient over a tiny-preset app with its own data folder."""
+    yield from client_factory(tmp_path, tiny_embedder, preset="tiny")
 
 
 @pytest.fixture

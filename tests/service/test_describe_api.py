@@ -17,9 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model import Embedder
-from service.app import create_app
-from service.settings import Settings
-from tests.service.conftest import LOCAL, mmembed_command
+from tests.service.conftest import client_factory, mmembed_command
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +27,7 @@ def describing_embedder(describing_checkpoint: Path) -> Embedder:
 
 @pytest.fixture
 def make_describing_client(tmp_path, describing_embedder, tiny_llm_dir):
-    clients = []
-
-    def make(**overrides) -> TestClient:
-        values = {"data_dir": tmp_path / f"d{len(clients)}", "llm": str(tiny_llm_dir)} | overrides
-        app = create_app(Settings(**values), embedder=describing_embedder)
-        client = TestClient(app, raise_server_exceptions=False, base_url=LOCAL)
-        client.__enter__()
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    yield from client_factory(tmp_path / "describing", describing_embedder, llm=str(tiny_llm_dir))
 
 
 @pytest.fixture
