@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,12 +379,11 @@ class MatryoshkaIndexes:
         for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512)):
             name = f"index{dims}-{tag}.faiss"
             path = directory / name
-            atomic_write_with(path, lambda tmp, index=index: _write_index(index, tmp))
-            files[str(dims)] = {
-                "name": name,
-                "size": path.stat().st_size,
-                "crc32": file_crc32(path),
-            }
+            crcs: list[int] = []
+            atomic_write_with(
+                path, lambda tmp, index=index, crcs=crcs: crcs.append(_write_index(index, tmp))
+            )
+            files[str(dims)] = {"name": name, "size": path.stat().st_size, "crc32": crcs[0]}
         manifest = {
             "format": FORMAT_VERSION,
             "kind": self.config.kind,
@@ -459,18 +459,21 @@ class MatryoshkaIndexes:
         return self, snapshot
 
 
-def _write_index(index: faiss.Index, path: Path) -> None:
-    """`faiss.write_index`, flushed to disk every `SYNC_BYTES` as it goes.
+def _write_index(index: faiss.Index, path: Path) -> int:
+    """`faiss.write_index`, flushed to disk every `SYNC_BYTES` as it goes; returns its CRC32.
 
     Written at once, a 1 GB index left that much dirty data for one final fsync, and
     the SQLite commits (each an fsync of its own) of writes running meanwhile waited
-    behind it; in steps, each of theirs waits for at most one step's worth.
+    behind it; in steps, each of theirs waits for at most one step's worth. The CRC is
+    taken as the bytes go by, so the file is not read back.
     """
+    crc = 0
     with open(path, "wb") as handle:
         pending = 0
 
         def write(chunk: bytes) -> None:
-            nonlocal pending
+            nonlocal crc, pending
+            crc = zlib.crc32(chunk, crc)
             handle.write(chunk)
             pending += len(chunk)
             if pending >= SYNC_BYTES:
@@ -479,6 +482,7 @@ def _write_index(index: faiss.Index, path: Path) -> None:
                 pending = 0
 
         faiss.write_index(index, faiss.PyCallbackIOWriter(write))
+    return crc
 
 
 def _empty(queries: int, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -34,10 +34,11 @@ from tqdm import tqdm
 from .backend import VectorBackend
 from .config import IndexConfig
 from .errors import InvalidItem, InvalidQuery, StoreError
-from .faiss_index import RESERVE_MIN_ROWS, IndexFileError, LabelFilter, MatryoshkaIndexes
+from .faiss_index import IndexFileError, LabelFilter, MatryoshkaIndexes
 from .items import Item, NewItem, Preview, SearchHit
 from .lock import DirectoryLock
 from .rwlock import ReadWriteLock
+from .snapshot_worker import run_snapshot_process
 from .sqlite_store import Row, SqliteStore
 from .validation import check_id as _check_id
 from .validation import check_modality as _check_modality
@@ -186,9 +187,9 @@ class VectorStore(VectorBackend):
     def _start_snapshot(self) -> None:
         """Snapshot after `snapshot_every` changes (write lock held).
 
-        Flat indexes: on a background thread, which rebuilds the indexes from one
-        consistent read of SQLite and writes them, holding no store lock, so searches and
-        writes go on (`_snapshot_in_background`). HNSW graphs are too slow to rebuild, so
+        Flat indexes: a background thread starts `index.snapshot_worker`, a process that
+        rebuilds the indexes from one consistent read of SQLite and writes them; this
+        process holds no store lock meanwhile, so searches and writes go on. HNSW graphs are too slow to rebuild, so
         they are written here, under the lock, as before.
         """
         if self._snapshotter is not None and self._snapshotter.is_alive():
@@ -203,7 +204,8 @@ class VectorStore(VectorBackend):
         self._snapshotter.start()
 
     def _snapshot_in_background(self) -> None:
-        """Rebuild flat indexes from one committed SQLite state and write them.
+        """Have `index.snapshot_worker` rebuild the flat indexes from one committed SQLite
+        state and write them, in a process of its own.
 
         Labels are never reused, so the rebuilt indexes equal the live ones at that
         generation; the manifest is written last, as by every save. Holds `_save_lock`
@@ -212,25 +214,19 @@ class VectorStore(VectorBackend):
         try:
             with self._save_lock:
                 started = time.perf_counter()
-                copy = MatryoshkaIndexes(self.config)
-                # Room for every row up front: grown add by add, the arrays would be copied
-                # whole at each doubling while adds on the live store wait.
-                copy.reserve(self._sql.count() + RESERVE_MIN_ROWS)
-                with self._sql.consistent_vectors(_RECONCILE_BATCH) as (generation, batches):
-                    for labels, vectors in batches:
-                        copy.add(labels, vectors)
-                read = time.perf_counter()
-                copy.save(self.data_dir, generation)
-                self._snapshot_generation = generation
+                result = run_snapshot_process(self.data_dir, self.config)
+                self._snapshot_generation = int(result["generation"])
                 self._snapshot_failed = False
                 logger.info(
-                    "FAISS snapshot of generation %d (%d items) written in the background in "
-                    "%.2f s (%.2f s to read, %.2f s to write); writes and searches went on",
-                    generation,
-                    copy.live_count,
+                    "FAISS snapshot of generation %d (%d items) written in the background by "
+                    "process %d in %.2f s (%.2f s to read, %.2f s to write); writes and "
+                    "searches went on",
+                    result["generation"],
+                    result["items"],
+                    result["pid"],
                     time.perf_counter() - started,
-                    read - started,
-                    time.perf_counter() - read,
+                    result["read_s"],
+                    result["write_s"],
                 )
         except Exception:
             # the next snapshot (or close) writes it; nothing is lost: SQLite holds every item

@@ -1,18 +1,22 @@
 """FAISS snapshots off the write path (issue 29, finding 5): a flat store writes its
-snapshot on a background thread from one consistent SQLite read, while adds go on; the
+snapshot in a process of its own from one consistent SQLite read, while adds go on; the
 snapshot equals the store at its generation; a reopened store needs no catching up
-beyond the writes after it; a loaded index has room for the next adds."""
+beyond the writes after it; a failed snapshot process loses nothing; a loaded index has
+room for the next adds."""
 
 from __future__ import annotations
 
 import logging
+import os
+import re
 import threading
 
 import faiss
 import numpy as np
 
-from index import IndexConfig, NewItem, VectorStore
-from index.faiss_index import MatryoshkaIndexes
+from index import IndexConfig, NewItem, VectorStore, snapshot_worker
+from index.faiss_index import MANIFEST_NAME, MatryoshkaIndexes
+from index.snapshot_worker import SnapshotFailed, write_snapshot
 
 
 def test_a_snapshot_taken_during_concurrent_adds_is_consistent(tmp_path, unit_vectors, caplog):
@@ -54,7 +58,8 @@ def test_a_snapshot_taken_during_concurrent_adds_is_consistent(tmp_path, unit_ve
         all_labels = store._sql.labels()
         np.testing.assert_array_equal(labels, all_labels[: len(labels)])
         np.testing.assert_array_equal(snap.vectors(labels), store._sql.vectors(labels))
-        assert "written in the background" in caplog.text
+        written_by = re.search(r"written in the background by process (\d+)", caplog.text)
+        assert written_by and int(written_by.group(1)) != os.getpid()
         generation = store.info()["generation"]
     finally:
         store.close()
@@ -88,3 +93,45 @@ def test_a_loaded_index_has_room_for_more(tmp_path, unit_vectors):
         pointer = int(codes.data())
         index.add_with_ids(np.asarray(unit_vectors(1, seed=7))[:, : index.d], np.array([10**6]))
         assert int(codes.data()) == pointer  # not reallocated: no copy of the whole array
+
+
+def test_a_failed_snapshot_process_loses_nothing(tmp_path, unit_vectors, caplog, monkeypatch):
+    config = IndexConfig(snapshot_every=50, synchronous="NORMAL")
+    x = unit_vectors(60)
+    caplog.set_level(logging.INFO, logger="index.store")
+    monkeypatch.setattr(snapshot_worker.sys, "executable", "/bin/false")
+    store = VectorStore.open(tmp_path, config)
+    try:
+        store.add_many([NewItem(v, "text") for v in x[:50]])
+        store.wait_for_snapshot()
+        assert "background FAISS snapshot failed" in caplog.text
+        assert "snapshot process exited with 1" in caplog.text
+        assert not (tmp_path / MANIFEST_NAME).exists()
+        store.add_many([NewItem(v, "text") for v in x[50:]])
+    finally:
+        store.close()  # writes the snapshot inline, as the background one failed
+    with VectorStore.open(tmp_path, config) as reopened:
+        info = reopened.info()
+        assert info["open"]["rebuilt"] is False and info["open"]["changes_applied"] == 0
+        assert reopened.count() == len(x)
+
+
+def test_the_snapshot_process_writes_nothing_once_the_store_has_gone(tmp_path, unit_vectors):
+    config = IndexConfig(snapshot_every=10**6)
+    with VectorStore.open(tmp_path, config) as store:
+        store.add_many([NewItem(v, "text") for v in unit_vectors(20)])
+    (tmp_path / MANIFEST_NAME).unlink()
+    for path in tmp_path.glob("index*.faiss"):
+        path.unlink()
+    not_the_parent = os.getppid() + 1
+    try:
+        write_snapshot(tmp_path, config, parent=not_the_parent)
+    except SnapshotFailed as exc:
+        assert "gone" in str(exc)
+    else:
+        raise AssertionError("a snapshot was written for a store whose process has gone")
+    assert list(tmp_path.glob("index*.faiss")) == [] and not (tmp_path / MANIFEST_NAME).exists()
+    result = write_snapshot(tmp_path, config, parent=os.getppid())
+    assert result["items"] == 20 and result["pid"] == os.getpid()
+    indexes, meta = MatryoshkaIndexes.load(tmp_path, config)
+    assert meta.ntotal == 20 and meta.generation == result["generation"]
