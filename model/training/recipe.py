@@ -109,6 +109,9 @@ class OptimPart:
     neighbour_distill_weight: float = 0.0
     neighbour_seeds: int = 32
     neighbour_k: int = 7
+    # Make the media latents predict their sentence's bag of tokens (0: off), a head
+    # used only in training (model.training.bag_of_words).
+    bag_of_words_weight: float = 0.0
 
 
 @dataclass

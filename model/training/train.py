@@ -40,6 +40,7 @@ from model.matryoshka import truncate
 from model.multimodal import MultimodalModel
 from model.tokens import masked_mean
 from model.training.augment import augment_tokens
+from model.training.bag_of_words import BagOfWords
 from model.training.evaluate import evaluate_cached, score
 from model.training.features import FeatureCache, cache_pairs, collate, mean_tokens
 from model.training.losses import MatryoshkaLoss, clip_loss, similarity_distillation
@@ -73,10 +74,12 @@ def batch_loss(
     rng: np.random.Generator,
     device: torch.device,
     neighbours: NeighbourBatches | None = None,
+    bag: BagOfWords | None = None,
 ) -> torch.Tensor:
     """Loss of one batch of pair indices, summed over media modalities by share.
 
-    ``neighbours`` draws the extra text batch of ``optim.neighbour_distill_weight``.
+    ``neighbours`` draws the extra text batch of ``optim.neighbour_distill_weight``;
+    ``bag`` is the head of ``optim.bag_of_words_weight``.
     A locked text tower gets its text unaugmented: its embeddings are the targets,
     and serving computes them from the whole text.
     """
@@ -119,9 +122,10 @@ def batch_loss(
             for k in rows
         ]
         tokens, mask = collate(feats)
-        media_emb = model.forward_features(
+        media_out = model.forward_features(
             modality, tokens.to(device), mask.to(device), with_llm_tokens=False
-        ).embedding
+        )
+        media_emb = media_out.embedding
         t = text_emb[rows]
         loss = cfg.optim.clip_weight * clip_loss(media_emb, t, logit_scale)
         if mrl is not None and cfg.optim.mrl_weight > 0:
@@ -129,6 +133,9 @@ def batch_loss(
         if optim.distill_audio_weight > 0:
             audio_distill = distill_loss(media_emb, teacher[rows], cfg)
             loss = loss + optim.distill_audio_weight * audio_distill
+        if bag is not None and media_out.latents is not None:
+            texts = [data.pairs[batch[k]].text for k in rows]
+            loss = loss + optim.bag_of_words_weight * bag.loss(media_out.latents, texts)
         total = total + loss * (len(rows) / len(batch))
     return total
 
@@ -281,6 +288,15 @@ class Trainer:
             log.info("locked text tower: principal axes of %d training sentences", count)
         self.model.to(self.device).train()
         self.params = self.model.trainable_parameters()
+        self.bag = None
+        if cfg.optim.bag_of_words_weight > 0:
+            if not isinstance(self.model, MultimodalModel):
+                raise ValueError("optim.bag_of_words_weight needs the resampler model's latents")
+            self.bag = BagOfWords(
+                self.model.config.perceiver.dim, encoder_model.encoder("text").tokenizer
+            )
+            self.bag.head.to(self.device).train()
+            self.params = self.params + list(self.bag.head.parameters())
         self._build_optimiser()
         self.mrl = MatryoshkaLoss(dims=cfg.optim.mrl_dims) if cfg.optim.mrl_weight > 0 else None
         self.neighbours = None
@@ -331,6 +347,13 @@ class Trainer:
         if not path.is_file():
             return
         state = torch.load(path, map_location="cpu", weights_only=False)
+        if self.bag is not None and "bag_of_words" in state:
+            self.bag.head.load_state_dict(state["bag_of_words"])
+        elif self.bag is not None:
+            # the run being resumed had no bag-of-words term: its head starts fresh, and so
+            # does the optimiser (its saved state has no slots for the head)
+            log.info("resuming a run without the bag-of-words term: its head and AdamW start new")
+            state["optimizer"] = self.optimizer.state_dict() | {"state": {}}
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(
@@ -379,6 +402,7 @@ class Trainer:
                 "best_score": p.best_score,
                 "best_step": p.best_step,
                 "best_metrics": p.best_metrics or {},
+                **({"bag_of_words": self.bag.head.state_dict()} if self.bag is not None else {}),
             },
             self.out / "last" / TRAINER_STATE,
         )
@@ -396,6 +420,7 @@ class Trainer:
                 self.rng,
                 self.device,
                 self.neighbours,
+                self.bag,
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -301,3 +301,84 @@ def test_locked_text_trains_media_onto_the_text_encoders_own_space(recipe: dict)
             )
 
     assert loss(0.9) == loss(0.0)  # locked text is never augmented: it is the target
+
+
+@pytest.mark.slow
+def test_the_bag_of_words_term_adds_its_weight_and_resumes_with_its_head(recipe: dict) -> None:
+    """``bag_of_words_weight`` adds exactly its weighted term on the media latents; the
+    head is saved with the trainer's state, never in the checkpoint, and resumes."""
+    import torch
+
+    from model.checkpoint import load_model
+    from model.training.bag_of_words import BagOfWords
+    from model.training.train import TRAINER_STATE, batch_loss, prepare_data
+
+    root = recipe["root"]
+    first = json.loads((root / "out" / "run" / "train_config.json").read_text())
+    cfg = TrainConfig.from_dict(first).with_values({"run.progress": False})
+    model = load_model(recipe["summary"]["checkpoint"]).eval()
+    prepared = prepare_data(cfg, model, torch.device("cpu"))
+    data, caches = prepared.train, prepared.caches
+    batch = np.arange(16)
+    bag = BagOfWords(model.config.perceiver.dim, model.encoder("text").tokenizer)
+
+    def loss(weight: float) -> float:
+        c = cfg.with_values({"optim.bag_of_words_weight": weight})
+        rng = np.random.default_rng(0)
+        with torch.no_grad():
+            return float(batch_loss(model, data, caches, batch, c, None, rng, "cpu", None, bag))
+
+    # the bag term on its own: the audio rows' latents, with their texts, and the share
+    # of the batch they are (the same augmentation draws as batch_loss makes)
+    from model.training.features import collate
+
+    modalities = [data.pairs[i].modality for i in batch]
+    rng = np.random.default_rng(0)
+    for i in batch:  # the text augmentation draws come first
+        augment_tokens(caches["text"].get(data.text_ids[i]), cfg.augment, rng, text=True)
+    expected = 0.0
+    with torch.no_grad():
+        for modality in sorted(set(modalities)):
+            rows = [k for k, m in enumerate(modalities) if m == modality]
+            feats = [
+                augment_tokens(caches[modality].get(data.media_ids[batch[k]]), cfg.augment, rng)
+                for k in rows
+            ]
+            tokens, mask = collate(feats)
+            out = model.forward_features(modality, tokens, mask, with_llm_tokens=False)
+            term = bag.loss(out.latents, [data.pairs[batch[k]].text for k in rows])
+            expected += float(term) * len(rows) / len(batch)
+    assert expected > 0
+    assert loss(0.5) - loss(0.0) == pytest.approx(0.5 * expected, rel=1e-4, abs=1e-6)
+
+    resumed = TrainConfig.from_dict(first).with_values(
+        {
+            "run.out": str(root / "bag"),
+            "run.resume": str(root / "out" / "run" / "last"),
+            "optim.max_steps": recipe["summary"]["steps"] + 2,
+            "optim.bag_of_words_weight": 0.5,
+        }
+    )
+    summary = train(resumed)
+    assert summary["steps"] == recipe["summary"]["steps"] + 2
+    state = torch.load(root / "bag" / "last" / TRAINER_STATE, weights_only=False)
+    head = state["bag_of_words"]
+    assert head["proj.weight"].shape == (bag.vocab_size, model.config.perceiver.dim)
+    from safetensors.torch import load_file
+
+    from model.checkpoint import WEIGHTS_FILE
+
+    plain = load_file(root / "out" / "run" / "last" / WEIGHTS_FILE)
+    assert load_file(root / "bag" / "last" / WEIGHTS_FILE).keys() == plain.keys()
+    again = train(
+        resumed.with_values(
+            {
+                "run.out": str(root / "bag2"),
+                "run.resume": str(root / "bag" / "last"),
+                "optim.max_steps": recipe["summary"]["steps"] + 3,
+            }
+        )
+    )
+    assert again["steps"] == recipe["summary"]["steps"] + 3
+    resumed_head = torch.load(root / "bag2" / "last" / TRAINER_STATE, weights_only=False)
+    assert not torch.equal(resumed_head["bag_of_words"]["proj.weight"], head["proj.weight"])
