@@ -624,10 +624,12 @@ function parseMetadata() {
   return value;
 }
 
-async function addOneFile(file, metadata) {
+async function addOneFile(file, metadata, caption) {
   const row = uploadRow(file.name);
   const form = new FormData();
   form.append("file", file, file.name);
+  // a `text` beside a file is its caption: stored and shown with hits, not embedded
+  if (caption) form.append("text", caption);
   form.append("metadata", JSON.stringify({ source: file.name, ...metadata }));
   try {
     row.done(await upload("/items", form, (f) => row.progress(f)));
@@ -662,7 +664,27 @@ function setPendingFiles(files) {
   $("add-drop").querySelector("span").textContent = pendingFiles.length
     ? `${pendingFiles.length} file${pendingFiles.length === 1 ? "" : "s"} ready: ${names}. Drop more, or`
     : "Drop images and sounds here, or";
+  // one optional caption per file, typed before Add
+  const list = $("pending-files");
+  list.textContent = "";
+  pendingFiles.forEach((file, i) => {
+    const item = document.createElement("li");
+    const label = document.createElement("label");
+    label.htmlFor = `caption-${i}`;
+    label.className = "upload-name";
+    label.textContent = `Caption for ${file.name}`;
+    const input = document.createElement("input");
+    input.type = "text";
+    input.id = `caption-${i}`;
+    input.dataset.name = file.name;
+    input.placeholder = "optional: kept and shown with the file, not searched";
+    item.append(label, input);
+    list.append(item);
+  });
+  list.hidden = !pendingFiles.length;
 }
+
+const captionOf = (i) => $(`caption-${i}`)?.value.trim() || "";
 
 async function addItems(event) {
   event.preventDefault();
@@ -684,7 +706,8 @@ async function addItems(event) {
   $("uploads").textContent = "";
   $("uploads").dataset.state = "running";
   $("add-submit").disabled = true;
-  const jobs = files.map((file) => () => addOneFile(file, metadata));
+  const captions = files.map((_, i) => captionOf(i));
+  const jobs = files.map((file, i) => () => addOneFile(file, metadata, captions[i]));
   if (text) jobs.push(() => addText(text, metadata));
   let added = 0;
   const worker = async () => {

@@ -45,6 +45,7 @@ SHAPES = {
     "green-dot.png": ("#2e9e57", "ellipse"),
 }
 TEXT = "a red circle painted on a white wall"
+CAPTION = "Red circle, drawn for the page test"
 
 
 def start_browser(profile: Path, *extra: str, size: tuple[int, int] = (1280, 1000)) -> WebDriver:
@@ -151,6 +152,12 @@ def added(browser: WebDriver, server, media: dict[str, Path]) -> dict[str, dict]
     browser.get(server.url + "/")
     files = [media[name] for name in (*SHAPES, "speech.wav")]
     browser.find_element(By.ID, "add-files").send_keys("\n".join(str(p) for p in files))
+    captions = browser.find_elements(By.CSS_SELECTOR, "#pending-files input")
+    assert [c.get_attribute("data-name") for c in captions] == [p.name for p in files]
+    caption = browser.find_element(
+        By.CSS_SELECTOR, "#pending-files input[data-name='red-circle.png']"
+    )
+    caption.send_keys(CAPTION)
     browser.find_element(By.ID, "add-text").send_keys(TEXT)
     browser.find_element(By.ID, "add-metadata").send_keys('{"album": "page test"}')
     browser.find_element(By.ID, "add-submit").click()
@@ -159,6 +166,8 @@ def added(browser: WebDriver, server, media: dict[str, Path]) -> dict[str, dict]
         lambda d: d.find_element(By.ID, "uploads").get_attribute("data-state") == "done",
         "the uploads to finish",
     )
+    pending = browser.find_element(By.ID, "pending-files")
+    assert not pending.is_displayed() and pending.text == ""  # cleared for the next add
     rows = browser.find_elements(By.CSS_SELECTOR, "#uploads li")
     statuses = [(row.get_attribute("class"), row.text) for row in rows]
     assert len(rows) == len(files) + 1 and all(cls == "ok" for cls, _ in statuses), statuses
@@ -197,7 +206,8 @@ def test_items_added_through_the_page(added: dict[str, dict], server) -> None:
     }
     assert added["red-circle.png"]["metadata"] == {"album": "page test", "source": "red-circle.png"}
     assert added[TEXT]["metadata"] == {"album": "page test"} and added[TEXT]["text"] == TEXT
-    assert added["red-circle.png"]["text"] is None
+    assert added["red-circle.png"]["text"] == CAPTION  # the caption typed beside the file
+    assert added["blue-square.png"]["text"] is None  # none typed, none kept
     preview = httpx.get(f"{server.url}/items/{added['speech.wav']['id']}/preview")
     assert preview.headers["content-type"] == "audio/mpeg"
 
