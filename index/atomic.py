@@ -17,8 +17,10 @@ import os
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 TMP_SUFFIX = ".tmp"
+T = TypeVar("T")
 
 
 def fsync_path(path: Path) -> None:
@@ -30,18 +32,20 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_with(path: Path, write: Callable[[Path], None]) -> None:
-    """Let `write(tmp_path)` produce the file, then move it into place atomically."""
+def atomic_write_with(path: Path, write: Callable[[Path], T]) -> T:
+    """Let `write(tmp_path)` produce the file, then move it into place atomically; returns
+    what `write` returned (a checksum taken as the bytes went by, for instance)."""
     path = Path(path)
     tmp = path.with_name(f"{path.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
-        write(tmp)
+        result = write(tmp)
         fsync_path(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+    return result
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

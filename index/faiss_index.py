@@ -379,11 +379,8 @@ class MatryoshkaIndexes:
         for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512)):
             name = f"index{dims}-{tag}.faiss"
             path = directory / name
-            crcs: list[int] = []
-            atomic_write_with(
-                path, lambda tmp, index=index, crcs=crcs: crcs.append(_write_index(index, tmp))
-            )
-            files[str(dims)] = {"name": name, "size": path.stat().st_size, "crc32": crcs[0]}
+            crc = atomic_write_with(path, lambda tmp, index=index: _write_index(index, tmp))
+            files[str(dims)] = {"name": name, "size": path.stat().st_size, "crc32": crc}
         manifest = {
             "format": FORMAT_VERSION,
             "kind": self.config.kind,

@@ -188,9 +188,9 @@ class VectorStore(VectorBackend):
         """Snapshot after `snapshot_every` changes (write lock held).
 
         Flat indexes: a background thread starts `index.snapshot_worker`, a process that
-        rebuilds the indexes from one consistent read of SQLite and writes them; this
-        process holds no store lock meanwhile, so searches and writes go on. HNSW graphs are too slow to rebuild, so
-        they are written here, under the lock, as before.
+        rebuilds the indexes from one consistent read of SQLite and writes them; no store
+        lock is held meanwhile, so searches and writes go on. HNSW graphs are too slow to
+        rebuild, so they are written here, under the lock, as before.
         """
         if self._snapshotter is not None and self._snapshotter.is_alive():
             return  # one at a time; the next comes after the next snapshot_every changes

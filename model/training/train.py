@@ -347,14 +347,14 @@ class Trainer:
         if not path.is_file():
             return
         state = torch.load(path, map_location="cpu", weights_only=False)
-        if self.bag is not None and "bag_of_words" in state:
-            self.bag.head.load_state_dict(state["bag_of_words"])
-        elif self.bag is not None:
+        if self.bag is not None and "bag_of_words" not in state:
             # the run being resumed had no bag-of-words term: its head starts fresh, and so
             # does the optimiser (its saved state has no slots for the head)
             log.info("resuming a run without the bag-of-words term: its head and AdamW start new")
-            state["optimizer"] = self.optimizer.state_dict() | {"state": {}}
-        self.optimizer.load_state_dict(state["optimizer"])
+        else:
+            if self.bag is not None:
+                self.bag.head.load_state_dict(state["bag_of_words"])
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.progress = Progress(
             step=state["step"],
