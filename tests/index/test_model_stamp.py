@@ -97,3 +97,24 @@ def test_a_model_whose_vectors_are_an_earlier_ones_takes_its_store_over(open_sto
     other = ModelStamp(name="x", fingerprint="d" * 64, adopts=("b" * 64,))
     with pytest.raises(ModelMismatch):
         store.bind_model(other)
+
+
+def test_a_model_that_changed_audio_only_takes_over_a_store_without_audio(open_store, unit_vectors):
+    v3 = ModelStamp(
+        name="image-audio-text-v3 3.0.0",
+        fingerprint="e" * 64,
+        adopts_without=(("a" * 64, ("audio",)),),
+    )
+    texts_only = open_store()
+    texts_only.bind_model(V1)
+    texts_only.add_many([NewItem(v, "text") for v in unit_vectors(2)])
+    assert texts_only.bind_model(v3) == V1
+    assert texts_only.model_stamp() == ModelStamp(v3.name, v3.fingerprint)
+    with_audio = open_store(name="audio")
+    with_audio.bind_model(V1)
+    with_audio.add_many(
+        [NewItem(v, m) for v, m in zip(unit_vectors(2), ("text", "audio"), strict=True)]
+    )
+    with pytest.raises(ModelMismatch, match="2 vectors"):
+        with_audio.bind_model(v3)
+    assert with_audio.model_stamp() == V1  # the refusal changed nothing

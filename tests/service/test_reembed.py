@@ -115,3 +115,21 @@ def test_the_command_moves_a_store_and_says_what_it_could_not_redo(
         "index", "reembed", *tiny, "--data-dir", str(folder), "--to-data-dir", str(folder)
     )
     assert same.returncode != 0 and "another folder or database" in same.stderr
+
+
+def test_a_release_that_keeps_some_modalities_adopts_stores_without_the_others() -> None:
+    info = {
+        "model": "image-audio-text-v3",
+        "version": "3.0.0",
+        "trained": True,
+        "weights_digest": "e" * 64,
+        "encoders": {"image": "x", "audio": "y", "text": "z"},
+        "same_vectors_as": [
+            {"name": "v2", "fingerprint": "c" * 64, "modalities": ["image", "text"]},
+            {"name": "v1", "fingerprint": "a" * 64, "modalities": ["text"]},
+            {"name": "all", "fingerprint": "f" * 64, "modalities": ["image", "audio", "text"]},
+        ],
+    }
+    stamp = model_stamp(info)
+    assert stamp.adopts == ("f" * 64,)
+    assert stamp.adopts_without == (("c" * 64, ("audio",)), ("a" * 64, ("audio", "image")))
