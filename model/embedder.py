@@ -22,7 +22,7 @@ from PIL import Image
 
 from model.audio import prepare_clip
 from model.checkpoint import load_model, read_checkpoint_config
-from model.config import BlendConfig, preset
+from model.config import TRANSCRIPTS, BlendConfig, TranscriptConfig, preset
 from model.constants import EMBED_DIM, MATRYOSHKA_DIMS, SAMPLE_RATE
 from model.encoders import TextEncoder
 from model.errors import InvalidInput, MissingWeights
@@ -184,7 +184,7 @@ class Embedder:
         encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
-        """A released model shipped with the package (``image-audio-text-v2`` by default),
+        """A released model shipped with the package (``image-audio-text-v3`` by default),
         or any checkpoint folder, with its encoders found by :mod:`model.release`:
         ``encoders`` ({modality: hub ID or folder}) first, then the local Hugging
         Face cache, then the hub.
@@ -204,6 +204,9 @@ class Embedder:
             for m, e in document["config"]["encoders"].items()
             if e.get("source") is not None
         }
+        decoder = (document["config"].get("transcript") or {}).get("source")
+        if decoder is not None:
+            wanted[TRANSCRIPTS] = decoder
         sources = resolve_encoders(wanted, encoders)
         try:
             embedder = cls.from_checkpoint(
@@ -258,6 +261,7 @@ class Embedder:
             "audio_window": encoders["audio"].audio_window if "audio" in encoders else None,
             "text_tower": self.model.config.text_tower if "text" in encoders else None,
             "blend": _blend_info(self.model.config.blend),
+            "transcript": _transcript_info(self.model.config.transcript),
             # Earlier releases whose stored vectors this one makes unchanged (model/release.py).
             "same_vectors_as": self._release["same_vectors_as"] if self._release else [],
         }
@@ -488,6 +492,18 @@ class Outputs:
     latents: np.ndarray
     llm_prefix: np.ndarray | None
     tokens: list[int]
+
+
+def _transcript_info(transcript: TranscriptConfig | None) -> dict[str, Any] | None:
+    """What /readyz says of the transcripts mixed into audio vectors (model/transcripts.py)."""
+    if transcript is None:
+        return None
+    return {
+        "decoder": transcript.source or "random demo decoder",
+        "main_weight": transcript.main_weight,
+        "locked_weight": transcript.locked_weight,
+        "no_speech_threshold": transcript.no_speech_threshold,
+    }
 
 
 def _blend_info(blend: BlendConfig | None) -> dict[str, Any] | None:

@@ -176,31 +176,35 @@ def quiet_load_report() -> Any:
 
 def _load_pretrained(cls: Any, config: EncoderConfig, **kwargs: Any) -> nn.Module:
     """``cls.from_pretrained(source)`` in float32, refusing any missing or mis-shaped weight."""
+    return load_pretrained(cls, str(config.source), f"{config.modality} encoder", **kwargs)
+
+
+def load_pretrained(cls: Any, source: str, what: str, **kwargs: Any) -> nn.Module:
+    """``cls.from_pretrained(source)`` in float32; ``what`` ("the audio encoder") names it
+    in the MissingWeights raised for any missing or mis-shaped weight."""
     try:
         with quiet_load_report():
             model, info = cls.from_pretrained(
-                config.source, output_loading_info=True, dtype=torch.float32, **kwargs
+                source, output_loading_info=True, dtype=torch.float32, **kwargs
             )
     except (OSError, ValueError) as exc:
-        raise MissingWeights(
-            f"cannot load the {config.modality} encoder from {config.source!r}: {exc}"
-        ) from exc
+        raise MissingWeights(f"cannot load the {what} from {source!r}: {exc}") from exc
     missing = sorted(info.get("missing_keys") or [])
     mismatched = [str(k) for k in info.get("mismatched_keys") or []]
     if missing or mismatched:
         shown = ", ".join((missing + mismatched)[:8])
         more = len(missing) + len(mismatched) - 8
         raise MissingWeights(
-            f"the {config.modality} encoder at {config.source!r} lacks {len(missing)} weights and "
+            f"the {what} at {source!r} lacks {len(missing)} weights and "
             f"has {len(mismatched)} of the wrong shape ({shown}{f', ... {more} more' if more > 0 else ''}); "
             "refusing to run with randomly initialised weights"
         )
     unused = sorted(info.get("unexpected_keys") or [])
     if unused:
         log.debug(
-            "%s encoder %s: %d checkpoint weights not used (%s)",
-            config.modality,
-            config.source,
+            "%s %s: %d checkpoint weights not used (%s)",
+            what,
+            source,
             len(unused),
             ", ".join(unused[:4]),
         )

@@ -8,7 +8,9 @@ tokens, so encoder outputs can be cached once and reused by every epoch.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from model.blend import (
     labelled_latents,
     resample,
 )
-from model.config import ModelConfig
+from model.config import ModelConfig, TranscriptConfig
 from model.constants import MODALITIES
 from model.efficientnet import logits_of
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
@@ -34,10 +36,14 @@ from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector, Temperature
 from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
+from model.transcripts import Transcriber, build_transcriber, mix_transcripts, window_frames
 
 logger = logging.getLogger(__name__)
 
 ENCODER_PREFIX = "encoders."
+TRANSCRIBER_PREFIX = "transcriber."
+# Parameters that never train and no checkpoint stores.
+FROZEN_PREFIXES = (ENCODER_PREFIX, TRANSCRIBER_PREFIX)
 
 
 @dataclass
@@ -50,11 +56,14 @@ class ModelOutput:
             text tower is locked (text then skips the resampler).
         llm_tokens: (B, num_latents, llm_dim) latents projected for an LLM (None when
             ``forward_features`` was asked not to compute them, or without latents).
+        transcripts: audio through :meth:`MultimodalModel.forward` with a transcript
+            decoder: what each clip was heard to say ("" for none); else None.
     """
 
     embedding: torch.Tensor
     latents: torch.Tensor | None
     llm_tokens: torch.Tensor | None
+    transcripts: list[str] | None = None
 
 
 class MultimodalModel(nn.Module):
@@ -64,7 +73,9 @@ class MultimodalModel(nn.Module):
     from :class:`~model.locked_text.LockedTextTower` (``self.text_tower``), and the
     resampler serves the other modalities only. With ``config.blend`` a second,
     locked-text branch (:class:`~model.blend.LockedBranch`, ``self.locked_branch``)
-    fills the last dims of every embedding (model/blend.py).
+    fills the last dims of every embedding (model/blend.py). With
+    ``config.transcript`` a frozen Whisper decoder (``self.transcriber``) transcribes
+    each clip and its text vector is mixed into the clip's (model/transcripts.py).
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -103,21 +114,27 @@ class MultimodalModel(nn.Module):
         self.temperature = Temperature(
             init=config.init_temperature, min_temperature=config.min_temperature
         )
+        self.transcriber: Transcriber | None = None
+        if config.transcript is not None:
+            self.transcriber = build_transcriber(config.transcript)
         self._check_frozen()
         logger.info(
             "MultimodalModel %s (%s): %d trainable parameters, %d frozen",
             config.name,
             "/".join(config.modalities),
             sum(p.numel() for p in self.trainable_parameters()),
-            sum(p.numel() for p in self.encoders.parameters()),
+            sum(p.numel() for n, p in self.named_parameters() if n.startswith(FROZEN_PREFIXES)),
         )
 
     def _check_frozen(self) -> None:
         for name, p in self.named_parameters():
-            frozen = name.startswith(ENCODER_PREFIX)
+            frozen = name.startswith(FROZEN_PREFIXES)
             if frozen == p.requires_grad:
                 state = "trainable" if p.requires_grad else "frozen"
-                raise AssertionError(f"parameter {name} is {state}; only encoders may be frozen")
+                raise AssertionError(
+                    f"parameter {name} is {state}; only encoders and the transcript decoder "
+                    "may be frozen"
+                )
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -132,6 +149,8 @@ class MultimodalModel(nn.Module):
         """Train mode for the trainable part; the encoders stay in eval mode."""
         super().train(mode)
         self.encoders.train(False)
+        if self.transcriber is not None:
+            self.transcriber.train(False)
         return self
 
     def encoder(self, modality: str) -> FrozenEncoder:
@@ -148,10 +167,11 @@ class MultimodalModel(nn.Module):
         """sha256 of what decides this model's vector space: every weight outside the
         frozen encoders (as float32, so fp16 and fp32 copies agree) and the identity of
         random demo encoders. Real encoders are left out, since a checkpoint already
-        refuses encoder weights other than its own (:mod:`model.checkpoint`)."""
+        refuses encoder weights other than its own (:mod:`model.checkpoint`); so is the
+        transcript decoder's source, but not how transcripts are mixed in."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.state_dict().items()):
-            if name.startswith(ENCODER_PREFIX):
+            if name.startswith(FROZEN_PREFIXES):
                 continue
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
@@ -159,6 +179,12 @@ class MultimodalModel(nn.Module):
             encoder = self.config.encoders[modality]
             random_identity = encoder.identity if encoder.source is None else "pretrained"
             digest.update(f"{modality}:{encoder.family}:{random_identity}".encode())
+        transcript = self.config.transcript
+        if transcript is not None:
+            mixing = dataclasses.asdict(transcript)
+            if transcript.source is not None:
+                del mixing["source"], mixing["random_init"], mixing["seed"]
+            digest.update(f"transcript:{json.dumps(mixing, sort_keys=True)}".encode())
         return digest.hexdigest()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
@@ -166,11 +192,11 @@ class MultimodalModel(nn.Module):
         return [p for _, p in self.trainable_named_parameters()]
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        return [(n, p) for n, p in self.named_parameters() if not n.startswith(ENCODER_PREFIX)]
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith(FROZEN_PREFIXES)]
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trainable tensors by name (what a checkpoint stores)."""
-        return {n: t for n, t in self.state_dict().items() if not n.startswith(ENCODER_PREFIX)}
+        return {n: t for n, t in self.state_dict().items() if not n.startswith(FROZEN_PREFIXES)}
 
     def preprocess(
         self, modality: str, raw_items: Sequence[Any], **kwargs: Any
@@ -266,8 +292,101 @@ class MultimodalModel(nn.Module):
     def forward(
         self, modality: str, batch: dict[str, torch.Tensor], *, with_llm_tokens: bool = True
     ) -> ModelOutput:
-        """encode + forward_features."""
+        """encode + forward_features; with a transcript decoder, audio is also
+        transcribed and its text vector mixed in (:meth:`with_transcripts`)."""
         out = self.encode(modality, batch)
-        return self.forward_features(
+        result = self.forward_features(
             modality, out.tokens, out.mask, with_llm_tokens=with_llm_tokens
         )
+        if modality == "audio" and self.transcriber is not None:
+            result.transcripts = self.transcribe(out, batch)
+            result.embedding = self.with_transcripts(result.embedding, result.transcripts)
+        return result
+
+    def transcribe(self, encoded: EncoderOutput, batch: dict[str, torch.Tensor]) -> list[str]:
+        """What each clip of an encoded audio batch says: every 30 s window decoded on
+        its own frames, windows that hold no speech left out, the rest of a clip joined."""
+        assert self.transcriber is not None
+        threshold = self.transcriber.no_speech_threshold
+        return [
+            " ".join(text for text, no_speech in windows if text and no_speech <= threshold)
+            for windows in self.hear(encoded, batch)
+        ]
+
+    def hear(
+        self, encoded: EncoderOutput, batch: dict[str, torch.Tensor]
+    ) -> list[list[tuple[str, float]]]:
+        """Per clip, per 30 s window: (decoded text, no-speech probability), before the
+        no-speech threshold (:meth:`transcribe` applies it). A window of digital silence
+        (the same log-mel everywhere) is not decoded: ("", 1.0)."""
+        if self.transcriber is None:
+            raise InvalidInput("this model has no transcript decoder")
+        frames, mask, clip_of = window_frames(
+            encoded.tokens, encoded.mask, batch["num_frames"], batch["window_clip"]
+        )
+        sound = [
+            bool(mel[:, : 2 * int(n)].std() > 0)
+            for mel, n in zip(batch["input_features"], batch["num_frames"], strict=True)
+        ]
+        heard: list[tuple[str, float]] = [("", 1.0)] * len(sound)
+        if any(sound):
+            keep = torch.tensor(sound)
+            decoded = iter(self.transcriber.hear(frames[keep], mask[keep]))
+            heard = [next(decoded) if s else h for s, h in zip(sound, heard, strict=True)]
+        windows: list[list[tuple[str, float]]] = [[] for _ in range(encoded.tokens.shape[0])]
+        for clip, window in zip(clip_of, heard, strict=True):
+            windows[clip].append(window)
+        return windows
+
+    def with_transcripts(self, embedding: torch.Tensor, transcripts: Sequence[str]) -> torch.Tensor:
+        """Audio vectors (B, 512) with their transcripts' text vectors mixed into each part
+        of the blend (:func:`~model.transcripts.mix_transcripts`); clips with no
+        transcript are unchanged."""
+        if self.config.transcript is None:
+            return embedding
+        text, heard = self.transcript_vectors(transcripts)
+        if not bool(heard.any()):
+            return embedding
+        return mix_transcripts(
+            embedding, text.to(embedding.device, embedding.dtype), heard, self.transcript_parts()
+        )
+
+    def transcript_vectors(self, transcripts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text vectors (B, 512) of transcripts, zero where one is empty, and which
+        are not (B,) bool. A transcript over the text encoder's limit is cut."""
+        heard = [i for i, text in enumerate(transcripts) if text]
+        text = torch.zeros(len(transcripts), self.config.head.embed_dim)
+        flags = torch.zeros(len(transcripts), dtype=torch.bool)
+        if heard:
+            encoder = self.encoder("text")
+            ids = [
+                row if len(row) <= encoder.max_tokens else row[: encoder.max_tokens - 1] + row[-1:]
+                for row in encoder.token_ids([transcripts[i] for i in heard])
+            ]
+            out = self.forward("text", encoder.pad(ids), with_llm_tokens=False)
+            text[heard] = out.embedding.float().cpu()
+            flags[heard] = True
+        return text, flags
+
+    def transcript_parts(
+        self, transcript: TranscriptConfig | None = None
+    ) -> list[tuple[torch.Tensor, float]]:
+        """(dims, transcript weight) of each part of the vector: with a blend, the
+        two-sided branch's dims and the locked branch's; without, all 512. The weights
+        are ``transcript``'s (default: the model's)."""
+        transcript = transcript or self.config.transcript
+        if transcript is None:
+            raise ValueError("this model mixes in no transcripts")
+        if self.locked_branch is None:
+            return [(torch.arange(self.config.head.embed_dim), transcript.main_weight)]
+        main: list[int] = []
+        locked: list[int] = []
+        start = 0
+        for m, k in self.locked_branch.blend.prefix_sizes():
+            main += range(start, start + m)
+            locked += range(start + m, start + m + k)
+            start += m + k
+        return [
+            (torch.tensor(main), transcript.main_weight),
+            (torch.tensor(locked), transcript.locked_weight),
+        ]

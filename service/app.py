@@ -41,7 +41,7 @@ UNTRAINED_SEED = 0
 DEMO_WARNING = (
     "DEMO MODEL: the 'tiny' preset runs small randomly initialised encoders and heads, so its "
     "embeddings carry no meaning. For real use: `mmembed serve` with no --preset serves the "
-    "shipped release (image-audio-text-v2); --checkpoint DIR serves one trained with `mmembed train`."
+    "shipped release (image-audio-text-v3); --checkpoint DIR serves one trained with `mmembed train`."
 )
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: real encoders but random adapters, resampler and heads (no checkpoint), so "
@@ -94,7 +94,7 @@ def load_embedder(settings: Settings) -> Embedder:
     if checkpoint is not None:
         return Embedder.from_pretrained(
             checkpoint,
-            encoders=settings.encoder_overrides or None,
+            encoders=settings.checkpoint_sources or None,
             device=settings.device,
             dtype=settings.dtype,
             audio_window=settings.audio_window,

