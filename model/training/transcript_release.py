@@ -1,0 +1,488 @@
+"""The transcript release in one recipe: a released model plus Whisper's own transcript
+of each clip mixed into its audio vector (model/transcripts.py). Nothing trains: the
+two mixing weights and the no-speech threshold are chosen on the validation clips::
+
+    [transcript_release]
+    name = "image-audio-text-v3"
+    version = "3.0.0"
+    base = "model/weights/image-audio-text-v2"                  # weights it keeps
+    base_recipe = "model/training/recipes/audio-text-v1.toml"   # its spoken clips
+    image_recipe = "model/training/recipes/image-audio-text-v2.toml"  # its pictures
+    runs = "runs/transcript-release"    # vectors of every clip, the evaluation
+    out = "model/weights/image-audio-text-v3"
+    decoder = "openai/whisper-base"     # recorded in the release; found like an encoder
+    weights = [0.0, 0.1, 0.2, 0.3]      # candidates for each part's transcript weight
+    no_speech = [0.6, 1.0]              # candidate no-speech thresholds
+
+``mmembed train --recipe FILE`` builds the clips it needs, then per split (validation,
+the spoken test sets, the spoken captions of the test pictures) the clips' speech
+vectors, transcripts and the transcripts' text vectors (cached under ``runs``, so a
+rerun resumes), chooses the weights, evaluates and exports the folder with its card.
+``mmembed eval --recipe FILE`` measures the exported release again from its clips,
+through the same path the server embeds with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+import shutil
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from model.config import TRANSCRIPTS, TranscriptConfig
+from model.matryoshka import truncate
+from model.training.evaluate import first_relevant_ranks, metrics_from_ranks, retrieval_report
+from model.transcripts import build_transcriber, mix_transcripts
+
+log = logging.getLogger(__name__)
+
+VAL = "val"
+SPOKEN_TESTS = ("test-devil", "test-wordnet")
+PICTURE_TESTS = ("test_clipart", "test_emoji")
+CHECK_CLIPS = 16
+
+
+@dataclass(frozen=True)
+class TranscriptRecipe:
+    name: str
+    version: str
+    base: str
+    base_recipe: str
+    image_recipe: str
+    runs: str
+    out: str
+    decoder: str = "openai/whisper-base"
+    weights: tuple[float, ...] = tuple(i / 10 for i in range(11))
+    no_speech: tuple[float, ...] = (0.6, 1.0)
+    batch_size: int = 32
+    source: str = ""
+
+
+def is_transcript_recipe(path: str | Path) -> bool:
+    """Whether a recipe file is a transcript release's (has ``[transcript_release]``)."""
+    try:
+        return "transcript_release" in tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
+def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
+    """Parse ``[transcript_release]``; unknown keys are an error naming the file."""
+    text = Path(path).read_text()
+    table = dict(tomllib.loads(text).get("transcript_release") or {})
+    known = {f.name for f in dataclasses.fields(TranscriptRecipe)} - {"source"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys in [transcript_release]: {unknown}")
+    for key in ("weights", "no_speech"):
+        if key in table:
+            table[key] = tuple(float(v) for v in table[key])
+    try:
+        return TranscriptRecipe(**table, source=text)
+    except TypeError as exc:
+        raise ValueError(f"{path}: [transcript_release] {exc}") from exc
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def build_clips(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, Path]:
+    """The manifests of every split the release is chosen and measured on, building
+    the clips that are missing: {split: manifest}."""
+    from model.training.image_release import build_pictures, read_image_recipe
+    from model.training.pipeline import read_release_recipe
+    from model.training.spoken import build_spoken_dataset
+
+    base = read_release_recipe(
+        recipe.base_recipe,
+        {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
+    )
+    spoken = Path(base.release.root) / "spoken"
+    wanted = {VAL, *SPOKEN_TESTS}
+    if not all((spoken / f"{s}.jsonl").is_file() for s in wanted):
+        build_spoken_dataset(spoken, base.spoken, workers=base.workers, only=wanted.__contains__)
+    images = read_image_recipe(recipe.image_recipe)
+    build_pictures(images)
+    root = Path(images.release.root)
+    manifests = {split: spoken / f"{split}.jsonl" for split in (VAL, *SPOKEN_TESTS)}
+    manifests |= {split: root / f"spoken-{split}.jsonl" for split in PICTURE_TESTS}
+    return manifests
+
+
+def read_clips(manifest: Path) -> list[dict[str, Any]]:
+    """The rows of a spoken manifest, audio paths made absolute."""
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["audio"] = str(manifest.parent / row["audio"])
+    return rows
+
+
+# -------------------------------------------------------------------------- vectors
+
+
+def with_transcript(model: Any, config: TranscriptConfig) -> Any:
+    """``model`` (a loaded release) with a transcript decoder and ``config``'s mixing."""
+    model.transcriber = build_transcriber(config)
+    model.config = dataclasses.replace(model.config, transcript=config)
+    return model
+
+
+def clip_vectors(model: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> dict[str, Any]:
+    """Per clip: its speech vector (no transcript), what Whisper heard and the no-speech
+    probability, and the heard text's vector (zero when nothing was decoded)."""
+    speech, heard, no_speech = [], [], []
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(rows), batch_size), desc="clips", unit="batch"):
+            chunk = rows[start : start + batch_size]
+            clips = [sf.read(r["audio"], dtype="float32") for r in chunk]
+            if len({rate for _, rate in clips}) != 1:
+                raise ValueError("clips of one manifest must share a sampling rate")
+            batch = model.preprocess("audio", [c for c, _ in clips], sampling_rate=clips[0][1])
+            encoded = model.encode("audio", batch)
+            out = model.forward_features(
+                "audio", encoded.tokens, encoded.mask, with_llm_tokens=False
+            )
+            speech.append(out.embedding.float().cpu())
+            for windows in model.hear(encoded, batch):
+                heard.append(" ".join(t for t, _ in windows if t))
+                no_speech.append(max(p for _, p in windows))
+    with torch.inference_mode():
+        text, _ = model.transcript_vectors(heard)
+    return {
+        "speech": torch.cat(speech),
+        "text": text,
+        "heard": heard,
+        "no_speech": torch.tensor(no_speech),
+        "sentences": [r["text"] for r in rows],
+    }
+
+
+def cached_vectors(
+    model: Any, recipe: TranscriptRecipe, split: str, manifest: Path
+) -> dict[str, Any]:
+    """:func:`clip_vectors` of a split, from ``runs/vectors-SPLIT.pt`` when there."""
+    path = Path(recipe.runs) / f"vectors-{split}.pt"
+    if path.is_file():
+        return torch.load(path, weights_only=False)
+    log.info("speech vectors and transcripts of %s (%s)", split, manifest)
+    found = clip_vectors(model, read_clips(manifest), recipe.batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(found, path)
+    return found
+
+
+def mixed(model: Any, found: dict[str, Any], config: TranscriptConfig) -> torch.Tensor:
+    """The clips' vectors as a model with ``config`` embeds them."""
+    heard = torch.tensor([bool(t) for t in found["heard"]])
+    heard &= found["no_speech"] <= config.no_speech_threshold
+    speech, text = found["speech"].detach(), found["text"].detach()
+    return mix_transcripts(speech, text, heard, model.transcript_parts(config))
+
+
+def sentence_vectors(model: Any, sentences: Sequence[str]) -> np.ndarray:
+    """The text vectors of the sentences (the text path: unchanged by transcripts)."""
+    vectors = []
+    with torch.inference_mode():
+        for start in range(0, len(sentences), 64):
+            batch = model.preprocess("text", list(sentences[start : start + 64]))
+            vectors.append(model("text", batch, with_llm_tokens=False).embedding.float().cpu())
+    return torch.cat(vectors).numpy()
+
+
+def groups_of(sentences: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """(group of each clip, the distinct sentences in group order)."""
+    distinct = list(dict.fromkeys(sentences))
+    index = {s: i for i, s in enumerate(distinct)}
+    return np.array([index[s] for s in sentences]), distinct
+
+
+def audio_text(vectors: np.ndarray, sentences: Sequence[str], texts: np.ndarray) -> dict[str, Any]:
+    groups, distinct = groups_of(sentences)
+    return retrieval_report(vectors, texts, groups, np.arange(len(distinct)), media_name="audio")
+
+
+def mean_r1(report: dict[str, Any], dims: str = "512") -> float:
+    return (report["audio->text"][dims]["R@1"] + report["text->audio"][dims]["R@1"]) / 2
+
+
+# ------------------------------------------------------------------------- choosing
+
+
+def choose(
+    model: Any, recipe: TranscriptRecipe, val: dict[str, Any], texts: np.ndarray
+) -> tuple[TranscriptConfig, dict[str, Any]]:
+    """The weights and threshold with the best mean R@1 (both directions, 512 dims) on
+    the validation clips; ties go to the smaller transcript weights."""
+    trials = []
+    for main, locked, threshold in itertools.product(
+        recipe.weights, recipe.weights, recipe.no_speech
+    ):
+        config = TranscriptConfig(
+            source=recipe.decoder,
+            main_weight=main,
+            locked_weight=locked,
+            no_speech_threshold=threshold,
+        )
+        report = audio_text(mixed(model, val, config).numpy(), val["sentences"], texts)
+        trials.append((mean_r1(report), -main - locked, -threshold, config))
+    trials.sort(key=lambda t: t[:3], reverse=True)
+    best = trials[0][3]
+    log.info("chosen on validation: %s (mean R@1 %.3f)", best, trials[0][0])
+    grid = {
+        f"{c.main_weight:g}/{c.locked_weight:g}/{c.no_speech_threshold:g}": round(score, 4)
+        for score, _, _, c in trials
+    }
+    return best, {"val_mean_r1": round(trials[0][0], 4), "trials": grid}
+
+
+# ----------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: Any, config: TranscriptConfig, found: dict[str, dict[str, Any]], images_root: Path
+) -> dict[str, Any]:
+    """Every spoken test set (the release, its speech path alone, its transcript
+    alone) and audio->image on the test pictures' spoken captions."""
+    sets: dict[str, Any] = {}
+    for split in SPOKEN_TESTS:
+        data = found[split]
+        texts = sentence_vectors(model, groups_of(data["sentences"])[1])
+        sets[split.removeprefix("test-")] = {
+            "pairs": len(data["sentences"]),
+            "model": audio_text(mixed(model, data, config).numpy(), data["sentences"], texts),
+            "speech_only": audio_text(data["speech"].detach().numpy(), data["sentences"], texts),
+            "transcript_only": audio_text(data["text"].detach().numpy(), data["sentences"], texts),
+            "heard": sum(bool(t) for t in data["heard"]),
+        }
+    return {"test_sets": sets, "audio->image": spoken_to_images(model, config, found, images_root)}
+
+
+def spoken_to_images(
+    model: Any, config: TranscriptConfig, found: dict[str, dict[str, Any]], root: Path
+) -> dict[str, Any]:
+    """Each spoken caption finding its picture among the split's (one per caption), at
+    512 and 64 dims, beside the typed caption on the same gallery."""
+    from model.training.image_branch import embed_images
+    from model.training.image_release import _splits
+
+    splits = _splits(root, model)
+    out: dict[str, Any] = {}
+    for split in PICTURE_TESTS:
+        data, spoken = splits[split], found[split]
+        first: dict[int, int] = {}
+        for i, g in enumerate(data.groups):
+            first.setdefault(int(g), i)
+        group_of = {data.texts[i]: g for g, i in first.items()}
+        keep = [i for i, s in enumerate(spoken["sentences"]) if s in group_of]
+        queries = np.array([group_of[spoken["sentences"][i]] for i in keep])
+        gallery = embed_images(model, data.tokens[list(first.values())])
+        gallery_groups = np.array(list(first))
+        clips = mixed(model, spoken, config).numpy()[keep]
+        typed = sentence_vectors(model, [spoken["sentences"][i] for i in keep])
+        entry: dict[str, Any] = {"clips": len(keep)}
+        for d in (512, 64):
+            g = truncate(gallery, d)
+            entry[str(d)] = {
+                who: metrics_from_ranks(
+                    first_relevant_ranks(truncate(q, d) @ g.T, queries, gallery_groups)
+                )
+                for who, q in (("audio", clips), ("text", typed))
+            }
+        out[split] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def load_base(recipe: TranscriptRecipe, sources: dict[str, str]) -> tuple[Any, str]:
+    """The base release with a transcript decoder (mixing not chosen yet), and the
+    base's own weights digest (what stores it filled are stamped with)."""
+    from model.checkpoint import load_model
+    from model.release import resolve_encoders
+
+    encoders = {m: s for m, s in sources.items() if m != TRANSCRIPTS}
+    model = load_model(recipe.base, encoder_overrides=encoders)
+    digest = model.weights_digest()
+    decoder = resolve_encoders({TRANSCRIPTS: recipe.decoder}, sources)[TRANSCRIPTS]
+    return with_transcript(model, TranscriptConfig(source=decoder)), digest
+
+
+def with_decoder(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, str]:
+    """``sources`` and where the recipe's decoder is found (as a server finds it)."""
+    from model.release import resolve_encoders
+
+    return {**sources, **resolve_encoders({TRANSCRIPTS: recipe.decoder}, sources)}
+
+
+def picture_features(recipe: TranscriptRecipe, model: Any) -> Path:
+    """The encoder features of the pictures' validation and test splits (cached)."""
+    from model.training.data import read_jsonl
+    from model.training.features import cache_pairs
+    from model.training.image_release import read_image_recipe
+
+    root = Path(read_image_recipe(recipe.image_recipe).release.root)
+    needed = [q for q in read_jsonl(root / "manifest.jsonl").pairs if q.meta["split"] != "train"]
+    cache_pairs(model, root / "features", needed, batch_size=16)
+    return root
+
+
+def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[str, Any]:
+    """Every stage of a transcript release recipe; returns the evaluation.
+
+    Raises:
+        RuntimeError: the exported release does not embed clips as they were chosen on.
+    """
+    recipe = read_transcript_recipe(path)
+    log.info("stage 1/5: spoken clips and pictures")
+    manifests = build_clips(recipe, sources)
+    model, base_digest = load_base(recipe, sources)
+    images_root = picture_features(recipe, model)
+    log.info("stage 2/5: speech vectors and transcripts of every clip")
+    found = {split: cached_vectors(model, recipe, split, m) for split, m in manifests.items()}
+    log.info("stage 3/5: the mixing, chosen on validation")
+    val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
+    config, choice = choose(model, recipe, found[VAL], val_texts)
+    config = dataclasses.replace(config, source=recipe.decoder)
+    log.info("stage 4/5: evaluation")
+    results = evaluate(model, config, found, images_root)
+    runs = Path(recipe.runs)
+    (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+    log.info("stage 5/5: export to %s", recipe.out)
+    export(recipe, config, results, choice, base_digest)
+    largest = check_export(recipe, sources, manifests[VAL], found[VAL])
+    if largest > 1e-4:
+        raise RuntimeError(
+            f"the exported release embeds validation clips up to {largest:.2g} away from the "
+            "vectors it was chosen on"
+        )
+    log.info("the exported release embeds clips as chosen (largest difference %.1e)", largest)
+    return results
+
+
+def check_transcript_release(
+    path: str | Path, sources: dict[str, str], checkpoint: str | Path | None = None
+) -> dict[str, Any]:
+    """Measure a transcript release again from its clips, through the loaded release, and
+    set every R@1 its card states beside the stored one."""
+    from model.checkpoint import load_model, read_checkpoint_config
+
+    recipe = read_transcript_recipe(path)
+    target = Path(checkpoint or recipe.out)
+    manifests = build_clips(recipe, sources)
+    model = load_model(target, encoder_overrides=with_decoder(recipe, sources))
+    config = model.config.transcript
+    if config is None:
+        raise ValueError(f"{target} mixes no transcripts")
+    images_root = picture_features(recipe, model)
+    wanted = [*SPOKEN_TESTS, *PICTURE_TESTS]
+    found = {s: clip_vectors(model, read_clips(manifests[s]), recipe.batch_size) for s in wanted}
+    results = evaluate(model, config, found, images_root)
+    stored = read_checkpoint_config(target).get("metadata", {}).get("eval") or {}
+    return {"results": results, "stored": stored, "figures": figures(results, stored)}
+
+
+def figures(results: dict[str, Any], stored: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every R@1 of the card, measured and as stored (None where not stored)."""
+    out = []
+    for name, entry in results["test_sets"].items():
+        was = stored.get("test_sets", {}).get(name, {}).get("model", {})
+        for direction, by_dim in entry["model"].items():
+            for d in ("512", "64"):
+                old = was.get(direction, {}).get(d, {}).get("R@1")
+                out.append(
+                    {"what": f"{name} {direction} {d}", "stored": old, "measured": by_dim[d]["R@1"]}
+                )
+    for split, entry in results["audio->image"].items():
+        was = stored.get("images", {}).get(split, {}).get("audio->image", {})
+        for d in ("512", "64"):
+            old = was.get(d, {}).get("audio", {}).get("R@1")
+            new = entry[d]["audio"]["R@1"]
+            out.append({"what": f"{split} audio->image {d}", "stored": old, "measured": new})
+    return out
+
+
+# --------------------------------------------------------------------------- export
+
+
+def export(
+    recipe: TranscriptRecipe,
+    config: TranscriptConfig,
+    results: dict[str, Any],
+    choice: dict[str, Any],
+    base_digest: str,
+) -> Path:
+    """The release folder: the base's weights, its config with the transcript, the
+    evaluation, the vectors it keeps from earlier releases, and the card."""
+    from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from model.training.transcript_card import write_transcript_card
+
+    base, out = Path(recipe.base), Path(recipe.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(base / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    document = json.loads((base / CONFIG_FILE).read_text())
+    meta = document["metadata"]
+    document["config"]["transcript"] = dataclasses.asdict(config)
+    stored = meta["eval"]
+    images = {split: dict(entry) for split, entry in stored["images"].items()}
+    for split, entry in results["audio->image"].items():
+        images[split]["audio->image"] = entry
+    kept = [m for m in ("image", "text") if m in document["config"]["encoders"]]
+    document["metadata"] = {
+        "release": recipe.name,
+        "version": recipe.version,
+        "base": recipe.base,
+        "recipe": recipe.source,
+        "trained": True,
+        "transcript": choice,
+        "eval": {
+            "test_sets": results["test_sets"],
+            "images": images,
+            "text_neighbourhood": stored["text_neighbourhood"],
+        },
+        # Earlier releases whose image and text vectors this one keeps: a store they
+        # filled with no audio item is taken over as it is.
+        "same_vectors_as": [
+            {
+                "name": f"{meta['release']} {meta['version']}",
+                "fingerprint": base_digest,
+                "modalities": kept,
+            },
+            *[
+                {**e, "modalities": [m for m in e["modalities"] if m in kept]}
+                for e in meta.get("same_vectors_as") or []
+            ],
+        ],
+    }
+    (out / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    write_transcript_card(out)
+    return out
+
+
+def check_export(
+    recipe: TranscriptRecipe, sources: dict[str, str], manifest: Path, val: dict[str, Any]
+) -> float:
+    """The largest difference between the exported release's vectors of the first
+    validation clips, loaded and embedded as a server does, and those chosen on."""
+    from model.checkpoint import read_checkpoint_config
+    from model.embedder import Embedder
+
+    embedder = Embedder.from_pretrained(recipe.out, encoders=sources)
+    config = TranscriptConfig(**read_checkpoint_config(recipe.out)["config"]["transcript"])
+    rows = read_clips(manifest)[:CHECK_CLIPS]
+    clips = [sf.read(r["audio"], dtype="float32") for r in rows]
+    served = embedder.embed_audio([c for c, _ in clips], clips[0][1])
+    head = {k: v[:CHECK_CLIPS] if isinstance(v, list | torch.Tensor) else v for k, v in val.items()}
+    expected = mixed(embedder.model, head, config).numpy()
+    return float(np.abs(served - expected).max())
