@@ -291,7 +291,7 @@ class Embedder:
         """
         dims = check_dims(dims)
         plan = self._plan("text", texts)
-        vectors, _ = self._run(plan, dims)
+        vectors, _, _ = self._run(plan, dims)
         return vectors, plan.tokens
 
     def embed_images(self, images: list[Image.Image], dims: int = EMBED_DIM) -> np.ndarray:
@@ -327,12 +327,18 @@ class Embedder:
                 text tower is locked).
         """
         plan = self._plan(modality, values, sampling_rate)
-        vectors, latents = self._run(plan, EMBED_DIM, with_latents=True)
+        vectors, latents, transcripts = self._run(plan, EMBED_DIM, with_latents=True)
         prefix = None
         if self.projector is not None:
             with torch.inference_mode():
                 prefix = self.projector(torch.from_numpy(latents)).numpy()
-        return Outputs(embeddings=vectors, latents=latents, llm_prefix=prefix, tokens=plan.tokens)
+        return Outputs(
+            embeddings=vectors,
+            latents=latents,
+            llm_prefix=prefix,
+            tokens=plan.tokens,
+            transcripts=transcripts,
+        )
 
     def attach_projector(self, projector: Any, config: Any) -> None:
         """Use a trained LLM projector (model/describer.py) for ``llm_prefix`` outputs.
@@ -437,17 +443,20 @@ class Embedder:
 
     def _run(
         self, plan: _Plan, dims: int, *, with_latents: bool = False
-    ) -> tuple[np.ndarray, np.ndarray | None]:
+    ) -> tuple[np.ndarray, np.ndarray | None, list[str] | None]:
         """Embed a plan's items in batches, back in the caller's order: (N, dims) unit
-        rows, and with ``with_latents`` the latents (N, L, D) float32."""
+        rows, with ``with_latents`` the latents (N, L, D) float32, and the clips'
+        transcripts where the model made them."""
         items = plan.items
         out = np.empty((len(items), EMBED_DIM), dtype=np.float32)
         latents: np.ndarray | None = None
+        heard: list[str] = []
         with torch.inference_mode():
             for start in range(0, len(items), self.max_batch_size):
                 chunk = items[start : start + self.max_batch_size]
                 result = self.model(plan.modality, plan.preprocess(chunk), with_llm_tokens=False)
                 out[start : start + len(chunk)] = result.embedding.float().cpu().numpy()
+                heard += result.transcripts or []
                 if with_latents:
                     if result.latents is None:
                         raise InvalidInput(
@@ -463,7 +472,12 @@ class Embedder:
             reordered = np.empty_like(latents)
             reordered[plan.order] = latents
             latents = reordered
-        return truncate(unordered, dims), latents
+        transcripts: list[str] | None = None
+        if len(heard) == len(items):
+            transcripts = [""] * len(items)
+            for row, text in zip(plan.order, heard, strict=True):
+                transcripts[row] = text
+        return truncate(unordered, dims), latents, transcripts
 
 
 @dataclass(frozen=True)
@@ -486,12 +500,15 @@ class Outputs:
         latents: (N, L, D) the resampler's latents (the two-sided branch's, for a blend).
         llm_prefix: (N, L, D_llm) the projected prefix, or None without a projector.
         tokens: per input, its text tokens (0 for media).
+        transcripts: per clip, what the model heard ("" for nothing), when audio went
+            through a model that mixes transcripts in (:mod:`model.transcripts`); else None.
     """
 
     embeddings: np.ndarray
     latents: np.ndarray
     llm_prefix: np.ndarray | None
     tokens: list[int]
+    transcripts: list[str] | None = None
 
 
 def _transcript_info(transcript: TranscriptConfig | None) -> dict[str, Any] | None:

@@ -51,8 +51,9 @@ class Embeddings:
 
 R = TypeVar("R")
 Row = tuple[np.ndarray, int]  # one input's (512,) vector and its token count
-# One input's (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, and tokens.
-OutputRow = tuple[np.ndarray, np.ndarray, np.ndarray | None, int]
+# One input's (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, tokens, and
+# what a clip was heard to say (None: not a clip, or a model without transcripts).
+OutputRow = tuple[np.ndarray, np.ndarray, np.ndarray | None, int, str | None]
 
 
 def embed_batch(embedder: Embedder, modality: str, values: Sequence[Any]) -> np.ndarray:
@@ -75,12 +76,14 @@ def embed_rows(embedder: Embedder, modality: str, values: Sequence[Any]) -> list
 
 
 def output_rows(embedder: Embedder, modality: str, values: Sequence[Any]) -> list[OutputRow]:
-    """Per input: its (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, tokens."""
+    """Per input: its (512,) vector, latents (L, D), LLM prefix (L, D_llm) or None, tokens,
+    and its transcript (None but for clips of a model with transcripts)."""
     if modality == "audio":
         values = [c.samples for c in values]
     out = embedder.embed_outputs(modality, values, sampling_rate=SAMPLE_RATE)
     prefixes = out.llm_prefix if out.llm_prefix is not None else [None] * len(values)
-    return list(zip(out.embeddings, out.latents, prefixes, out.tokens, strict=True))
+    heard = out.transcripts if out.transcripts is not None else [None] * len(values)
+    return list(zip(out.embeddings, out.latents, prefixes, out.tokens, heard, strict=True))
 
 
 def require_modality(modality: str, loaded: Sequence[str]) -> None:

@@ -1,9 +1,12 @@
-"""`/embed?output=...`: the embedding, the raw latents and the LLM prefix, as floats or base64.
+"""`/embed?output=...`: the embedding, the raw latents, the LLM prefix, as floats or base64,
+and what a clip was heard to say.
 
 The design's resampler has three outputs (DESIGN.md): the alignment embedding, the
 latents themselves and their projection into a language model's input space. The
 embedding is the default; ``output=latents``, ``output=llm_prefix`` or a
-comma-separated list (``embedding,latents``) asks for the others. Arrays come as
+comma-separated list (``embedding,latents``) asks for the others. A model that mixes
+Whisper's transcript of each clip into its vector (model/transcripts.py) also
+answers ``output=transcript``: the words its vector holds (null for text and images). Arrays come as
 row-major float lists or, with ``encoding_format=base64``, as the base64 of their
 little-endian float32 bytes (as ``/v1/embeddings`` does), each with its shape.
 """
@@ -20,7 +23,7 @@ from pydantic import AfterValidator
 from service.engine import EmbeddingEngine, Input, OutputRow
 from service.errors import ServiceError
 
-OUTPUTS = ("embedding", "latents", "llm_prefix")
+OUTPUTS = ("embedding", "latents", "llm_prefix", "transcript")
 
 
 class OutputUnavailable(ServiceError):
@@ -48,8 +51,10 @@ OutputQuery = Annotated[
     AfterValidator(_check_outputs),
     Query(
         description="What to return, comma-separated: `embedding` (default), `latents` (the "
-        "resampler's raw latents), `llm_prefix` (the latents projected for the language model).",
-        examples=["embedding", "latents", "embedding,llm_prefix"],
+        "resampler's raw latents), `llm_prefix` (the latents projected for the language "
+        "model), `transcript` (what a clip was heard to say, for a model that mixes "
+        "transcripts into audio vectors; null for text and images).",
+        examples=["embedding", "latents", "embedding,llm_prefix", "embedding,transcript"],
     ),
 ]
 EncodingQuery = Annotated[
@@ -69,6 +74,10 @@ def check_outputs(outputs: tuple[str, ...], engine: EmbeddingEngine) -> None:
         raise OutputUnavailable(
             "this model has no trained LLM projector, so no llm_prefix; it has embedding "
             "and latents"
+        )
+    if "transcript" in outputs and engine.embedder.model.config.transcript is None:
+        raise OutputUnavailable(
+            "this model does not transcribe clips (no transcript decoder), so no transcript"
         )
 
 
@@ -90,7 +99,7 @@ def output_fields(
     item: Input, row: OutputRow, *, dims: int, outputs: tuple[str, ...], encoding: str
 ) -> dict[str, Any]:
     """One input's answer: modality, dims and what ``outputs`` asks for."""
-    vector, latents, prefix, _ = row
+    vector, latents, prefix, _, heard = row
     fields: dict[str, Any] = {"modality": item.modality, "dims": dims}
     if "embedding" in outputs:
         fields["embedding"] = encode_vector(EmbeddingEngine.at_dims(vector, dims), encoding)
@@ -100,13 +109,15 @@ def output_fields(
         if prefix is None:  # pragma: no cover - check_outputs refuses this first
             raise OutputUnavailable("this model has no trained LLM projector")
         fields["llm_prefix"] = encode_array(prefix, encoding)
+    if "transcript" in outputs:
+        fields["transcript"] = heard
     return fields
 
 
 def floats_in(rows: list[OutputRow], outputs: tuple[str, ...], dims: int) -> int:
     """How many floats the answer holds (to decide where to encode it)."""
     total = 0
-    for _, latents, prefix, _ in rows:
+    for _, latents, prefix, _, _ in rows:
         total += dims if "embedding" in outputs else 0
         total += latents.size if "latents" in outputs else 0
         total += prefix.size if "llm_prefix" in outputs and prefix is not None else 0

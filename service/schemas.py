@@ -104,6 +104,11 @@ class EmbedOut(BaseModel):
         description="The latents projected into the language model's input space "
         "(`output=llm_prefix`): shape [L, D_llm].",
     )
+    transcript: str | None = Field(
+        None,
+        description="What a clip was heard to say, the words its vector holds "
+        '(`output=transcript`; "" when no speech was heard, null for text and images).',
+    )
 
 
 class EmbedRow(EmbedOut):
