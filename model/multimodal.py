@@ -36,7 +36,13 @@ from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector, Temperature
 from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
-from model.transcripts import Transcriber, build_transcriber, mix_transcripts, window_frames
+from model.transcripts import (
+    Transcriber,
+    build_transcriber,
+    decode_chunks,
+    mix_transcripts,
+    window_frames,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -329,10 +335,12 @@ class MultimodalModel(nn.Module):
             for mel, n in zip(batch["input_features"], batch["num_frames"], strict=True)
         ]
         heard: list[tuple[str, float]] = [("", 1.0)] * len(sound)
-        if any(sound):
-            keep = torch.tensor(sound)
-            decoded = iter(self.transcriber.hear(frames[keep], mask[keep]))
-            heard = [next(decoded) if s else h for s, h in zip(sound, heard, strict=True)]
+        for chunk in decode_chunks(batch["num_frames"], sound):
+            index = torch.tensor(chunk)
+            for w, window in zip(
+                chunk, self.transcriber.hear(frames[index], mask[index]), strict=True
+            ):
+                heard[w] = window
         windows: list[list[tuple[str, float]]] = [[] for _ in range(encoded.tokens.shape[0])]
         for clip, window in zip(clip_of, heard, strict=True):
             windows[clip].append(window)

@@ -37,6 +37,10 @@ from model.errors import MissingWeights
 
 FRAMES_PER_SECOND = 50  # Whisper encoder frames per second of audio
 REPEAT_NGRAM = 4
+# Most encoder frames decoded in one pass (four full 30 s windows): the cross-attention
+# cache holds 6 layers x 2 x 512 floats per frame, about 150 MB at this bound, so a
+# 600 s upload is decoded in five passes rather than holding 740 MB at once.
+FRAMES_PER_DECODE = 6_000
 # Whisper's notes on what is not speech: "(speaking in foreign language)", "[BLANK_AUDIO]",
 # "(whistling)", an unclosed "(" to the end. Mixed in, one such note would pull every
 # clip it is written for towards the same text.
@@ -230,6 +234,26 @@ def window_frames(
         valid[w, :count] = mask[clip, start : start + count]
         offsets[clip] = start + count
     return frames, valid, clips
+
+
+def decode_chunks(num_frames: torch.Tensor, sound: Sequence[bool]) -> list[list[int]]:
+    """The windows to decode (those with ``sound``), in passes of at most
+    :data:`FRAMES_PER_DECODE` padded frames (a window longer than that alone)."""
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for w, (frames, keep) in enumerate(zip(num_frames.tolist(), sound, strict=True)):
+        if not keep:
+            continue
+        longest_with = max(longest, int(frames))
+        if current and longest_with * (len(current) + 1) > FRAMES_PER_DECODE:
+            chunks.append(current)
+            current, longest_with = [], int(frames)
+        current.append(w)
+        longest = longest_with
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def mix_transcripts(

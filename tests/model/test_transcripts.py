@@ -20,8 +20,10 @@ from model.errors import MissingWeights
 from model.multimodal import MultimodalModel
 from model.transcripts import (
     DEMO_WORDS,
+    FRAMES_PER_DECODE,
     build_transcriber,
     cut_repeat,
+    decode_chunks,
     demo_ids,
     mix_transcripts,
     spoken_words,
@@ -263,3 +265,13 @@ def test_the_release_hears_a_spoken_sentence(
     heard = out.transcripts[0].lower()  # "the weather will be cold and windy tomorrow."
     assert "cold" in heard and "tomorrow" in heard, heard
     assert out.transcripts[1] == ""  # digital silence: no speech
+
+
+def test_long_uploads_are_decoded_in_bounded_passes() -> None:
+    full = 1500  # one 30 s window
+    chunks = decode_chunks(torch.tensor([full] * 10 + [40]), [True] * 9 + [False, True])
+    assert [w for c in chunks for w in c] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]
+    assert all(len(c) * full <= FRAMES_PER_DECODE for c in chunks if 10 not in c)
+    assert len(chunks) == 3
+    # many short clips share one pass
+    assert decode_chunks(torch.tensor([150] * 32), [True] * 32) == [list(range(32))]

@@ -12,6 +12,7 @@ from model.training.image_release import is_image_release_recipe, read_image_rec
 from model.training.pipeline import is_release_recipe, read_release_recipe
 from model.training.recipe import TrainConfig
 from model.training.trainable import model_config
+from model.training.transcript_release import is_transcript_recipe, read_transcript_recipe
 
 
 def test_round_trip_through_a_dict_and_json() -> None:
@@ -94,6 +95,13 @@ def test_shipped_recipes_load() -> None:
             assert (folder.parents[2] / recipe.release / "config.json").is_file()
             assert is_release_recipe(folder.parents[2] / recipe.spoken_recipe)
             assert recipe.train.steps > 0 and recipe.eval_clips > 0
+            continue
+        if is_transcript_recipe(path):  # a release plus transcripts: its own table
+            recipe = read_transcript_recipe(path)
+            assert (folder.parents[2] / recipe.base / "config.json").is_file()
+            assert is_release_recipe(folder.parents[2] / recipe.base_recipe)
+            assert is_image_release_recipe(folder.parents[2] / recipe.image_recipe)
+            assert recipe.weights and all(0 <= w <= 1 for w in recipe.weights)
             continue
         if is_image_release_recipe(path):  # extends a release: its own tables, checked here
             recipe = read_image_recipe(path)

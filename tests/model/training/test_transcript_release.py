@@ -1,0 +1,91 @@
+"""The transcript release's own logic (model/training/transcript_release.py): its recipe,
+and choosing the mixing on validation vectors. The release itself was made and checked
+with real clips (its card; `mmembed eval --recipe` reproduces every figure)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from model.config import TranscriptConfig, preset
+from model.multimodal import MultimodalModel
+from model.training.transcript_release import (
+    TranscriptRecipe,
+    choose,
+    mixed,
+    read_transcript_recipe,
+)
+
+RECIPE = """
+[transcript_release]
+name = "x"
+version = "1.0.0"
+base = "b"
+base_recipe = "r.toml"
+image_recipe = "i.toml"
+runs = "runs/x"
+out = "out"
+weights = [0.0, 0.5, 1.0]
+no_speech = [0.9, 1.0]
+"""
+
+
+def test_the_recipe_reads_and_refuses_unknown_keys(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(RECIPE)
+    recipe = read_transcript_recipe(path)
+    assert recipe.weights == (0.0, 0.5, 1.0) and recipe.no_speech == (0.9, 1.0)
+    assert recipe.source == RECIPE
+    path.write_text(RECIPE + 'colour = "red"\n')
+    with pytest.raises(ValueError, match="colour"):
+        read_transcript_recipe(path)
+
+
+def test_validation_chooses_the_weights_that_retrieve_best() -> None:
+    """Speech vectors that are noise and transcripts that are right: validation gives the
+    transcript weight; where a transcript is flagged as no speech it is not used."""
+    model = MultimodalModel(
+        dataclasses.replace(
+            preset("tiny", modalities=("audio", "text")),
+            transcript=TranscriptConfig(
+                source=None,
+                random_init={
+                    "d_model": 64,
+                    "decoder_layers": 1,
+                    "decoder_attention_heads": 2,
+                    "decoder_ffn_dim": 128,
+                },
+            ),
+        )
+    )
+    torch.manual_seed(0)
+    texts = F.normalize(torch.randn(40, 512), dim=-1)
+    val = {
+        "speech": F.normalize(torch.randn(40, 512), dim=-1),
+        "text": texts.clone(),
+        "heard": ["words"] * 40,
+        "no_speech": torch.full((40,), 0.95),
+        "sentences": [f"s{i}" for i in range(40)],
+    }
+    recipe = TranscriptRecipe(
+        name="x",
+        version="1",
+        base="b",
+        base_recipe="r",
+        image_recipe="i",
+        runs="r",
+        out="o",
+        weights=(0.0, 0.5, 1.0),
+        no_speech=(0.9, 1.0),
+    )
+    config, choice = choose(model, recipe, val, texts.numpy())
+    assert config.main_weight == 0.5  # noise plus half the right text finds every sentence
+    assert config.locked_weight == 0.0  # no blend, no locked part: a tie, to the smaller
+    assert config.no_speech_threshold == 1.0  # at 0.9 every transcript would be dropped
+    assert choice["val_mean_r1"] == 1.0
+    unchanged = mixed(model, val, dataclasses.replace(config, no_speech_threshold=0.9))
+    torch.testing.assert_close(unchanged, val["speech"])
