@@ -171,6 +171,7 @@ MODEL_FLAGS = {
     "--text-encoder",
     "--image-encoder",
     "--audio-encoder",
+    "--audio-decoder",
     "--modalities",
     "--device",
     "--dtype",
