@@ -20,6 +20,7 @@ with a token budget per clip from its length and a cut at the first repeated
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -75,6 +76,8 @@ class Transcriber(nn.Module):
         decode: token ids -> text (the Whisper tokenizer's decode, special tokens skipped).
         ids: the prompt, end-of-text and special ids of the decoder's vocabulary.
         tokens_per_second: the most tokens decoded per second of audio (plus 4).
+        no_speech_threshold: a clip whose no-speech probability is over this gets ""
+            from :meth:`forward` (:meth:`hear` gives the text and the probability).
     """
 
     def __init__(
@@ -89,6 +92,9 @@ class Transcriber(nn.Module):
         super().__init__()
         self.decoder = decoder.eval().requires_grad_(False)
         self._decode = decode
+        # The service's batch workers may decode at once; Rust tokenizers refuse
+        # concurrent use of one instance ("Already borrowed").
+        self._decode_lock = threading.Lock()
         self.ids = ids
         self.tokens_per_second = tokens_per_second
         self.no_speech_threshold = no_speech_threshold
@@ -105,10 +111,9 @@ class Transcriber(nn.Module):
     def hear(self, frames: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, float]]:
         """(decoded text, no-speech probability) of each clip, before any threshold."""
         ids, no_speech = self.token_ids(frames, mask)
-        return [
-            (spoken_words(self._decode(row)), p)
-            for row, p in zip(ids, no_speech.tolist(), strict=True)
-        ]
+        with self._decode_lock:
+            texts = [self._decode(row) for row in ids]
+        return [(spoken_words(t), p) for t, p in zip(texts, no_speech.tolist(), strict=True)]
 
     def token_ids(
         self, frames: torch.Tensor, mask: torch.Tensor
@@ -118,16 +123,16 @@ class Transcriber(nn.Module):
         decoder = self.decoder
         batch = frames.shape[0]
         param = decoder.embed_tokens.weight
-        frames = frames.to(param.dtype)
+        frames, mask = frames.to(param.device, param.dtype), mask.to(param.device)
         cross = torch.zeros(mask.shape, dtype=param.dtype, device=param.device)
-        cross = cross.masked_fill(~mask.to(param.device), torch.finfo(param.dtype).min)
+        cross = cross.masked_fill(~mask, torch.finfo(param.dtype).min)
         cross = cross[:, None, None, :]  # (B, 1, 1, T): padding frames are never read
         seconds = mask.sum(dim=1).float() / FRAMES_PER_SECOND
         budget = (seconds * self.tokens_per_second).ceil().long() + 4  # (B,)
         limit = min(
             int(budget.max()), decoder.embed_positions.weight.shape[0] - len(self.ids.prompt)
         )
-        cache = _cache(decoder)
+        cache = EncoderDecoderCache(DynamicCache(), DynamicCache())  # self- and cross-attention
         prompt = torch.tensor([self.ids.prompt] * batch, device=param.device)
         hidden = self._step(prompt, 0, frames, cross, cache)  # (B, len(prompt), D)
         first = self._logits(hidden[:, 0]).float().softmax(dim=-1)
@@ -159,7 +164,7 @@ class Transcriber(nn.Module):
         position: int,
         frames: torch.Tensor,
         cross: torch.Tensor,
-        cache: object,
+        cache: EncoderDecoderCache,
     ) -> torch.Tensor:
         """One decoder pass over ``tokens`` (B, n) at ``position``: hidden states (B, n, D)."""
         decoder = self.decoder
@@ -183,11 +188,6 @@ class Transcriber(nn.Module):
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, D) -> (B, V): the output projection, tied to the token embeddings."""
         return hidden @ self.decoder.embed_tokens.weight.T
-
-
-def _cache(decoder: nn.Module) -> object:
-    """An empty self- and cross-attention cache for ``decoder``'s layers."""
-    return EncoderDecoderCache(DynamicCache(), DynamicCache())
 
 
 def spoken_words(text: str) -> str:
