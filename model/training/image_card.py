@@ -169,6 +169,15 @@ def _training_lines(training: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def served_line(name: str) -> str:
+    """How a release is served: by default, or by name once a later one is the default."""
+    from model.release import DEFAULT_RELEASE
+
+    if name == DEFAULT_RELEASE:
+        return "Served by default by `mmembed serve`."
+    return f"Served with `mmembed serve --checkpoint {name}` (the default is {DEFAULT_RELEASE})."
+
+
 def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
     meta = document["metadata"]
     evaluation = meta["eval"]
@@ -181,7 +190,7 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         f"# {name} {version}",
         "",
         "Images, speech and text in one 512-dim Matryoshka space: the first 64, 128 or 256 "
-        "dims of every vector are an embedding too. Served by default by `mmembed serve`.",
+        f"dims of every vector are an embedding too. {served_line(name)}",
         "",
         "- **What it adds to audio-text-v1 1.3.0:** images. An image has a vector in "
         "both branches of the blend: on the two-sided branch, trained onto the two-sided "

@@ -14,7 +14,7 @@ from typing import Any
 
 from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
 from model.training.card import CASCADE_R1, _fmt, _mark
-from model.training.image_card import image_rows, image_targets, spoken_rows
+from model.training.image_card import image_rows, image_targets, served_line, spoken_rows
 
 # Issue 32's bars: at least the cascade at 512 dims on every set, the 64-dim prefix at
 # least this share of the 512-dim R@1, MiniLM's neighbourhoods kept.
@@ -90,8 +90,7 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
             f"# {name} {version}",
             "",
             "Images, speech and text in one 512-dim Matryoshka space: the first 64, 128 or "
-            "256 dims of every vector are an embedding too. Served by default by "
-            "`mmembed serve`.",
+            f"256 dims of every vector are an embedding too. {served_line(name)}",
             "",
             f"- **What it adds to {base}:** a clip's vector also holds what it says. "
             "Whisper-base's own decoder transcribes the clip from the encoder frames the "
