@@ -275,3 +275,32 @@ def test_long_uploads_are_decoded_in_bounded_passes() -> None:
     assert len(chunks) == 3
     # many short clips share one pass
     assert decode_chunks(torch.tensor([150] * 32), [True] * 32) == [list(range(32))]
+
+
+@pytest.mark.usefixtures("packages")
+def test_a_full_whisper_folder_gives_its_decoder_as_the_hub_would(tmp_path: Path) -> None:
+    """The hub's layout (``model.decoder.*`` beside the encoder, a tokenizer): what
+    `openai/whisper-base` gives users online. A small random model stands in for it."""
+    from transformers import WhisperConfig, WhisperForConditionalGeneration, WhisperTokenizerFast
+
+    from model.whisper_ct2 import package_files
+
+    small = WhisperConfig(
+        vocab_size=51865,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+    )
+    torch.manual_seed(0)
+    WhisperForConditionalGeneration(small).save_pretrained(tmp_path)
+    WhisperTokenizerFast(tokenizer_file=str(package_files()[1])).save_pretrained(tmp_path)
+    saved = WhisperForConditionalGeneration.from_pretrained(tmp_path).model.decoder.state_dict()
+    transcriber = build_transcriber(TranscriptConfig(source=str(tmp_path)))
+    for name, tensor in transcriber.decoder.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+    heard = transcriber.hear(torch.randn(2, 50, 64), torch.ones(2, 50, dtype=torch.bool))
+    assert len(heard) == 2 and all(isinstance(t, str) and 0 <= p <= 1 for t, p in heard)
