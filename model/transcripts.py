@@ -76,8 +76,9 @@ class Transcriber(nn.Module):
         decode: token ids -> text (the Whisper tokenizer's decode, special tokens skipped).
         ids: the prompt, end-of-text and special ids of the decoder's vocabulary.
         tokens_per_second: the most tokens decoded per second of audio (plus 4).
-        no_speech_threshold: a clip whose no-speech probability is over this gets ""
-            from :meth:`forward` (:meth:`hear` gives the text and the probability).
+        no_speech_threshold: a clip whose no-speech probability is over this gets no
+            transcript (:meth:`hear` gives the text and the probability;
+            ``MultimodalModel.transcribe`` applies the threshold).
     """
 
     def __init__(
@@ -98,14 +99,6 @@ class Transcriber(nn.Module):
         self.ids = ids
         self.tokens_per_second = tokens_per_second
         self.no_speech_threshold = no_speech_threshold
-
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> list[str]:
-        """(B, T, D) encoder frames, (B, T) bool mask -> B transcripts ("" where the
-        no-speech probability is over the threshold)."""
-        return [
-            text if no_speech <= self.no_speech_threshold else ""
-            for text, no_speech in self.hear(frames, mask)
-        ]
 
     @torch.inference_mode()
     def hear(self, frames: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, float]]:

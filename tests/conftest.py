@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -11,8 +12,22 @@ from pathlib import Path
 import pytest
 
 from index.pg.local_server import LocalPostgres, LocalPostgresError
+from model.config import ModelConfig, TranscriptConfig, preset
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_with_transcripts(
+    modalities: tuple[str, ...] = ("image", "audio", "text"), **changes: float
+) -> ModelConfig:
+    """The tiny preset with a random Whisper decoder that mixes transcripts into audio
+    vectors: the decoder is shaped by the tiny audio encoder's own random config, which
+    names its decoder layers; ``changes`` are TranscriptConfig fields (weights, threshold)."""
+    config = preset("tiny", modalities=modalities)
+    decoder = TranscriptConfig(
+        source=None, random_init=config.encoders["audio"].random_init, **changes
+    )
+    return dataclasses.replace(config, transcript=decoder)
 
 
 def _shared_models_dir() -> Path:

@@ -30,18 +30,11 @@ from model.transcripts import (
     window_frames,
 )
 from model.whisper_ct2 import packaged, read_variables
-
-TINY_DECODER = {
-    "d_model": 64,
-    "decoder_layers": 1,
-    "decoder_attention_heads": 2,
-    "decoder_ffn_dim": 128,
-}
+from tests.conftest import tiny_with_transcripts
 
 
 def tiny_config(**changes: float) -> ModelConfig:
-    transcript = TranscriptConfig(source=None, random_init=TINY_DECODER, **changes)
-    return dataclasses.replace(preset("tiny", modalities=("audio", "text")), transcript=transcript)
+    return tiny_with_transcripts(("audio", "text"), **changes)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +100,7 @@ def test_windows_are_cut_back_out_of_the_joined_frames() -> None:
 
 
 def test_decoding_a_batch_equals_decoding_each_clip_alone() -> None:
-    transcriber = build_transcriber(TranscriptConfig(source=None, random_init=TINY_DECODER))
+    transcriber = build_transcriber(tiny_config().transcript)
     torch.manual_seed(1)
     frames = torch.randn(3, 120, 64)
     lengths = [120, 60, 25]

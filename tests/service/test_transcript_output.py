@@ -4,7 +4,6 @@ its demo vocabulary, and what is checked is the path, not their meaning)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,20 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from model import Embedder
-from model.config import TranscriptConfig, preset
 from model.multimodal import MultimodalModel
 from model.transcripts import DEMO_WORDS
+from tests.conftest import tiny_with_transcripts
 from tests.service.conftest import client_factory
-
-DECODER = {"d_model": 64, "decoder_layers": 1, "decoder_attention_heads": 2, "decoder_ffn_dim": 128}
 
 
 @pytest.fixture(scope="module")
 def hearing() -> Embedder:
-    config = dataclasses.replace(
-        preset("tiny"), transcript=TranscriptConfig(source=None, random_init=DECODER)
-    )
-    return Embedder(MultimodalModel(config).eval(), preset_name="tiny")
+    return Embedder(MultimodalModel(tiny_with_transcripts()).eval(), preset_name="tiny")
 
 
 @pytest.fixture

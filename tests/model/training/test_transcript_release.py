@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from model.config import TranscriptConfig, preset
 from model.multimodal import MultimodalModel
 from model.training.transcript_release import (
     TranscriptRecipe,
@@ -19,6 +18,7 @@ from model.training.transcript_release import (
     mixed,
     read_transcript_recipe,
 )
+from tests.conftest import tiny_with_transcripts
 
 RECIPE = """
 [transcript_release]
@@ -48,20 +48,7 @@ def test_the_recipe_reads_and_refuses_unknown_keys(tmp_path: Path) -> None:
 def test_validation_chooses_the_weights_that_retrieve_best() -> None:
     """Speech vectors that are noise and transcripts that are right: validation gives the
     transcript weight; where a transcript is flagged as no speech it is not used."""
-    model = MultimodalModel(
-        dataclasses.replace(
-            preset("tiny", modalities=("audio", "text")),
-            transcript=TranscriptConfig(
-                source=None,
-                random_init={
-                    "d_model": 64,
-                    "decoder_layers": 1,
-                    "decoder_attention_heads": 2,
-                    "decoder_ffn_dim": 128,
-                },
-            ),
-        )
-    )
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
     torch.manual_seed(0)
     texts = F.normalize(torch.randn(40, 512), dim=-1)
     val = {
