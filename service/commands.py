@@ -792,25 +792,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _check_release(args: argparse.Namespace) -> int:
     """``mmembed eval --recipe FILE``: the recipe's model flags (as for ``train --recipe``:
     the command line over the recipe), and ``--checkpoint`` as what to check."""
-    from model.training.commands import (
-        check_command,
-        image_check_command,
-        transcript_check_command,
-    )
-    from model.training.image_release import is_image_release_recipe
+    from model.training.commands import check_command, extension_check_command
+    from model.training.image_release import check_image_release, is_image_release_recipe
     from model.training.pipeline import is_release_recipe
-    from model.training.transcript_release import is_transcript_recipe
+    from model.training.transcript_release import check_transcript_release, is_transcript_recipe
 
+    extends = None  # a release recipe that extends another has a check of its own
     if is_transcript_recipe(args.recipe):
-        return transcript_check_command(
-            args.recipe,
-            _encoder_sources(args),
-            checkpoint=args.checkpoint,
-            tolerance=args.tolerance,
-            json_out=args.json,
-        )
-    if is_image_release_recipe(args.recipe):
-        return image_check_command(
+        extends = check_transcript_release
+    elif is_image_release_recipe(args.recipe):
+        extends = check_image_release
+    if extends is not None:
+        return extension_check_command(
+            extends,
             args.recipe,
             _encoder_sources(args),
             checkpoint=args.checkpoint,

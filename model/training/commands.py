@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,11 @@ def check_command(
     checked = check_release(recipe, overrides, checkpoint)
     for name, entry in checked["results"]["test_sets"].items():
         print(format_table(entry["model"], title=f"model on test set {name} ({entry['pairs']})"))
+    return _report_check(checked, tolerance, json_out)
+
+
+def _report_check(checked: dict[str, Any], tolerance: float, json_out: str | None) -> int:
+    """Write a check's whole result to ``json_out`` if asked, then print its figures."""
     if json_out:
         Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
     return _print_figures(checked["figures"], tolerance)
@@ -246,7 +251,8 @@ def transcript_release_command(recipe: str | Path, sources: dict[str, str]) -> i
     return 0
 
 
-def transcript_check_command(
+def extension_check_command(
+    check: Callable[[str | Path, dict[str, str], str | Path | None], dict[str, Any]],
     recipe: str | Path,
     sources: dict[str, str],
     *,
@@ -254,29 +260,7 @@ def transcript_check_command(
     tolerance: float = 0.01,
     json_out: str | None = None,
 ) -> int:
-    """Measure a transcript release again and set each figure beside the stored one; 1
-    when any differs by more than ``tolerance``."""
-    from model.training.transcript_release import check_transcript_release
-
-    checked = check_transcript_release(recipe, sources, checkpoint)
-    if json_out:
-        Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
-    return _print_figures(checked["figures"], tolerance)
-
-
-def image_check_command(
-    recipe: str | Path,
-    sources: dict[str, str],
-    *,
-    checkpoint: str | Path | None = None,
-    tolerance: float = 0.01,
-    json_out: str | None = None,
-) -> int:
-    """Measure an image release again and set each figure beside the stored one; 1 when
-    any differs by more than ``tolerance``."""
-    from model.training.image_release import check_image_release
-
-    checked = check_image_release(recipe, sources, checkpoint)
-    if json_out:
-        Path(json_out).write_text(json.dumps(checked, indent=2) + "\n")
-    return _print_figures(checked["figures"], tolerance)
+    """Measure a release that extends another (an image or a transcript release, whose
+    ``check`` is ``check_image_release`` or ``check_transcript_release``) again and set
+    each figure beside the stored one; 1 when any differs by more than ``tolerance``."""
+    return _report_check(check(recipe, sources, checkpoint), tolerance, json_out)

@@ -174,6 +174,41 @@ def test_checking_a_release_takes_a_release_recipe_and_nothing_of_plain_eval(
     )
 
 
+@pytest.mark.parametrize(
+    ("recipe", "module", "check"),
+    [
+        ("image-audio-text-v2.toml", "model.training.image_release", "check_image_release"),
+        (
+            "image-audio-text-v3.toml",
+            "model.training.transcript_release",
+            "check_transcript_release",
+        ),
+    ],
+)
+def test_a_release_that_extends_another_is_checked_by_its_own_check(
+    recipe: str, module: str, check: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """`eval --recipe` sends each kind of release recipe to its check, with the encoder
+    flags and --checkpoint, and reports the figures (stubbed here: the real checks speak
+    and embed hundreds of clips, which their releases' cards record)."""
+    import importlib
+
+    calls = []
+
+    def measured(path, sources, checkpoint):
+        calls.append((Path(path).name, sources, checkpoint))
+        return {"figures": [{"what": "devil audio->text 512", "stored": 0.5, "measured": 0.6}]}
+
+    monkeypatch.setattr(importlib.import_module(module), check, measured)
+    path = str(Path("model/training/recipes", recipe).resolve())
+    out = tmp_path / "checked.json"
+    argv = ["eval", "--recipe", path, "--text-encoder", "T", "--checkpoint", "C"]
+    assert main([*argv, "--json", str(out)]) == 1  # 0.1 off: more than the tolerance
+    assert calls == [(recipe, {"text": "T"}, Path("C"))]
+    assert "devil audio->text 512" in capsys.readouterr().out
+    assert '"measured": 0.6' in out.read_text()
+
+
 def test_data_errors_are_one_line(tmp_path, capsys) -> None:
     argv = ["train", "--train", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "o")]
     assert main([*argv, "--preset", "tiny"]) == 1
