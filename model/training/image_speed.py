@@ -13,37 +13,16 @@ branches' image paths. Prints a Markdown table; numbers are medians of
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
-import time
 
 import torch
 
-from model import Embedder
 from model.training.pictures import COLOURS, SHAPES, draw_shape
-
-
-def _median_seconds(run, repeats: int) -> float:
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from model.training.release_timing import load_release, median_seconds
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text-encoder")
-    parser.add_argument("--audio-encoder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    encoders = {m: s for m, s in (("text", args.text_encoder), ("audio", args.audio_encoder)) if s}
-    embedder = Embedder.from_pretrained(encoders=encoders)
+    args, embedder = load_release(__doc__.splitlines()[0], argv, repeats=5)
     model = embedder.model
     rng = random.Random(0)
     pictures = [
@@ -59,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     print("| ---: | ---: | ---: | ---: |")
     for size in (1, 8, 32):
         batch = pictures[:size]
-        alone = size / _median_seconds(lambda b=batch: encoder_alone(b), args.repeats)
-        full = size / _median_seconds(lambda b=batch: embedder.embed_images(b), args.repeats)
+        alone = size / median_seconds([lambda b=batch: encoder_alone(b)], args.repeats)[0]
+        full = size / median_seconds([lambda b=batch: embedder.embed_images(b)], args.repeats)[0]
         print(f"| {size} | {alone:.1f} | {full:.1f} | {full / alone:.2f} |")
     return 0
 

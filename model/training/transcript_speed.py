@@ -13,16 +13,11 @@ quote. Prints a Markdown table of medians of ``--repeats`` timed runs after a wa
 
 from __future__ import annotations
 
-import argparse
 import random
-import statistics
-import time
-from collections.abc import Callable
-
-import torch
 
 from model import Embedder
 from model.constants import SAMPLE_RATE
+from model.training.release_timing import load_release, median_seconds
 from model.training.spoken import HELD_OUT_VOICES, sample_params, synthesize
 
 SENTENCES = (
@@ -37,19 +32,6 @@ SENTENCES = (
 )
 
 
-def _median_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each run, the runs timed in turn."""
-    for run in runs.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
 def speech_path_alone(embedder: Embedder, clips: list, rate: int) -> object:
     """``embed_audio`` with the decoder set aside: the speech path alone (same weights)."""
     model = embedder.model
@@ -61,15 +43,7 @@ def speech_path_alone(embedder: Embedder, clips: list, rate: int) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--text-encoder")
-    parser.add_argument("--audio-encoder")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    encoders = {m: s for m, s in (("text", args.text_encoder), ("audio", args.audio_encoder)) if s}
-    embedder = Embedder.from_pretrained(encoders=encoders)
+    args, embedder = load_release(__doc__.splitlines()[0], argv, repeats=3)
     if embedder.model.config.transcript is None:
         raise SystemExit(f"{embedder.info['model']} mixes in no transcripts")
     rng = random.Random(0)
@@ -86,14 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     print("| ---: | ---: | ---: | ---: |")
     for size in (1, 8, 32):
         batch = (clips * (size // len(clips) + 1))[:size]
-        timed = _median_seconds(
-            {
-                "speech": lambda b=batch: speech_path_alone(embedder, b, SAMPLE_RATE),
-                "release": lambda b=batch: embedder.embed_audio(b, SAMPLE_RATE),
-            },
+        speech_s, release_s = median_seconds(
+            [
+                lambda b=batch: speech_path_alone(embedder, b, SAMPLE_RATE),
+                lambda b=batch: embedder.embed_audio(b, SAMPLE_RATE),
+            ],
             args.repeats,
         )
-        alone, release = size / timed["speech"], size / timed["release"]
+        alone, release = size / speech_s, size / release_s
         print(f"| {size} | {alone:.1f} | {release:.1f} | {release / alone:.2f} |")
     return 0
 
