@@ -140,7 +140,12 @@ def with_transcript(model: Any, config: TranscriptConfig) -> Any:
 
 def clip_vectors(model: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     """Per clip: its speech vector (no transcript), what Whisper heard and the no-speech
-    probability, and the heard text's vector (zero when nothing was decoded)."""
+    probability, and the heard text's vector (zero when nothing was decoded).
+
+    A clip of several 30 s windows gets its windows' words and their highest no-speech
+    probability, where the model drops each window over the threshold on its own; the
+    release's clips are all shorter than 30 s, so the two agree there (and
+    :func:`check_export` compares them)."""
     speech, heard, no_speech = [], [], []
     with torch.inference_mode():
         for start in tqdm(range(0, len(rows), batch_size), desc="clips", unit="batch"):
@@ -157,7 +162,6 @@ def clip_vectors(model: Any, rows: Sequence[dict[str, Any]], batch_size: int) ->
             for windows in model.hear(encoded, batch):
                 heard.append(" ".join(t for t, _ in windows if t))
                 no_speech.append(max(p for _, p in windows))
-    with torch.inference_mode():
         text, _ = model.transcript_vectors(heard)
     return {
         "speech": torch.cat(speech),
@@ -310,12 +314,11 @@ def load_base(recipe: TranscriptRecipe, sources: dict[str, str]) -> tuple[Any, s
     """The base release with a transcript decoder (mixing not chosen yet), and the
     base's own weights digest (what stores it filled are stamped with)."""
     from model.checkpoint import load_model
-    from model.release import resolve_encoders
 
     encoders = {m: s for m, s in sources.items() if m != TRANSCRIPTS}
     model = load_model(recipe.base, encoder_overrides=encoders)
     digest = model.weights_digest()
-    decoder = resolve_encoders({TRANSCRIPTS: recipe.decoder}, sources)[TRANSCRIPTS]
+    decoder = with_decoder(recipe, sources)[TRANSCRIPTS]
     return with_transcript(model, TranscriptConfig(source=decoder)), digest
 
 

@@ -76,3 +76,29 @@ def test_validation_chooses_the_weights_that_retrieve_best() -> None:
     assert choice["val_mean_r1"] == 1.0
     unchanged = mixed(model, val, dataclasses.replace(config, no_speech_threshold=0.9))
     torch.testing.assert_close(unchanged, val["speech"])
+
+
+def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path) -> None:
+    """The vectors the weights are chosen on, mixed with a config, are the ones a model
+    with that config embeds (what the release's export check asserts on real clips)."""
+    import numpy as np
+    import soundfile as sf
+
+    from model.training.transcript_release import clip_vectors
+
+    config = tiny_with_transcripts(("audio", "text"), main_weight=0.3)
+    model = MultimodalModel(config).eval()
+    rows = []
+    for i, hz in enumerate((220.0, 550.0, 880.0)):
+        t = np.arange(16_000 + 4_000 * i) / 16_000
+        sf.write(
+            tmp_path / f"{i}.wav", (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32), 16_000
+        )
+        rows.append({"audio": str(tmp_path / f"{i}.wav"), "text": f"clip {i}"})
+    found = clip_vectors(model, rows, batch_size=2)
+    assert found["speech"].shape == (3, 512) and found["text"].shape == (3, 512)
+    assert found["sentences"] == ["clip 0", "clip 1", "clip 2"] and all(found["heard"])
+    clips = [sf.read(r["audio"], dtype="float32")[0] for r in rows]
+    with torch.inference_mode():
+        served = model("audio", model.preprocess("audio", clips), with_llm_tokens=False)
+    torch.testing.assert_close(mixed(model, found, config.transcript), served.embedding)
