@@ -138,36 +138,26 @@ class VectorBackend(ABC):
 
         A store holds one model's vectors. An empty store, or one written before
         stamps were kept, takes `stamp`, and so does one filled by a model `stamp.adopts`
-        (whose vectors this model makes unchanged) or by one of `stamp.adopts_without`
-        when the store holds no item of the modalities whose vectors changed; one
-        holding another model's vectors
-        raises ModelMismatch, since searching them with this model's queries would answer
+        (whose vectors this model makes unchanged) when it holds no item of a modality
+        whose vectors changed since; one holding another model's vectors raises
+        ModelMismatch, since searching them with this model's queries would answer
         with confident nonsense.
         """
         held = self.model_stamp()
         if held is not None and held.fingerprint == stamp.fingerprint:
             return held
-        if held is not None and held.fingerprint in stamp.adopts:
+        changed = dict(stamp.adopts).get(held.fingerprint) if held is not None else None
+        if changed is not None and not any(self.count(m) for m in changed):
             self._write_meta(MODEL_KEY, stamp.to_json())
             logger.info(
-                "the index at %s held %s, whose vectors %s keeps unchanged: it is %s's now, "
+                "the index at %s held %s, whose vectors %s keeps%s: it is %s's now, "
                 "nothing to re-embed",
                 self.location,
                 held,
                 stamp.name,
-                stamp.name,
-            )
-            return held
-        changed = dict(stamp.adopts_without).get(held.fingerprint) if held is not None else None
-        if changed is not None and not any(self.count(m) for m in changed):
-            self._write_meta(MODEL_KEY, stamp.to_json())
-            logger.info(
-                "the index at %s held %s, whose vectors %s keeps for every modality but %s; "
-                "it holds none of those: it is %s's now, nothing to re-embed",
-                self.location,
-                held,
-                stamp.name,
-                "/".join(changed),
+                f" for all but {'/'.join(changed)}, of which it holds none"
+                if changed
+                else " unchanged",
                 stamp.name,
             )
             return held

@@ -80,14 +80,12 @@ class ModelStamp:
 
     name: str
     fingerprint: str
-    # Fingerprints of earlier models whose stored vectors are this model's too (a release
-    # that added a modality and left the others' weights alone): a store they filled is
-    # taken over as it is. Not stored: a property of the model, not of the store.
-    adopts: tuple[str, ...] = ()
-    # Earlier models whose vectors are this model's for every modality but some, each
-    # (fingerprint, the modalities whose vectors changed): a store one filled is taken
-    # over when it holds no item of those modalities. Not stored either.
-    adopts_without: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # Earlier models whose stored vectors are this model's too, each (fingerprint, the
+    # modalities whose vectors changed since): a store one filled is taken over as it is
+    # when it holds no item of those modalities (none changed: always; a release that
+    # added images kept audio and text, one that added transcripts kept images and text).
+    # Not stored: a property of the model, not of the store.
+    adopts: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     def to_json(self) -> str:
         return json.dumps({"name": self.name, "fingerprint": self.fingerprint})

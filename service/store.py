@@ -54,20 +54,14 @@ def model_stamp(info: dict[str, Any]) -> ModelStamp:
     if not info.get("trained"):
         name += " (untrained)"
     modalities = set(info.get("encoders") or ())
-    adopts: list[str] = []
-    adopts_without: list[tuple[str, tuple[str, ...]]] = []
-    for earlier in info.get("same_vectors_as") or ():
-        changed = tuple(sorted(modalities - set(earlier.get("modalities") or modalities)))
-        if changed:
-            adopts_without.append((str(earlier["fingerprint"]), changed))
-        else:
-            adopts.append(str(earlier["fingerprint"]))
-    return ModelStamp(
-        name=name,
-        fingerprint=str(info["weights_digest"]),
-        adopts=tuple(adopts),
-        adopts_without=tuple(adopts_without),
+    adopts = tuple(
+        (
+            str(earlier["fingerprint"]),
+            tuple(sorted(modalities - set(earlier.get("modalities") or modalities))),
+        )
+        for earlier in info.get("same_vectors_as") or ()
     )
+    return ModelStamp(name=name, fingerprint=str(info["weights_digest"]), adopts=adopts)
 
 
 def index_location(settings: Settings) -> str:

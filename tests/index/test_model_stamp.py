@@ -88,13 +88,15 @@ def test_a_model_whose_vectors_are_an_earlier_ones_takes_its_store_over(open_sto
     store = open_store()
     store.bind_model(V1)
     store.add_many([NewItem(v, "text") for v in unit_vectors(2)])
-    v2 = ModelStamp(name="image-audio-text-v2 2.0.0", fingerprint="c" * 64, adopts=("a" * 64,))
+    v2 = ModelStamp(
+        name="image-audio-text-v2 2.0.0", fingerprint="c" * 64, adopts=(("a" * 64, ()),)
+    )
     assert store.bind_model(v2) == V1
     assert store.model_stamp() == ModelStamp(v2.name, v2.fingerprint)  # restamped
     assert store.count() == 2
     with pytest.raises(ModelMismatch):  # the store is v2's now: v1 is refused
         store.bind_model(V1)
-    other = ModelStamp(name="x", fingerprint="d" * 64, adopts=("b" * 64,))
+    other = ModelStamp(name="x", fingerprint="d" * 64, adopts=(("b" * 64, ()),))
     with pytest.raises(ModelMismatch):
         store.bind_model(other)
 
@@ -103,7 +105,7 @@ def test_a_model_that_changed_audio_only_takes_over_a_store_without_audio(open_s
     v3 = ModelStamp(
         name="image-audio-text-v3 3.0.0",
         fingerprint="e" * 64,
-        adopts_without=(("a" * 64, ("audio",)),),
+        adopts=(("a" * 64, ("audio",)),),
     )
     texts_only = open_store()
     texts_only.bind_model(V1)

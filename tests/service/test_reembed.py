@@ -131,5 +131,8 @@ def test_a_release_that_keeps_some_modalities_adopts_stores_without_the_others()
         ],
     }
     stamp = model_stamp(info)
-    assert stamp.adopts == ("f" * 64,)
-    assert stamp.adopts_without == (("c" * 64, ("audio",)), ("a" * 64, ("audio", "image")))
+    assert stamp.adopts == (
+        ("c" * 64, ("audio",)),
+        ("a" * 64, ("audio", "image")),
+        ("f" * 64, ()),  # keeps every modality: always taken over
+    )
