@@ -278,16 +278,8 @@ def test_a_full_whisper_folder_gives_its_decoder_as_the_hub_would(tmp_path: Path
 
     from model.whisper_ct2 import package_files
 
-    small = WhisperConfig(
-        vocab_size=51865,
-        d_model=64,
-        encoder_layers=1,
-        decoder_layers=1,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-    )
+    shape = preset("tiny").encoders["audio"].random_init  # the tiny encoder's, decoder too
+    small = WhisperConfig(**shape, vocab_size=51865)  # the real vocabulary, for its tokenizer
     torch.manual_seed(0)
     WhisperForConditionalGeneration(small).save_pretrained(tmp_path)
     WhisperTokenizerFast(tokenizer_file=str(package_files()[1])).save_pretrained(tmp_path)
