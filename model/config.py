@@ -304,6 +304,8 @@ class ModelConfig:
     existed are "trained". ``blend`` adds a locked-text branch to a model whose own
     text tower trains (:class:`BlendConfig`); None: one branch. ``transcript`` mixes
     Whisper's transcript of each clip into its vector (:class:`TranscriptConfig`).
+    ``prefix_rotation``: every vector ends with a learned rotation of all its dims
+    (:mod:`model.prefix_rotation`), stored with the weights.
     """
 
     name: str
@@ -316,6 +318,7 @@ class ModelConfig:
     text_tower: str = "trained"
     blend: BlendConfig | None = None
     transcript: TranscriptConfig | None = None
+    prefix_rotation: bool = False
 
     def __post_init__(self) -> None:
         if self.transcript is not None and not {"audio", "text"} <= set(self.encoders):

@@ -36,6 +36,7 @@ from model.errors import InvalidInput, MissingModality
 from model.heads import AlignmentHead, LLMProjector, Temperature
 from model.locked_text import LockedTextTower
 from model.perceiver import PerceiverResampler
+from model.prefix_rotation import PrefixRotation
 from model.transcripts import (
     Transcriber,
     build_transcriber,
@@ -123,6 +124,9 @@ class MultimodalModel(nn.Module):
         self.transcriber: Transcriber | None = None
         if config.transcript is not None:
             self.transcriber = build_transcriber(config.transcript)
+        self.prefix_rotation = (
+            PrefixRotation(config.head.embed_dim) if config.prefix_rotation else None
+        )
         self._check_frozen()
         logger.info(
             "MultimodalModel %s (%s): %d trainable parameters, %d frozen",
@@ -239,7 +243,8 @@ class MultimodalModel(nn.Module):
         *,
         with_llm_tokens: bool = True,
     ) -> ModelOutput:
-        """The trainable path on encoder tokens.
+        """The trainable path on encoder tokens; with a prefix rotation, the embedding
+        is rotated last (:mod:`model.prefix_rotation`).
 
         Args:
             modality: which adapter to use.
@@ -251,6 +256,23 @@ class MultimodalModel(nn.Module):
         Returns:
             ModelOutput with embedding (B, 512), latents (B, N, dim), llm_tokens (B, N, llm_dim).
         """
+        out = self._branch_features(modality, tokens, mask, with_llm_tokens=with_llm_tokens)
+        out.embedding = self.rotated(out.embedding)
+        return out
+
+    def rotated(self, embedding: torch.Tensor) -> torch.Tensor:
+        """``embedding`` through the prefix rotation (unchanged without one)."""
+        return embedding if self.prefix_rotation is None else self.prefix_rotation(embedding)
+
+    def unrotated(self, embedding: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`rotated`: vectors in the branches' own layout."""
+        if self.prefix_rotation is None:
+            return embedding
+        return self.prefix_rotation.inverse(embedding)
+
+    def _branch_features(
+        self, modality: str, tokens: torch.Tensor, mask: torch.Tensor, *, with_llm_tokens: bool
+    ) -> ModelOutput:
         self.encoder(modality)
         expected = self.config.encoders[modality].hidden_size
         if tokens.ndim != 3 or tokens.shape[-1] != expected:
@@ -349,15 +371,16 @@ class MultimodalModel(nn.Module):
     def with_transcripts(self, embedding: torch.Tensor, transcripts: Sequence[str]) -> torch.Tensor:
         """Audio vectors (B, 512) with their transcripts' text vectors mixed into each part
         of the blend (:func:`~model.transcripts.mix_transcripts`); clips with no
-        transcript are unchanged."""
+        transcript are unchanged. The parts are the branches' own dims, so the mixing
+        happens before the prefix rotation."""
         if self.config.transcript is None:
             return embedding
         text, heard = self.transcript_vectors(transcripts)
         if not bool(heard.any()):
             return embedding
-        return mix_transcripts(
-            embedding, text.to(embedding.device, embedding.dtype), heard, self.transcript_parts()
-        )
+        text = self.unrotated(text.to(embedding.device, embedding.dtype))
+        mixed = mix_transcripts(self.unrotated(embedding), text, heard, self.transcript_parts())
+        return self.rotated(mixed)
 
     def transcript_vectors(self, transcripts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The text vectors (B, 512) of transcripts, zero where one is empty, and which
