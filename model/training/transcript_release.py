@@ -43,11 +43,13 @@ from tqdm import tqdm
 from model.config import TRANSCRIPTS, TranscriptConfig
 from model.matryoshka import truncate
 from model.training.evaluate import first_relevant_ranks, metrics_from_ranks, retrieval_report
+from model.training.prefix_rotation import RotationSpec
 from model.transcripts import build_transcriber, mix_transcripts
 
 log = logging.getLogger(__name__)
 
 VAL = "val"
+TRAIN = "train"
 SPOKEN_TESTS = ("test-devil", "test-wordnet")
 PICTURE_TESTS = ("test_clipart", "test_emoji")
 CHECK_CLIPS = 16
@@ -66,6 +68,7 @@ class TranscriptRecipe:
     weights: tuple[float, ...] = tuple(i / 10 for i in range(11))
     no_speech: tuple[float, ...] = (0.6, 1.0)
     batch_size: int = 32
+    rotation: RotationSpec | None = None
     source: str = ""
 
 
@@ -80,14 +83,26 @@ def is_transcript_recipe(path: str | Path) -> bool:
 def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
     """Parse ``[transcript_release]``; unknown keys are an error naming the file."""
     text = Path(path).read_text()
-    table = dict(tomllib.loads(text).get("transcript_release") or {})
-    known = {f.name for f in dataclasses.fields(TranscriptRecipe)} - {"source"}
+    document = tomllib.loads(text)
+    table = dict(document.get("transcript_release") or {})
+    known = {f.name for f in dataclasses.fields(TranscriptRecipe)} - {"source", "rotation"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"{path}: unknown keys in [transcript_release]: {unknown}")
     for key in ("weights", "no_speech"):
         if key in table:
             table[key] = tuple(float(v) for v in table[key])
+    if "rotation" in document:
+        rotation = dict(document["rotation"])
+        unknown = sorted(set(rotation) - {f.name for f in dataclasses.fields(RotationSpec)})
+        if unknown:
+            raise ValueError(f"{path}: unknown keys in [rotation]: {unknown}")
+        if "dims" in rotation:
+            rotation["dims"] = tuple(int(d) for d in rotation["dims"])
+        try:
+            table["rotation"] = RotationSpec(**rotation)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: [rotation] {exc}") from exc
     try:
         return TranscriptRecipe(**table, source=text)
     except TypeError as exc:
@@ -109,7 +124,7 @@ def build_clips(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, 
         {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
     )
     spoken = Path(base.release.root) / "spoken"
-    wanted = {VAL, *SPOKEN_TESTS}
+    wanted = {VAL, *SPOKEN_TESTS} | ({TRAIN} if recipe.rotation is not None else set())
     if not all((spoken / f"{s}.jsonl").is_file() for s in wanted):
         build_spoken_dataset(spoken, base.spoken, workers=base.workers, only=wanted.__contains__)
     images = read_image_recipe(recipe.image_recipe)
@@ -140,7 +155,8 @@ def with_transcript(model: Any, config: TranscriptConfig) -> Any:
 
 def clip_vectors(model: Any, rows: Sequence[dict[str, Any]], batch_size: int) -> dict[str, Any]:
     """Per clip: its speech vector (no transcript), what Whisper heard and the no-speech
-    probability, and the heard text's vector (zero when nothing was decoded).
+    probability, and the heard text's vector (zero when nothing was decoded). Vectors
+    are in the branches' own layout (before any prefix rotation), where they are mixed.
 
     A clip of several 30 s windows gets its windows' words and their highest no-speech
     probability, where the model drops each window over the threshold on its own; the
@@ -158,11 +174,11 @@ def clip_vectors(model: Any, rows: Sequence[dict[str, Any]], batch_size: int) ->
             out = model.forward_features(
                 "audio", encoded.tokens, encoded.mask, with_llm_tokens=False
             )
-            speech.append(out.embedding.float().cpu())
+            speech.append(model.unrotated(out.embedding).float().cpu())
             for windows in model.hear(encoded, batch):
                 heard.append(" ".join(t for t, _ in windows if t))
                 no_speech.append(max(p for _, p in windows))
-        text, _ = model.transcript_vectors(heard)
+        text = model.unrotated(model.transcript_vectors(heard)[0])
     return {
         "speech": torch.cat(speech),
         "text": text,
@@ -187,11 +203,11 @@ def cached_vectors(
 
 
 def mixed(model: Any, found: dict[str, Any], config: TranscriptConfig) -> torch.Tensor:
-    """The clips' vectors as a model with ``config`` embeds them."""
+    """The clips' vectors as a model with ``config`` embeds them (mixed, then rotated)."""
     heard = torch.tensor([bool(t) for t in found["heard"]])
     heard &= found["no_speech"] <= config.no_speech_threshold
     speech, text = found["speech"].detach(), found["text"].detach()
-    return mix_transcripts(speech, text, heard, model.transcript_parts(config))
+    return model.rotated(mix_transcripts(speech, text, heard, model.transcript_parts(config)))
 
 
 def sentence_vectors(model: Any, sentences: Sequence[str]) -> np.ndarray:
@@ -257,7 +273,8 @@ def evaluate(
     model: Any, config: TranscriptConfig, found: dict[str, dict[str, Any]], images_root: Path
 ) -> dict[str, Any]:
     """Every spoken test set (the release, its speech path alone, its transcript
-    alone) and audio->image on the test pictures' spoken captions."""
+    alone, and with a prefix rotation the same vectors without it) and audio->image on
+    the test pictures' spoken captions."""
     sets: dict[str, Any] = {}
     for split in SPOKEN_TESTS:
         data = found[split]
@@ -265,11 +282,68 @@ def evaluate(
         sets[split.removeprefix("test-")] = {
             "pairs": len(data["sentences"]),
             "model": audio_text(mixed(model, data, config).numpy(), data["sentences"], texts),
-            "speech_only": audio_text(data["speech"].detach().numpy(), data["sentences"], texts),
-            "transcript_only": audio_text(data["text"].detach().numpy(), data["sentences"], texts),
+            "speech_only": audio_text(
+                model.rotated(data["speech"].detach()).numpy(), data["sentences"], texts
+            ),
+            "transcript_only": audio_text(
+                model.rotated(data["text"].detach()).numpy(), data["sentences"], texts
+            ),
             "heard": sum(bool(t) for t in data["heard"]),
         }
-    return {"test_sets": sets, "audio->image": spoken_to_images(model, config, found, images_root)}
+        if model.prefix_rotation is not None:
+            sets[split.removeprefix("test-")]["unrotated"] = audio_text(
+                model.unrotated(mixed(model, data, config)).numpy(),
+                data["sentences"],
+                model.unrotated(torch.from_numpy(texts)).numpy(),
+            )
+    results = {
+        "test_sets": sets,
+        "audio->image": spoken_to_images(model, config, found, images_root),
+    }
+    if model.prefix_rotation is not None:
+        # Every prefix moved: images and the text neighbourhoods are measured again
+        # (at 512 dims they are the base's, since the rotation keeps every similarity).
+        results["images"] = image_reports(model, images_root)
+        sentences = [s for split in SPOKEN_TESTS for s in groups_of(found[split]["sentences"])[1]]
+        results["text_neighbourhood"] = text_neighbourhood(model, sentences)
+    return results
+
+
+def image_reports(model: Any, root: Path) -> dict[str, Any]:
+    """image<->text of the model on each test split of the pictures (the label cascade
+    beside it), as the image release reports them."""
+    from model.training.image_branch import report_split
+    from model.training.image_release import _splits
+
+    splits = _splits(root, model)
+    return {
+        split: report_split(
+            model, splits[split], sentence_vectors(model, list(splits[split].texts))
+        )
+        for split in PICTURE_TESTS
+    }
+
+
+def text_neighbourhood(model: Any, sentences: Sequence[str], k: int = 10) -> dict[str, Any]:
+    """The share of the text encoder's own top-``k`` neighbourhoods (its mean-pooled
+    tokens) that the text vectors keep, at 64 and 512 dims."""
+    from model.training.evaluate import neighbourhood_recall
+
+    teacher = []
+    with torch.inference_mode():
+        for start in range(0, len(sentences), 64):
+            out = model.encode(
+                "text", model.preprocess("text", list(sentences[start : start + 64]))
+            )
+            mask = out.mask.unsqueeze(-1).float()
+            teacher.append(((out.tokens * mask).sum(1) / mask.sum(1)).numpy())
+    reference = np.concatenate(teacher)
+    vectors = sentence_vectors(model, sentences)
+    return {
+        "sentences": len(sentences),
+        "k": k,
+        **{str(d): neighbourhood_recall(vectors[:, :d], reference, k) for d in (64, 512)},
+    }
 
 
 def spoken_to_images(
@@ -330,15 +404,63 @@ def with_decoder(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str,
 
 
 def picture_features(recipe: TranscriptRecipe, model: Any) -> Path:
-    """The encoder features of the pictures' validation and test splits (cached)."""
+    """The encoder features of the pictures' validation and test splits, and of the
+    training split when a prefix rotation is fitted (cached)."""
     from model.training.data import read_jsonl
     from model.training.features import cache_pairs
     from model.training.image_release import read_image_recipe
 
     root = Path(read_image_recipe(recipe.image_recipe).release.root)
-    needed = [q for q in read_jsonl(root / "manifest.jsonl").pairs if q.meta["split"] != "train"]
+    needed = [
+        q
+        for q in read_jsonl(root / "manifest.jsonl").pairs
+        if recipe.rotation is not None or q.meta["split"] != TRAIN
+    ]
     cache_pairs(model, root / "features", needed, batch_size=16)
     return root
+
+
+def prefix_rotation_stage(
+    model: Any, recipe: TranscriptRecipe, sources: dict[str, str], images_root: Path
+) -> dict[str, Any]:
+    """Fit the recipe's prefix rotation on spoken training sentences and training
+    pictures and install it in ``model``; an earlier run's (``runs/rotation.pt``) is
+    loaded instead. Returns how the fit went."""
+    from model.training.pipeline import read_release_recipe
+    from model.training.prefix_rotation import (
+        fit_rotation,
+        install_rotation,
+        picture_pairs,
+        speech_pairs,
+        summary,
+    )
+
+    spec = recipe.rotation
+    assert spec is not None
+    path = Path(recipe.runs) / "rotation.pt"
+    if path.is_file():
+        saved = torch.load(path, weights_only=False)
+        log.info("the prefix rotation is fitted already (%s)", path)
+        install_rotation(model, saved["rotation"])
+        return saved["log"]
+    base = read_release_recipe(
+        recipe.base_recipe,
+        {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
+    )
+    root = Path(base.release.root)
+    torch.set_num_threads(spec.threads)
+    with torch.no_grad():
+        fit, held_out = speech_pairs(
+            model, root / "spoken" / f"{TRAIN}.jsonl", root / "features", spec
+        )
+        pictures = picture_pairs(model, images_root) if spec.image_weight > 0 else None
+    rotation, info = fit_rotation(fit, held_out, spec, pictures)
+    info["spec"] = dataclasses.asdict(spec)
+    info["held_out_by_dims"] = summary(held_out, rotation, spec.dims)
+    install_rotation(model, rotation)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"rotation": rotation, "log": info}, path)
+    return info
 
 
 def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[str, Any]:
@@ -358,12 +480,16 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
     config, choice = choose(model, recipe, found[VAL], val_texts)
     config = dataclasses.replace(config, source=recipe.decoder)
+    rotation = None
+    if recipe.rotation is not None:
+        log.info("stage 3/5: the prefix rotation, fitted on training clips and pictures")
+        rotation = prefix_rotation_stage(model, recipe, sources, images_root)
     log.info("stage 4/5: evaluation")
     results = evaluate(model, config, found, images_root)
     runs = Path(recipe.runs)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.out)
-    export(recipe, config, results, choice, base_digest)
+    export(recipe, config, results, choice, base_digest, model, rotation)
     largest = check_export(recipe, sources, manifests[VAL], found[VAL])
     if largest > 1e-4:
         raise RuntimeError(
@@ -425,34 +551,54 @@ def export(
     results: dict[str, Any],
     choice: dict[str, Any],
     base_digest: str,
+    model: Any = None,
+    rotation: dict[str, Any] | None = None,
 ) -> Path:
-    """The release folder: the base's weights, its config with the transcript, the
-    evaluation, the vectors it keeps from earlier releases, and the card."""
+    """The release folder: the base's weights (and ``model``'s prefix rotation, in
+    float32, when ``rotation`` says how it was fitted), its config with the transcript,
+    the evaluation, the vectors it keeps from earlier releases, and the card."""
     from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
     from model.training.transcript_card import write_transcript_card
 
     base, out = Path(recipe.base), Path(recipe.out)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(base / WEIGHTS_FILE, out / WEIGHTS_FILE)
     document = json.loads((base / CONFIG_FILE).read_text())
     meta = document["metadata"]
     document["config"]["transcript"] = dataclasses.asdict(config)
+    if rotation is not None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(base / WEIGHTS_FILE))
+        tensors["prefix_rotation.weight"] = model.prefix_rotation.weight.detach().float().clone()
+        save_file(tensors, str(out / WEIGHTS_FILE))
+        document["config"]["prefix_rotation"] = True
+    else:
+        shutil.copyfile(base / WEIGHTS_FILE, out / WEIGHTS_FILE)
     stored = meta["eval"]
     images = {split: dict(entry) for split, entry in stored["images"].items()}
+    for split, entry in results.get("images", {}).items():
+        images[split]["model"] = entry["model"]
     for split, entry in results["audio->image"].items():
         images[split]["audio->image"] = entry
-    kept = [m for m in ("image", "text") if m in document["config"]["encoders"]]
+    # A rotation moves every vector; without one, image and text vectors are the base's.
+    kept = (
+        []
+        if rotation is not None
+        else [m for m in ("image", "text") if m in document["config"]["encoders"]]
+    )
     document["metadata"] = {
         "release": recipe.name,
         "version": recipe.version,
         "base": recipe.base,
         "recipe": recipe.source,
         "trained": True,
+        "base_release": f"{meta['release']} {meta['version']}",
         "transcript": choice,
+        **({"prefix_rotation": rotation} if rotation is not None else {}),
         "eval": {
             "test_sets": results["test_sets"],
             "images": images,
-            "text_neighbourhood": stored["text_neighbourhood"],
+            "text_neighbourhood": results.get("text_neighbourhood", stored["text_neighbourhood"]),
         },
         # Earlier releases whose image and text vectors this one keeps: a store they
         # filled with no audio item is taken over as it is.
@@ -466,7 +612,9 @@ def export(
                 {**e, "modalities": [m for m in e["modalities"] if m in kept]}
                 for e in meta.get("same_vectors_as") or []
             ],
-        ],
+        ]
+        if kept
+        else [],
     }
     (out / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     write_transcript_card(out)

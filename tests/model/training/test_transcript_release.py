@@ -78,16 +78,23 @@ def test_validation_chooses_the_weights_that_retrieve_best() -> None:
     torch.testing.assert_close(unchanged, val["speech"])
 
 
-def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path) -> None:
+@pytest.mark.parametrize("rotated", [False, True])
+def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path, rotated: bool) -> None:
     """The vectors the weights are chosen on, mixed with a config, are the ones a model
-    with that config embeds (what the release's export check asserts on real clips)."""
+    with that config embeds (what the release's export check asserts on real clips);
+    with a prefix rotation too, whose cached vectors stay in the branches' layout."""
     import numpy as np
     import soundfile as sf
 
+    from model.training.prefix_rotation import install_rotation, rotation_of
     from model.training.transcript_release import clip_vectors
 
     config = tiny_with_transcripts(("audio", "text"), main_weight=0.3)
     model = MultimodalModel(config).eval()
+    if rotated:
+        install_rotation(
+            model, rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(1)))
+        )
     rows = []
     for i, hz in enumerate((220.0, 550.0, 880.0)):
         t = np.arange(16_000 + 4_000 * i) / 16_000
@@ -102,3 +109,11 @@ def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path) -> N
     with torch.inference_mode():
         served = model("audio", model.preprocess("audio", clips), with_llm_tokens=False)
     torch.testing.assert_close(mixed(model, found, config.transcript), served.embedding)
+    if rotated:
+        plain = MultimodalModel(config).eval()
+        plain.load_state_dict(model.state_dict(), strict=False)
+        with torch.inference_mode():
+            before = plain("audio", plain.preprocess("audio", clips), with_llm_tokens=False)
+        torch.testing.assert_close(
+            served.embedding, before.embedding @ model.prefix_rotation.weight.T, atol=1e-5, rtol=0
+        )
