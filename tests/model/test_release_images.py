@@ -18,6 +18,7 @@ from PIL import Image
 
 from model import Embedder
 from model.constants import SAMPLE_RATE
+from model.matryoshka import truncate
 from model.release import DEFAULT_RELEASE, release_path
 from model.training.image_release import fetch_openmoji
 from model.training.pictures import COLOURS, SHAPES, TEST_FAMILIES, clean_caption, draw_shape
@@ -75,7 +76,11 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     document = json.loads((release_path(DEFAULT_RELEASE) / "config.json").read_text())
     image = document["config"]["encoders"]["image"]
     assert image["family"] == "efficientnet" and image["source"] == "efficientnet-lite0"
-    same = document["metadata"]["same_vectors_as"]
+    # 4.0.0 turns every vector (its prefix rotation), so it keeps no earlier release's
+    assert document["config"]["prefix_rotation"] is True
+    assert document["metadata"]["same_vectors_as"] == []
+    v3 = json.loads((release_path("image-audio-text-v3") / "config.json").read_text())
+    same = v3["metadata"]["same_vectors_as"]
     assert same[0]["name"] == "image-audio-text-v2 2.0.0"
     assert same[0]["modalities"] == ["image", "text"]  # 3.0.0 changed audio only
 
@@ -112,27 +117,40 @@ def test_a_red_circle_is_found_by_its_words_typed_and_spoken(released: Embedder)
     ranks = np.argsort(-(pictures @ spoken))
     print("spoken 'a red circle' ranks:", [pairs[i] for i in ranks[:3]])
     assert ranks[0] == 0  # 2.0.0, without the transcript, had it second
-    # at 64 dims too (the two-sided branch's prefix)
+    # at 64 dims too (the prefix the rotation put first)
     pictures64 = released.embed_images(drawings, dims=64)
     assert int(np.argmax(pictures64 @ released.embed_texts(["a red circle"], dims=64)[0])) == 0
 
 
 @pytest.mark.real_weights
-def test_text_and_image_vectors_are_the_earlier_releases_bit_for_bit(
+def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     released: Embedder, shared_encoders: dict[str, str]
 ) -> None:
-    earlier = Embedder.from_pretrained("image-audio-text-v2", encoders=shared_encoders)
+    """4.0.0 is 3.0.0 turned by its prefix rotation, in every modality; 3.0.0's text and
+    image vectors are 2.0.0's bit for bit, its audio ones hold the transcript too."""
+    v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
+    v2 = Embedder.from_pretrained("image-audio-text-v2", encoders=shared_encoders)
+    turn = released.model.prefix_rotation.weight.numpy()
     texts = ["a red circle", "These days a chicken leg is a rare dish."]
-    np.testing.assert_array_equal(released.embed_texts(texts), earlier.embed_texts(texts))
     drawing = draw_shape("red", "circle", random.Random(5))
-    np.testing.assert_array_equal(released.embed_images([drawing]), earlier.embed_images([drawing]))
-    # audio vectors are not: they hold the transcript too (a store with audio re-embeds)
     clip = synthesize("a red circle", sample_params(random.Random(1), HELD_OUT_VOICES, 0.0))
-    ours, theirs = (
-        released.embed_audio([clip], SAMPLE_RATE),
-        earlier.embed_audio([clip], SAMPLE_RATE),
+    pairs = [
+        (released.embed_texts(texts), v3.embed_texts(texts)),
+        (released.embed_images([drawing]), v3.embed_images([drawing])),
+        (released.embed_audio([clip], SAMPLE_RATE), v3.embed_audio([clip], SAMPLE_RATE)),
+    ]
+    for ours, before in pairs:
+        np.testing.assert_allclose(ours, before @ turn.T, atol=2e-5)
+    every, every_before = (
+        np.concatenate([p[0] for p in pairs]),
+        np.concatenate([p[1] for p in pairs]),
     )
-    assert float(ours[0] @ theirs[0]) < 0.99
-    assert float(ours[0] @ released.embed_texts(["a red circle"])[0]) > float(
-        theirs[0] @ earlier.embed_texts(["a red circle"])[0]
+    np.testing.assert_allclose(every @ every.T, every_before @ every_before.T, atol=2e-5)
+    assert np.abs(truncate(every, 64) - truncate(every_before, 64)).max() > 0.1
+    np.testing.assert_array_equal(v3.embed_texts(texts), v2.embed_texts(texts))
+    np.testing.assert_array_equal(v3.embed_images([drawing]), v2.embed_images([drawing]))
+    heard, unheard = pairs[2][1][0], v2.embed_audio([clip], SAMPLE_RATE)[0]
+    assert float(heard @ unheard) < 0.99
+    assert float(heard @ v3.embed_texts(["a red circle"])[0]) > float(
+        unheard @ v2.embed_texts(["a red circle"])[0]
     )
