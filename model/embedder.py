@@ -231,6 +231,7 @@ class Embedder:
                 "name": metadata["release"],
                 "version": metadata.get("version"),
                 "same_vectors_as": list(metadata.get("same_vectors_as") or []),
+                "rotated_from": list(metadata.get("rotated_from") or []),
             }
         return embedder
 
@@ -264,6 +265,9 @@ class Embedder:
             "transcript": _transcript_info(self.model.config.transcript),
             # Earlier releases whose stored vectors this one makes unchanged (model/release.py).
             "same_vectors_as": self._release["same_vectors_as"] if self._release else [],
+            # Earlier releases whose stored vectors this one's prefix rotation turns into
+            # its own exactly (`mmembed index reembed` uses it; model/prefix_rotation.py).
+            "rotated_from": self._release.get("rotated_from", []) if self._release else [],
         }
 
     @property

@@ -426,7 +426,7 @@ def cmd_index_export(args: argparse.Namespace) -> int:
 def cmd_index_reembed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from service.reembed import reembed
+    from service.reembed import reembed, rotation_for
     from service.store import index_location, model_stamp
 
     settings = settings_from(args)
@@ -450,6 +450,14 @@ def cmd_index_reembed(args: argparse.Namespace) -> int:
             f"again with {model_stamp(embedder.info).name} into {index_location(target_settings)}",
             file=sys.stderr,
         )
+        rotation = rotation_for(embedder, held.fingerprint if held else None)
+        if rotation is not None:
+            print(
+                f"its {', '.join(sorted(rotation.modalities))} items were embedded by "
+                f"{rotation.name}: they are turned from their stored vectors by the new "
+                "release's prefix rotation, exactly",
+                file=sys.stderr,
+            )
         with tqdm(total=total, unit="item", desc="reembed") as bar:
             report = reembed(
                 source,
@@ -457,6 +465,7 @@ def cmd_index_reembed(args: argparse.Namespace) -> int:
                 embedder,
                 audio_preview_seconds=settings.preview_audio_seconds,
                 on_item=bar.update,
+                rotation=rotation,
             )
     for item_id, why in report.skipped:
         print(f"not redone {item_id}: {why}", file=sys.stderr)

@@ -12,6 +12,11 @@ enough to do it without the original files:
 - an audio item: its preview, the clip's first ``preview_audio_seconds`` as MP3
   (a longer clip is embedded from its beginning only: reported).
 
+Where the new release is an earlier one turned by a prefix rotation
+(model/prefix_rotation.py), the items of that earlier release need no media at
+all: their stored vectors, turned by the rotation, are exactly the new ones
+(:func:`rotation_for`).
+
 Items are written, with their ids, metadata, documents and previews, to a
 target store bound to the new model: the source is only read, so an
 interrupted run is simply run again (items already there are replaced).
@@ -44,15 +49,18 @@ class ReembedReport:
 
     from_text: int = 0
     from_preview: dict[str, int] = field(default_factory=dict)
+    rotated: int = 0
     shortened_audio: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def done(self) -> int:
-        return self.from_text + sum(self.from_preview.values())
+        return self.from_text + sum(self.from_preview.values()) + self.rotated
 
     def summary(self) -> str:
         parts = [f"{self.done} items embedded again: {self.from_text} from their text"]
+        if self.rotated:
+            parts.append(f"{self.rotated} turned from their stored vectors by the rotation")
         parts += [f"{n} {m} from their preview" for m, n in sorted(self.from_preview.items())]
         line = ", ".join(parts)
         if self.shortened_audio:
@@ -95,6 +103,32 @@ def _decode_preview(preview: Preview) -> tuple[str, Any, float | None]:
     raise ValueError(f"a {preview.media_type} preview cannot be embedded")
 
 
+def rotation_for(embedder: Any, fingerprint: str | None) -> Rotation | None:
+    """The prefix rotation that turns vectors stored by the model ``fingerprint`` into
+    ``embedder``'s, and the modalities it holds for; None where none does."""
+    rotation = getattr(embedder.model, "prefix_rotation", None)
+    if rotation is None or fingerprint is None:
+        return None
+    for earlier in embedder.info.get("rotated_from") or ():
+        if earlier.get("fingerprint") == fingerprint and earlier.get("modalities"):
+            matrix = rotation.weight.detach().cpu().numpy().astype(np.float32)
+            return Rotation(matrix, frozenset(earlier["modalities"]), str(earlier.get("name")))
+    return None
+
+
+@dataclass(frozen=True)
+class Rotation:
+    """``matrix`` (D, D) turns the stored vectors of ``modalities`` of the release ``name``."""
+
+    matrix: np.ndarray
+    modalities: frozenset[str]
+    name: str
+
+    def turn(self, vector: np.ndarray) -> np.ndarray:
+        turned = self.matrix @ vector.astype(np.float32)
+        return turned / np.linalg.norm(turned)
+
+
 def reembed(
     source: Any,
     target: Any,
@@ -102,8 +136,10 @@ def reembed(
     *,
     audio_preview_seconds: float,
     on_item: Callable[[], None] | None = None,
+    rotation: Rotation | None = None,
 ) -> ReembedReport:
-    """Embed every item of ``source`` again with ``embedder`` into ``target``."""
+    """Embed every item of ``source`` again with ``embedder`` into ``target``; items of
+    ``rotation``'s modalities are turned from their stored vectors instead."""
     report = ReembedReport()
     modalities = set(embedder.modalities)
     for item in all_items(source):
@@ -112,9 +148,13 @@ def reembed(
         except (PreviewNotFound, ItemNotFound):
             preview = None
         try:
-            vector = _embed_again(
-                item, preview, embedder, modalities, report, audio_preview_seconds
-            )
+            if rotation is not None and item.modality in rotation.modalities:
+                vector = rotation.turn(item.vector)
+                report.rotated += 1
+            else:
+                vector = _embed_again(
+                    item, preview, embedder, modalities, report, audio_preview_seconds
+                )
         except (InvalidInput, ValueError, OSError, RuntimeError, sf.LibsndfileError) as exc:
             report.skipped.append((item.id, str(exc)))
             vector = None

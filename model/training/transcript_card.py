@@ -104,7 +104,7 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
             "branches, where before they were the two-sided branch's alone.",
             "- **Re-embed everything:** every vector changed (the rotation), so a store "
             "filled by an earlier release refuses to open until `mmembed index reembed` "
-            "moves it.",
+            "moves it. " + _turned(meta.get("rotated_from") or []),
         ],
         "weights": "{base}'s weights plus the 512 x 512 rotation in float32",
         "step": [
@@ -124,6 +124,18 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
         "text": "at 512 dims, text vectors are unchanged up to the rotation",
         "images": "## Images (512-dim figures unchanged; 64-dim ones with the rotation)",
     }
+
+
+def _turned(earlier: list[dict[str, Any]]) -> str:
+    """Which earlier releases' stored vectors the rotation moves exactly."""
+    if not earlier:
+        return ""
+    named = "; ".join(f"{e['name']}'s {', '.join(e['modalities'])} items" for e in earlier)
+    return (
+        f"It needs no media for the items embedded by these releases ({named}): their "
+        "stored vectors, turned by the rotation, are exactly this release's. Other items "
+        "are embedded again from their texts and previews."
+    )
 
 
 def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:

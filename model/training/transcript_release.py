@@ -69,6 +69,7 @@ class TranscriptRecipe:
     no_speech: tuple[float, ...] = (0.6, 1.0)
     batch_size: int = 32
     rotation: RotationSpec | None = None
+    unrotated: str = ""
     source: str = ""
 
 
@@ -480,6 +481,8 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
     config, choice = choose(model, recipe, found[VAL], val_texts)
     config = dataclasses.replace(config, source=recipe.decoder)
+    model.config = dataclasses.replace(model.config, transcript=config)
+    unrotated_digest = model.weights_digest()  # the vectors before any rotation
     rotation = None
     if recipe.rotation is not None:
         log.info("stage 3/5: the prefix rotation, fitted on training clips and pictures")
@@ -489,7 +492,7 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     runs = Path(recipe.runs)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.out)
-    export(recipe, config, results, choice, base_digest, model, rotation)
+    export(recipe, config, results, choice, base_digest, model, rotation, unrotated_digest)
     largest = check_export(recipe, sources, manifests[VAL], found[VAL])
     if largest > 1e-4:
         raise RuntimeError(
@@ -553,10 +556,16 @@ def export(
     base_digest: str,
     model: Any = None,
     rotation: dict[str, Any] | None = None,
+    unrotated_digest: str = "",
 ) -> Path:
     """The release folder: the base's weights (and ``model``'s prefix rotation, in
     float32, when ``rotation`` says how it was fitted), its config with the transcript,
-    the evaluation, the vectors it keeps from earlier releases, and the card."""
+    the evaluation, the vectors it keeps from earlier releases, and the card.
+
+    With a rotation no earlier store is taken over as it is; ``rotated_from`` lists
+    the models whose stored vectors the rotation turns into this release's exactly
+    (the same release unrotated, whose weights digest is ``unrotated_digest``, and the
+    earlier releases it keeps modalities of), which ``mmembed index reembed`` uses."""
     from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
     from model.training.transcript_card import write_transcript_card
 
@@ -580,12 +589,19 @@ def export(
         images[split]["model"] = entry["model"]
     for split, entry in results["audio->image"].items():
         images[split]["audio->image"] = entry
-    # A rotation moves every vector; without one, image and text vectors are the base's.
-    kept = (
-        []
-        if rotation is not None
-        else [m for m in ("image", "text") if m in document["config"]["encoders"]]
-    )
+    # Without a rotation, image and text vectors are the base's; a rotation turns them all.
+    kept = [m for m in ("image", "text") if m in document["config"]["encoders"]]
+    earlier = [
+        {
+            "name": f"{meta['release']} {meta['version']}",
+            "fingerprint": base_digest,
+            "modalities": kept,
+        },
+        *[
+            {**e, "modalities": [m for m in e["modalities"] if m in kept]}
+            for e in meta.get("same_vectors_as") or []
+        ],
+    ]
     document["metadata"] = {
         "release": recipe.name,
         "version": recipe.version,
@@ -602,20 +618,18 @@ def export(
         },
         # Earlier releases whose image and text vectors this one keeps: a store they
         # filled with no audio item is taken over as it is.
-        "same_vectors_as": [
-            {
-                "name": f"{meta['release']} {meta['version']}",
-                "fingerprint": base_digest,
-                "modalities": kept,
-            },
-            *[
-                {**e, "modalities": [m for m in e["modalities"] if m in kept]}
-                for e in meta.get("same_vectors_as") or []
-            ],
-        ]
-        if kept
-        else [],
+        "same_vectors_as": earlier if rotation is None else [],
     }
+    if rotation is not None:
+        unrotated = recipe.unrotated or f"{recipe.name} {recipe.version} without its rotation"
+        document["metadata"]["rotated_from"] = [
+            {
+                "name": unrotated,
+                "fingerprint": unrotated_digest,
+                "modalities": list(document["config"]["encoders"]),
+            },
+            *earlier,
+        ]
     (out / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     write_transcript_card(out)
     return out

@@ -131,6 +131,8 @@ def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
     v2 = Embedder.from_pretrained("image-audio-text-v2", encoders=shared_encoders)
     turn = released.model.prefix_rotation.weight.numpy()
+    # so `index reembed` turns a 3.0.0 store's vectors instead of embedding media again
+    assert released.info["rotated_from"][0]["fingerprint"] == v3.info["weights_digest"]
     texts = ["a red circle", "These days a chicken leg is a rare dish."]
     drawing = draw_shape("red", "circle", random.Random(5))
     clip = synthesize("a red circle", sample_params(random.Random(1), HELD_OUT_VOICES, 0.0))

@@ -136,3 +136,140 @@ def test_a_release_that_keeps_some_modalities_adopts_stores_without_the_others()
         ("a" * 64, ("audio", "image")),
         ("f" * 64, ()),  # keeps every modality: always taken over
     )
+
+
+def _turned(old: Embedder, earlier: list[dict]) -> Embedder:
+    """``old`` with a random prefix rotation, as a release listing ``earlier`` (the
+    models whose stored vectors the rotation turns into its own)."""
+    import dataclasses
+
+    import torch
+
+    from model.training.prefix_rotation import install_rotation, rotation_of
+
+    model = MultimodalModel(dataclasses.replace(old.model.config, prefix_rotation=True)).eval()
+    model.load_state_dict(old.model.state_dict(), strict=False)
+    turn = rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(4)))
+    install_rotation(model, turn)
+    new = Embedder(model, preset_name="tiny")
+    new._release = {
+        "name": "turned",
+        "version": "1",
+        "same_vectors_as": [],
+        "rotated_from": earlier,
+    }
+    return new
+
+
+def test_a_rotated_release_turns_stored_vectors_exactly_without_media(
+    old_store: tuple[Path, Embedder], tmp_path: Path
+) -> None:
+    from service.reembed import rotation_for
+
+    folder, old = old_store
+    digest = old.info["weights_digest"]
+    new = _turned(
+        old, [{"name": "old 1", "fingerprint": digest, "modalities": ["image", "audio", "text"]}]
+    )
+    assert rotation_for(new, "f" * 64) is None and rotation_for(old, digest) is None
+    rotation = rotation_for(new, digest)
+    assert rotation is not None and rotation.name == "old 1"
+    source = VectorStore.open(folder, IndexConfig())
+    target = VectorStore.open(tmp_path / "new", IndexConfig())
+    target.bind_model(model_stamp(new.info))
+    report = reembed(
+        source, target, new, audio_preview_seconds=LIMITS.audio_seconds, rotation=rotation
+    )
+    assert report.rotated == 6 and report.from_text == 0 and report.skipped == []  # t3 too
+    assert "6 turned from their stored vectors by the rotation" in report.summary()
+    turn = new.model.prefix_rotation.weight.numpy()
+    for item in all_items_of(source):
+        moved = target.get(item.id)
+        np.testing.assert_allclose(moved.vector, turn @ item.vector, atol=1e-5)
+        assert (moved.text, moved.metadata) == (item.text, item.metadata)
+    # the same as embedding the media again with the new release
+    np.testing.assert_allclose(
+        target.get("t1").vector, new.embed_texts(["a red square"])[0], atol=1e-5
+    )
+    assert target.get_preview("i1").data == source.get_preview("i1").data
+    source.close()
+    target.close()
+
+
+def test_a_rotation_for_some_modalities_embeds_the_others_again(
+    old_store: tuple[Path, Embedder], tmp_path: Path
+) -> None:
+    from service.reembed import rotation_for
+
+    folder, old = old_store
+    new = _turned(
+        old, [{"name": "old", "fingerprint": old.info["weights_digest"], "modalities": ["text"]}]
+    )
+    source = VectorStore.open(folder, IndexConfig())
+    target = VectorStore.open(tmp_path / "new", IndexConfig())
+    target.bind_model(model_stamp(new.info))
+    report = reembed(
+        source,
+        target,
+        new,
+        audio_preview_seconds=LIMITS.audio_seconds,
+        rotation=rotation_for(new, old.info["weights_digest"]),
+    )
+    assert report.rotated == 3 and report.from_preview == {"image": 1, "audio": 2}
+    thumb = Image.open(io.BytesIO(target.get_preview("i1").data))
+    np.testing.assert_allclose(target.get("i1").vector, new.embed_images([thumb])[0], atol=1e-5)
+    source.close()
+    target.close()
+
+
+def all_items_of(store: VectorStore) -> list:
+    from service.reembed import all_items
+
+    return list(all_items(store))
+
+
+def test_the_command_turns_a_store_of_the_release_before_the_rotation(
+    old_store: tuple[Path, Embedder], tmp_path: Path
+) -> None:
+    from model.checkpoint import save_checkpoint
+
+    folder, old = old_store
+    earlier = [
+        {
+            "name": "old 1",
+            "fingerprint": old.info["weights_digest"],
+            "modalities": ["image", "audio", "text"],
+        }
+    ]
+    new = _turned(old, earlier)
+    save_checkpoint(
+        new.model,
+        tmp_path / "turned",
+        metadata={"release": "turned", "version": "1", "rotated_from": earlier},
+    )
+    moved_dir = str(tmp_path / "moved")
+    run = _mmembed(
+        "index",
+        "reembed",
+        "--checkpoint",
+        str(tmp_path / "turned"),
+        "--torch-threads",
+        "1",
+        "--data-dir",
+        str(folder),
+        "--to-data-dir",
+        moved_dir,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "embedded by old 1: they are turned from their stored vectors" in run.stderr
+    assert (
+        "6 items embedded again: 0 from their text, 6 turned from their stored vectors"
+        in run.stderr
+    )
+    source = VectorStore.open(folder, IndexConfig())
+    moved = VectorStore.open(moved_dir, IndexConfig())
+    turn = new.model.prefix_rotation.weight.numpy()
+    np.testing.assert_allclose(moved.get("a2").vector, turn @ source.get("a2").vector, atol=1e-5)
+    assert moved.model_stamp().fingerprint == new.info["weights_digest"]
+    source.close()
+    moved.close()
