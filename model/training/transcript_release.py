@@ -113,17 +113,23 @@ def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
 # ----------------------------------------------------------------------------- data
 
 
+def base_release_recipe(recipe: TranscriptRecipe, sources: dict[str, str]) -> Any:
+    """The audio-text recipe the spoken clips come from, with the encoder sources."""
+    from model.training.pipeline import read_release_recipe
+
+    return read_release_recipe(
+        recipe.base_recipe,
+        {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
+    )
+
+
 def build_clips(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, Path]:
     """The manifests of every split the release is chosen and measured on, building
     the clips that are missing: {split: manifest}."""
     from model.training.image_release import build_pictures, read_image_recipe
-    from model.training.pipeline import read_release_recipe
     from model.training.spoken import build_spoken_dataset
 
-    base = read_release_recipe(
-        recipe.base_recipe,
-        {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
-    )
+    base = base_release_recipe(recipe, sources)
     spoken = Path(base.release.root) / "spoken"
     wanted = {VAL, *SPOKEN_TESTS} | ({TRAIN} if recipe.rotation is not None else set())
     if not all((spoken / f"{s}.jsonl").is_file() for s in wanted):
@@ -427,7 +433,6 @@ def prefix_rotation_stage(
     """Fit the recipe's prefix rotation on spoken training sentences and training
     pictures and install it in ``model``; an earlier run's (``runs/rotation.pt``) is
     loaded instead. Returns how the fit went."""
-    from model.training.pipeline import read_release_recipe
     from model.training.prefix_rotation import (
         fit_rotation,
         install_rotation,
@@ -444,11 +449,7 @@ def prefix_rotation_stage(
         log.info("the prefix rotation is fitted already (%s)", path)
         install_rotation(model, saved["rotation"])
         return saved["log"]
-    base = read_release_recipe(
-        recipe.base_recipe,
-        {f"model.encoders.{m}": s for m, s in sources.items() if m in ("audio", "text")},
-    )
-    root = Path(base.release.root)
+    root = Path(base_release_recipe(recipe, sources).release.root)
     torch.set_num_threads(spec.threads)
     with torch.no_grad():
         fit, held_out = speech_pairs(
