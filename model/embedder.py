@@ -267,7 +267,7 @@ class Embedder:
             "same_vectors_as": self._release["same_vectors_as"] if self._release else [],
             # Earlier releases whose stored vectors this one's prefix rotation turns into
             # its own exactly (`mmembed index reembed` uses it; model/prefix_rotation.py).
-            "rotated_from": self._release.get("rotated_from", []) if self._release else [],
+            "rotated_from": self._release["rotated_from"] if self._release else [],
         }
 
     @property

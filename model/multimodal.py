@@ -321,15 +321,22 @@ class MultimodalModel(nn.Module):
         self, modality: str, batch: dict[str, torch.Tensor], *, with_llm_tokens: bool = True
     ) -> ModelOutput:
         """encode + forward_features; with a transcript decoder, audio is also
-        transcribed and its text vector mixed in (:meth:`with_transcripts`)."""
-        out = self.encode(modality, batch)
-        result = self.forward_features(
-            modality, out.tokens, out.mask, with_llm_tokens=with_llm_tokens
-        )
+        transcribed and its text vector mixed in (:meth:`with_transcripts`) before the
+        prefix rotation."""
+        out, result = self._unrotated_forward(modality, batch, with_llm_tokens=with_llm_tokens)
         if modality == "audio" and self.transcriber is not None:
             result.transcripts = self.transcribe(out, batch)
             result.embedding = self.with_transcripts(result.embedding, result.transcripts)
+        result.embedding = self.rotated(result.embedding)
         return result
+
+    def _unrotated_forward(
+        self, modality: str, batch: dict[str, torch.Tensor], *, with_llm_tokens: bool
+    ) -> tuple[EncoderOutput, ModelOutput]:
+        out = self.encode(modality, batch)
+        return out, self._branch_features(
+            modality, out.tokens, out.mask, with_llm_tokens=with_llm_tokens
+        )
 
     def transcribe(self, encoded: EncoderOutput, batch: dict[str, torch.Tensor]) -> list[str]:
         """What each clip of an encoded audio batch says: every 30 s window decoded on
@@ -371,20 +378,21 @@ class MultimodalModel(nn.Module):
     def with_transcripts(self, embedding: torch.Tensor, transcripts: Sequence[str]) -> torch.Tensor:
         """Audio vectors (B, 512) with their transcripts' text vectors mixed into each part
         of the blend (:func:`~model.transcripts.mix_transcripts`); clips with no
-        transcript are unchanged. The parts are the branches' own dims, so the mixing
-        happens before the prefix rotation."""
+        transcript are unchanged. The parts are the branches' own dims, so both are in
+        the branches' layout, before any prefix rotation."""
         if self.config.transcript is None:
             return embedding
         text, heard = self.transcript_vectors(transcripts)
         if not bool(heard.any()):
             return embedding
-        text = self.unrotated(text.to(embedding.device, embedding.dtype))
-        mixed = mix_transcripts(self.unrotated(embedding), text, heard, self.transcript_parts())
-        return self.rotated(mixed)
+        return mix_transcripts(
+            embedding, text.to(embedding.device, embedding.dtype), heard, self.transcript_parts()
+        )
 
     def transcript_vectors(self, transcripts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The text vectors (B, 512) of transcripts, zero where one is empty, and which
-        are not (B,) bool. A transcript over the text encoder's limit is cut."""
+        are not (B,) bool. A transcript over the text encoder's limit is cut. Vectors are
+        in the branches' own layout: a prefix rotation is not applied."""
         heard = [i for i, text in enumerate(transcripts) if text]
         text = torch.zeros(len(transcripts), self.config.head.embed_dim)
         flags = torch.zeros(len(transcripts), dtype=torch.bool)
@@ -394,7 +402,7 @@ class MultimodalModel(nn.Module):
                 row if len(row) <= encoder.max_tokens else row[: encoder.max_tokens - 1] + row[-1:]
                 for row in encoder.token_ids([transcripts[i] for i in heard])
             ]
-            out = self.forward("text", encoder.pad(ids), with_llm_tokens=False)
+            _, out = self._unrotated_forward("text", encoder.pad(ids), with_llm_tokens=False)
             text[heard] = out.embedding.float().cpu()
             flags[heard] = True
         return text, flags
