@@ -185,7 +185,7 @@ def clip_vectors(model: Any, rows: Sequence[dict[str, Any]], batch_size: int) ->
             for windows in model.hear(encoded, batch):
                 heard.append(" ".join(t for t, _ in windows if t))
                 no_speech.append(max(p for _, p in windows))
-        text = model.unrotated(model.transcript_vectors(heard)[0])
+        text, _ = model.transcript_vectors(heard)
     return {
         "speech": torch.cat(speech),
         "text": text,
@@ -282,13 +282,16 @@ def evaluate(
     """Every spoken test set (the release, its speech path alone, its transcript
     alone, and with a prefix rotation the same vectors without it) and audio->image on
     the test pictures' spoken captions."""
+    from model.training.image_release import _splits
+
     sets: dict[str, Any] = {}
     for split in SPOKEN_TESTS:
         data = found[split]
         texts = sentence_vectors(model, groups_of(data["sentences"])[1])
+        clips = mixed(model, data, config)
         sets[split.removeprefix("test-")] = {
             "pairs": len(data["sentences"]),
-            "model": audio_text(mixed(model, data, config).numpy(), data["sentences"], texts),
+            "model": audio_text(clips.numpy(), data["sentences"], texts),
             "speech_only": audio_text(
                 model.rotated(data["speech"].detach()).numpy(), data["sentences"], texts
             ),
@@ -299,30 +302,30 @@ def evaluate(
         }
         if model.prefix_rotation is not None:
             sets[split.removeprefix("test-")]["unrotated"] = audio_text(
-                model.unrotated(mixed(model, data, config)).numpy(),
+                model.unrotated(clips).numpy(),
                 data["sentences"],
                 model.unrotated(torch.from_numpy(texts)).numpy(),
             )
+    pictures = _splits(images_root, model)
     results = {
         "test_sets": sets,
-        "audio->image": spoken_to_images(model, config, found, images_root),
+        "audio->image": spoken_to_images(model, config, found, pictures),
     }
     if model.prefix_rotation is not None:
         # Every prefix moved: images and the text neighbourhoods are measured again
         # (at 512 dims they are the base's, since the rotation keeps every similarity).
-        results["images"] = image_reports(model, images_root)
+        results["images"] = image_reports(model, pictures)
         sentences = [s for split in SPOKEN_TESTS for s in groups_of(found[split]["sentences"])[1]]
         results["text_neighbourhood"] = text_neighbourhood(model, sentences)
     return results
 
 
-def image_reports(model: Any, root: Path) -> dict[str, Any]:
-    """image<->text of the model on each test split of the pictures (the label cascade
-    beside it), as the image release reports them."""
+def image_reports(model: Any, splits: dict[str, Any]) -> dict[str, Any]:
+    """image<->text of the model on each test split of the pictures (``splits``: their
+    cached features by split; the label cascade beside it), as the image release
+    reports them."""
     from model.training.image_branch import report_split
-    from model.training.image_release import _splits
 
-    splits = _splits(root, model)
     return {
         split: report_split(
             model, splits[split], sentence_vectors(model, list(splits[split].texts))
@@ -334,17 +337,10 @@ def image_reports(model: Any, root: Path) -> dict[str, Any]:
 def text_neighbourhood(model: Any, sentences: Sequence[str], k: int = 10) -> dict[str, Any]:
     """The share of the text encoder's own top-``k`` neighbourhoods (its mean-pooled
     tokens) that the text vectors keep, at 64 and 512 dims."""
+    from model.training.describe_eval import minilm_vectors
     from model.training.evaluate import neighbourhood_recall
 
-    teacher = []
-    with torch.inference_mode():
-        for start in range(0, len(sentences), 64):
-            out = model.encode(
-                "text", model.preprocess("text", list(sentences[start : start + 64]))
-            )
-            mask = out.mask.unsqueeze(-1).float()
-            teacher.append(((out.tokens * mask).sum(1) / mask.sum(1)).numpy())
-    reference = np.concatenate(teacher)
+    reference = minilm_vectors(model, sentences)
     vectors = sentence_vectors(model, sentences)
     return {
         "sentences": len(sentences),
@@ -354,14 +350,13 @@ def text_neighbourhood(model: Any, sentences: Sequence[str], k: int = 10) -> dic
 
 
 def spoken_to_images(
-    model: Any, config: TranscriptConfig, found: dict[str, dict[str, Any]], root: Path
+    model: Any, config: TranscriptConfig, found: dict[str, dict[str, Any]], splits: dict[str, Any]
 ) -> dict[str, Any]:
     """Each spoken caption finding its picture among the split's (one per caption), at
-    512 and 64 dims, beside the typed caption on the same gallery."""
+    512 and 64 dims, beside the typed caption on the same gallery (``splits``: the
+    pictures' cached features by split)."""
     from model.training.image_branch import embed_images
-    from model.training.image_release import _splits
 
-    splits = _splits(root, model)
     out: dict[str, Any] = {}
     for split in PICTURE_TESTS:
         data, spoken = splits[split], found[split]
