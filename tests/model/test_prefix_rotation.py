@@ -26,7 +26,6 @@ from model.training.prefix_rotation import (
     prefix_r1,
     rotation_of,
 )
-from model.training.transcript_release import read_transcript_recipe
 
 SEED = torch.Generator().manual_seed(3)
 
@@ -174,28 +173,3 @@ def test_a_fit_that_never_helps_keeps_the_identity() -> None:
     rotation, info = fit_rotation(fit, held_out, spec)
     assert info["best_step"] == 0 and torch.equal(rotation, torch.eye(32))
     assert all(h["held_out_r1"] < info["held_out_r1"] for h in info["history"][1:])
-
-
-def test_the_recipe_reads_its_rotation(tmp_path: Path) -> None:
-    head = """
-[transcript_release]
-name = "x"
-version = "1.0.0"
-base = "b"
-base_recipe = "r.toml"
-image_recipe = "i.toml"
-runs = "runs/x"
-out = "out"
-"""
-    path = tmp_path / "r.toml"
-    path.write_text(head + "[rotation]\nclips = 100\nheld_out = 10\ndims = [32, 64]\n")
-    recipe = read_transcript_recipe(path)
-    assert recipe.rotation == RotationSpec(clips=100, held_out=10, dims=(32, 64))
-    path.write_text(head)
-    assert read_transcript_recipe(path).rotation is None
-    path.write_text(head + "[rotation]\nangle = 3\n")
-    with pytest.raises(ValueError, match="angle"):
-        read_transcript_recipe(path)
-    path.write_text(head + "[rotation]\nclips = 10\nheld_out = 10\n")
-    with pytest.raises(ValueError, match="held_out"):
-        read_transcript_recipe(path)

@@ -45,6 +45,23 @@ def test_the_recipe_reads_and_refuses_unknown_keys(tmp_path: Path) -> None:
         read_transcript_recipe(path)
 
 
+def test_the_recipe_reads_its_rotation(tmp_path: Path) -> None:
+    from model.training.prefix_rotation import RotationSpec
+
+    path = tmp_path / "r.toml"
+    path.write_text(RECIPE + "[rotation]\nclips = 100\nheld_out = 10\ndims = [32, 64]\n")
+    recipe = read_transcript_recipe(path)
+    assert recipe.rotation == RotationSpec(clips=100, held_out=10, dims=(32, 64))
+    path.write_text(RECIPE)
+    assert read_transcript_recipe(path).rotation is None
+    path.write_text(RECIPE + "[rotation]\nangle = 3\n")
+    with pytest.raises(ValueError, match="angle"):
+        read_transcript_recipe(path)
+    path.write_text(RECIPE + "[rotation]\nclips = 10\nheld_out = 10\n")
+    with pytest.raises(ValueError, match="held_out"):
+        read_transcript_recipe(path)
+
+
 def test_validation_chooses_the_weights_that_retrieve_best() -> None:
     """Speech vectors that are noise and transcripts that are right: validation gives the
     transcript weight; where a transcript is flagged as no speech it is not used."""
