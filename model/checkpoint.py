@@ -3,6 +3,8 @@
 A checkpoint directory holds
 
 - ``model.safetensors``: adapters, resampler, heads and temperature (no encoder weights);
+  a release that shares another's weights names it as ``weights_from`` and keeps only
+  what it adds (:func:`trainable_weights`);
 - ``config.json``: format and version, the :class:`ModelConfig` (encoder sources and every
   shape), each encoder's identity (source, hidden size, a fingerprint of its weights), the shape of
   every stored tensor, whether the model is trained, and free-form metadata.
@@ -125,12 +127,33 @@ def load_model(
         raise CheckpointMismatch(f"{directory}: {exc}") from exc
     model = MultimodalModel(config)
     _check_encoders(model, document["encoders"], directory)
-    weights_path = Path(directory) / WEIGHTS_FILE
+    _load_trainable(model, trainable_weights(directory, document), directory)
+    return model.to(device).eval()
+
+
+def trainable_weights(
+    directory: str | os.PathLike[str], document: Mapping[str, Any] | None = None
+) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint's ``model.safetensors``. A release whose config names
+    ``weights_from`` (another release folder beside it) keeps only what it adds to that
+    release's tensors, which are read first: releases that share their weights do not
+    ship them twice."""
+    directory = Path(directory)
+    document = read_checkpoint_config(directory) if document is None else document
+    weights_path = directory / WEIGHTS_FILE
     if not weights_path.is_file():
         raise CheckpointMismatch(f"{directory} has no {WEIGHTS_FILE}")
-    state = load_file(str(weights_path))
-    _load_trainable(model, state, directory)
-    return model.to(device).eval()
+    own = load_file(str(weights_path))
+    base = document.get("weights_from")
+    if base is None:
+        return own
+    base_dir = directory.parent / str(base)
+    if not (base_dir / CONFIG_FILE).is_file():
+        raise CheckpointMismatch(
+            f"{directory} holds only what it adds to the weights of {base}, which is not "
+            f"beside it ({base_dir}); keep the release folders together"
+        )
+    return {**trainable_weights(base_dir), **own}
 
 
 def _check_encoders(model: MultimodalModel, saved: Mapping[str, Any], directory: Any) -> None:

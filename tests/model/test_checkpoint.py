@@ -178,3 +178,37 @@ def test_checkpoint_files_take_their_mode_from_the_umask(tmp_path, umask):
         os.umask(previous)
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.iterdir()}
     assert modes == {"config.json": 0o666 & ~umask, "model.safetensors": 0o666 & ~umask}
+
+
+def test_a_release_keeps_only_what_it_adds_to_the_weights_beside_it(trained_dir, tmp_path):
+    """``weights_from``: a folder holding one tensor on top of another release's (as
+    image-audio-text-v3 and v4 do on v2's) loads the base's tensors, then its own."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from model.checkpoint import trainable_weights, write_safetensors
+
+    path, _ = trained_dir
+    base = tmp_path / "base"
+    shutil.copytree(path, base)
+    base_tensors = load_file(str(base / "model.safetensors"))
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    doc = read_checkpoint_config(base) | {"weights_from": "base"}
+    (overlay / "config.json").write_text(json.dumps(doc))
+    changed = torch.full_like(base_tensors["resampler.latents"], 0.5)
+    write_safetensors({"resampler.latents": changed}, overlay / "model.safetensors")
+    merged = trainable_weights(overlay)
+    assert set(merged) == set(base_tensors)
+    assert torch.equal(merged["resampler.latents"], changed)
+    assert torch.equal(
+        merged["alignment_head.proj.weight"], base_tensors["alignment_head.proj.weight"]
+    )
+    model = load_model(overlay)
+    assert torch.equal(model.resampler.latents.detach(), changed)
+    shutil.rmtree(base)
+    with pytest.raises(
+        CheckpointMismatch, match="adds to the weights of base, which is not beside it"
+    ):
+        load_model(overlay)

@@ -78,6 +78,7 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     assert image["family"] == "efficientnet" and image["source"] == "efficientnet-lite0"
     # 4.0.0 turns every vector (its prefix rotation), so it keeps no earlier release's
     assert document["config"]["prefix_rotation"] is True
+    assert document["weights_from"] == "image-audio-text-v2"  # its own file: the rotation
     assert document["metadata"]["same_vectors_as"] == []
     v3 = json.loads((release_path("image-audio-text-v3") / "config.json").read_text())
     same = v3["metadata"]["same_vectors_as"]
