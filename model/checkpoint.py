@@ -156,6 +156,47 @@ def trainable_weights(
     return {**trainable_weights(base_dir), **own}
 
 
+def release_weight_bytes(directory: str | os.PathLike[str]) -> tuple[int, int]:
+    """(all the weights a release folder loads, its own file's): ``weights_from`` chains
+    are followed to the folders beside it."""
+    directory = Path(directory)
+    own = (directory / WEIGHTS_FILE).stat().st_size
+    total, base = own, read_checkpoint_config(directory).get("weights_from")
+    while base:
+        total += (directory.parent / base / WEIGHTS_FILE).stat().st_size
+        base = read_checkpoint_config(directory.parent / base).get("weights_from")
+    return total, own
+
+
+def weights_beside(
+    tensors: Mapping[str, torch.Tensor],
+    base: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], str | None]:
+    """What a release folder ``out`` stores of ``tensors``, and the ``weights_from`` it
+    names. Beside the release ``base``, when ``tensors`` has a tensor of every name the
+    base has, only those that differ from the base's bit for bit (the base's are read
+    first, then these); otherwise (elsewhere, or where a base tensor would be read
+    back that ``tensors`` lacks) all of them, and no ``weights_from``."""
+    base, out = Path(base), Path(out)
+    beside = base.resolve().parent == out.resolve().parent and base.resolve() != out.resolve()
+    if not beside or not (base / CONFIG_FILE).is_file():
+        return dict(tensors), None
+    theirs = trainable_weights(base)
+    if not set(theirs) <= set(tensors):
+        return dict(tensors), None
+
+    def same(key: str) -> bool:
+        mine, base_tensor = tensors[key], theirs.get(key)
+        return (
+            base_tensor is not None
+            and mine.dtype == base_tensor.dtype
+            and torch.equal(mine, base_tensor)
+        )
+
+    return {k: v for k, v in tensors.items() if not same(k)}, base.name
+
+
 def _check_encoders(model: MultimodalModel, saved: Mapping[str, Any], directory: Any) -> None:
     if set(saved) != set(model.encoders):
         raise CheckpointMismatch(

@@ -21,7 +21,14 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, read_checkpoint_config, write_safetensors
+from model.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    read_checkpoint_config,
+    release_weight_bytes,
+    weights_beside,
+    write_safetensors,
+)
 
 MAX_RELEASE_BYTES = 20 * 1024 * 1024
 
@@ -35,12 +42,17 @@ def export_release(
     hub_ids: Mapping[str, str],
     extra: Mapping[str, Any] | None = None,
     max_bytes: int = MAX_RELEASE_BYTES,
+    weights_from: str | Path | None = None,
 ) -> Path:
     """Write the release of ``checkpoint`` to ``out`` and return ``out``.
 
     Args:
         hub_ids: {modality: hub ID} for every encoder of the checkpoint.
         extra: more metadata (metrics, recipe, data) for the model card.
+        weights_from: the release this one extends. Exported beside it and keeping
+            all of its tensors bit for bit, the folder stores only the tensors it adds
+            and names it (:func:`model.checkpoint.weights_beside`); the size limit
+            counts both.
 
     Raises:
         ValueError: an encoder has no hub ID, was a random demo encoder, or the
@@ -73,6 +85,11 @@ def export_release(
     }
     document["trained"] = True
     out = Path(out)
+    document.pop("weights_from", None)
+    if weights_from is not None:
+        tensors, shared = weights_beside(tensors, weights_from, out)
+        if shared:
+            document["weights_from"] = shared
     out.parent.mkdir(parents=True, exist_ok=True)
     # Written beside the target and moved into place whole: a refused or interrupted
     # export never leaves a folder that would be listed (and served) as a release.
@@ -81,6 +98,8 @@ def export_release(
         write_safetensors(tensors, staging / WEIGHTS_FILE)
         (staging / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
         size = sum(p.stat().st_size for p in staging.iterdir())
+        if document.get("weights_from"):
+            size += release_weight_bytes(out.parent / document["weights_from"])[0]
         if size > max_bytes:
             raise ValueError(
                 f"the release is {size / 2**20:.1f} MiB; the limit is {max_bytes / 2**20:.0f} MiB"

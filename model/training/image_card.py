@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, release_weight_bytes
 from model.training.card import _fmt, _mark, _retrieval_rows
 
 # What the image release must reach on every unseen test set (issue 28), against the
@@ -178,7 +178,21 @@ def served_line(name: str) -> str:
     return f"Served with `mmembed serve --checkpoint {name}` (the default is {DEFAULT_RELEASE})."
 
 
-def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
+def weights_line(document: Mapping[str, Any], size_bytes: tuple[int, int]) -> str:
+    """How much the weights weigh and where they are: ``size_bytes`` is (all of them,
+    this folder's file)."""
+    total, own = size_bytes
+    line = f"{total / 2**20:.1f} MiB of float16 weights"
+    base = document.get("weights_from")
+    if not base:
+        return f"{line} (`{WEIGHTS_FILE}`)"
+    return (
+        f"{line}: {base}'s, read from its folder beside this one (`weights_from` in "
+        f"`config.json`), and the {own / 2**20:.1f} MiB this one adds (`{WEIGHTS_FILE}`)"
+    )
+
+
+def render_image_card(document: Mapping[str, Any], size_bytes: tuple[int, int]) -> str:
     meta = document["metadata"]
     evaluation = meta["eval"]
     training = meta.get("image_training", {})
@@ -199,9 +213,8 @@ def render_image_card(document: Mapping[str, Any], size_bytes: int) -> str:
         "finds its picture (how well: below). Image vectors give the locked part a "
         f"weight of {blend.get('image_weight')} (chosen on the validation pictures).",
         _same_vectors_line(meta),
-        f"- **Size:** {size_bytes / 2**20:.1f} MiB of float16 weights "
-        f"(`{WEIGHTS_FILE}`), with the 1,000 ImageNet class-name embeddings of the label "
-        "prior.",
+        f"- **Size:** {weights_line(document, size_bytes)}, with the 1,000 ImageNet "
+        "class-name embeddings of the label prior.",
         "",
         "## How images are embedded",
         "",
@@ -294,7 +307,6 @@ def write_image_card(folder: str | Path) -> Path:
     """Render ``README.md`` in a release folder from its ``config.json``."""
     folder = Path(folder)
     document = json.loads((folder / CONFIG_FILE).read_text())
-    size = (folder / WEIGHTS_FILE).stat().st_size
     path = folder / "README.md"
-    path.write_text(render_image_card(document, size))
+    path.write_text(render_image_card(document, release_weight_bytes(folder)))
     return path

@@ -383,6 +383,7 @@ def export_stage(
         name=recipe.release.name,
         version=recipe.release.version,
         hub_ids=recipe.release.hub_ids,
+        weights_from=recipe.release.base,
         extra={
             "eval": results,
             "image_training": training,

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, release_weight_bytes
 from model.training.card import CASCADE_R1, _fmt, _mark
 from model.training.image_card import image_rows, image_targets, served_line, spoken_rows
 
@@ -267,10 +267,5 @@ def write_transcript_card(folder: str | Path) -> Path:
     folder = Path(folder)
     document = json.loads((folder / CONFIG_FILE).read_text())
     path = folder / "README.md"
-    own = (folder / WEIGHTS_FILE).stat().st_size
-    total, base = own, document.get("weights_from")
-    while base:
-        total += (folder.parent / base / WEIGHTS_FILE).stat().st_size
-        base = json.loads((folder.parent / base / CONFIG_FILE).read_text()).get("weights_from")
-    path.write_text(render_transcript_card(document, (total, own)))
+    path.write_text(render_transcript_card(document, release_weight_bytes(folder)))
     return path

@@ -563,7 +563,13 @@ def export(
     the models whose stored vectors the rotation turns into this release's exactly
     (the same release unrotated, whose weights digest is ``unrotated_digest``, and the
     earlier releases it keeps modalities of), which ``mmembed index reembed`` uses."""
-    from model.checkpoint import CONFIG_FILE, WEIGHTS_FILE, trainable_weights, write_safetensors
+    from model.checkpoint import (
+        CONFIG_FILE,
+        WEIGHTS_FILE,
+        trainable_weights,
+        weights_beside,
+        write_safetensors,
+    )
     from model.training.transcript_card import write_transcript_card
 
     base, out = Path(recipe.base), Path(recipe.out)
@@ -571,16 +577,16 @@ def export(
     document = json.loads((base / CONFIG_FILE).read_text())
     meta = document["metadata"]
     document["config"]["transcript"] = dataclasses.asdict(config)
-    beside = base.resolve().parent == out.resolve().parent
-    tensors = {} if beside else trainable_weights(base)
-    document.pop("weights_from", None)
-    if beside:
-        document["weights_from"] = base.name
+    tensors = trainable_weights(base)
     if rotation is not None:
         turn = model.prefix_rotation.weight.detach().float().clone()
         tensors["prefix_rotation.weight"] = turn
         document["tensors"]["prefix_rotation.weight"] = list(turn.shape)
         document["config"]["prefix_rotation"] = True
+    tensors, shared = weights_beside(tensors, base, out)
+    document.pop("weights_from", None)
+    if shared:
+        document["weights_from"] = shared
     write_safetensors(tensors, out / WEIGHTS_FILE)
     stored = meta["eval"]
     images = {split: dict(entry) for split, entry in stored["images"].items()}

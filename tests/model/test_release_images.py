@@ -17,9 +17,11 @@ import pytest
 from PIL import Image
 
 from model import Embedder
+from model.checkpoint import release_weight_bytes
 from model.constants import SAMPLE_RATE
 from model.matryoshka import truncate
 from model.release import DEFAULT_RELEASE, release_path
+from model.training.export import MAX_RELEASE_BYTES
 from model.training.image_release import fetch_openmoji
 from model.training.pictures import COLOURS, SHAPES, TEST_FAMILIES, clean_caption, draw_shape
 from model.training.spoken import HELD_OUT_VOICES, sample_params, synthesize
@@ -84,6 +86,11 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     same = v3["metadata"]["same_vectors_as"]
     assert same[0]["name"] == "image-audio-text-v2 2.0.0"
     assert same[0]["modalities"] == ["image", "text"]  # 3.0.0 changed audio only
+    # 2.0.0 keeps every tensor of 1.3.0 and stores only what images add
+    v2 = json.loads((release_path("image-audio-text-v2") / "config.json").read_text())
+    assert v2["weights_from"] == "audio-text-v1"
+    total, own = release_weight_bytes(release_path(DEFAULT_RELEASE))
+    assert own < 2**21 and total <= MAX_RELEASE_BYTES  # what the default release loads
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from model import Embedder
@@ -83,3 +84,72 @@ def test_export_refuses_random_encoders_missing_ids_and_oversize(
             max_bytes=1000,
         )
     assert not (tmp_path / "c").exists() and not list(tmp_path.glob(".c.*"))
+
+
+@pytest.mark.real_weights
+def test_a_release_exported_beside_the_one_it_extends_stores_only_what_it_adds(
+    hub_cache: Path, tmp_path: Path, small_real_checkpoint: Path
+) -> None:
+    """As image-audio-text-v2 is exported beside audio-text-v1: the tensors kept bit for
+    bit are read from the base's folder (``weights_from``), and the limit counts both."""
+    import shutil
+
+    from model.checkpoint import (
+        release_weight_bytes,
+        trainable_weights,
+        weights_beside,
+        write_safetensors,
+    )
+
+    base = export_release(
+        small_real_checkpoint, tmp_path / "base", name="b", version="1", hub_ids=AUDIO_TEXT
+    )
+    changed = tmp_path / "changed"
+    shutil.copytree(small_real_checkpoint, changed)
+    tensors = load_file(str(changed / "model.safetensors"))
+    tensors["resampler.latents"] = tensors["resampler.latents"] + 1.0
+    write_safetensors(tensors, changed / "model.safetensors")
+
+    out = export_release(
+        changed, tmp_path / "next", name="n", version="2", hub_ids=AUDIO_TEXT, weights_from=base
+    )
+    document = json.loads((out / "config.json").read_text())
+    assert document["weights_from"] == "base"
+    assert list(load_file(str(out / "model.safetensors"))) == ["resampler.latents"]
+    total, own = release_weight_bytes(out)
+    assert total == own + (base / "model.safetensors").stat().st_size
+    full = export_release(
+        changed, tmp_path / "elsewhere" / "n", name="n", version="2", hub_ids=AUDIO_TEXT
+    )
+    merged, whole = trainable_weights(out), load_file(str(full / "model.safetensors"))
+    assert set(merged) == set(whole) and all(torch.equal(merged[k], whole[k]) for k in whole)
+    texts = ["a quiet walk in the park", "the engine would not start"]
+    np.testing.assert_array_equal(
+        Embedder.from_pretrained(out).embed_texts(texts),
+        Embedder.from_pretrained(full).embed_texts(texts),
+    )
+
+    # Not beside it, or not keeping all of its tensors: the folder holds them all.
+    away = export_release(
+        changed,
+        tmp_path / "away" / "n",
+        name="n",
+        version="2",
+        hub_ids=AUDIO_TEXT,
+        weights_from=base,
+    )
+    assert "weights_from" not in json.loads((away / "config.json").read_text())
+    assert set(load_file(str(away / "model.safetensors"))) == set(whole)
+    lacking = {k: v for k, v in whole.items() if k != "alignment_head.proj.weight"}
+    kept, shared = weights_beside(lacking, base, tmp_path / "other")
+    assert shared is None and set(kept) == set(lacking)  # else the base's would be read back
+    with pytest.raises(ValueError, match="the limit is"):
+        export_release(
+            changed,
+            tmp_path / "small",
+            name="n",
+            version="2",
+            hub_ids=AUDIO_TEXT,
+            weights_from=base,
+            max_bytes=total - 1,
+        )
