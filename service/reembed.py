@@ -104,16 +104,34 @@ def _decode_preview(preview: Preview) -> tuple[str, Any, float | None]:
 
 
 def rotation_for(embedder: Any, fingerprint: str | None) -> Rotation | None:
-    """The prefix rotation that turns vectors stored by the model ``fingerprint`` into
-    ``embedder``'s, and the modalities it holds for; None where none does."""
+    """The turn that takes vectors stored by the model ``fingerprint`` to ``embedder``'s,
+    and the modalities it holds for; None where none does.
+
+    An entry of the release's ``rotated_from`` is a model whose vectors are this one's
+    before its prefix rotation ``R``, so ``R`` turns them. One that names
+    ``turned_by`` (a shipped release) is the same model turned by that release's
+    rotation ``Q`` instead: ``R Qᵀ`` undoes ``Q`` and applies ``R``."""
     rotation = getattr(embedder.model, "prefix_rotation", None)
     if rotation is None or fingerprint is None:
         return None
     for earlier in embedder.info.get("rotated_from") or ():
         if earlier.get("fingerprint") == fingerprint and earlier.get("modalities"):
             matrix = rotation.weight.detach().cpu().numpy().astype(np.float32)
+            if earlier.get("turned_by"):
+                matrix = matrix @ released_rotation(str(earlier["turned_by"])).T
             return Rotation(matrix, frozenset(earlier["modalities"]), str(earlier.get("name")))
     return None
+
+
+def released_rotation(name: str) -> np.ndarray:
+    """The prefix rotation of the shipped release ``name`` (float32, D x D)."""
+    from model.checkpoint import trainable_weights
+    from model.release import release_path
+
+    weights = trainable_weights(release_path(name))
+    if "prefix_rotation.weight" not in weights:
+        raise ValueError(f"the release {name} has no prefix rotation")
+    return weights["prefix_rotation.weight"].numpy().astype(np.float32)
 
 
 @dataclass(frozen=True)

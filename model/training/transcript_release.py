@@ -69,6 +69,9 @@ class TranscriptRecipe:
     batch_size: int = 32
     rotation: RotationSpec | None = None
     unrotated: str = ""
+    # earlier releases that are this model under another prefix rotation (folders
+    # beside ``out``): their stores move by undoing theirs and applying this one's
+    turned: tuple[str, ...] = ()
     source: str = ""
 
 
@@ -92,6 +95,8 @@ def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
     for key in ("weights", "no_speech"):
         if key in table:
             table[key] = tuple(float(v) for v in table[key])
+    if "turned" in table:
+        table["turned"] = tuple(str(v) for v in table["turned"])
     if "rotation" in document:
         rotation = dict(document["rotation"])
         unknown = sorted(set(rotation) - {f.name for f in dataclasses.fields(RotationSpec)})
@@ -487,7 +492,8 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     runs = Path(recipe.runs)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.out)
-    export(recipe, config, results, choice, base_digest, model, rotation, unrotated_digest)
+    turned = turned_releases(recipe, sources, unrotated_digest)
+    export(recipe, config, results, choice, base_digest, model, rotation, unrotated_digest, turned)
     largest = check_export(recipe, sources, manifests[VAL], found[VAL])
     if largest > 1e-4:
         raise RuntimeError(
@@ -496,6 +502,35 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
         )
     log.info("the exported release embeds clips as chosen (largest difference %.1e)", largest)
     return results
+
+
+def turned_releases(
+    recipe: TranscriptRecipe, sources: dict[str, str], unrotated_digest: str
+) -> list[dict[str, Any]]:
+    """``rotated_from`` entries for the recipe's ``turned`` releases: each must be this
+    model (its own ``rotated_from`` starts from ``unrotated_digest``) under its own
+    rotation, which ``mmembed index reembed`` undoes (``turned_by``)."""
+    from model.checkpoint import load_model, read_checkpoint_config
+
+    entries = []
+    for folder in map(Path, recipe.turned):
+        meta = read_checkpoint_config(folder).get("metadata", {})
+        before = [e.get("fingerprint") for e in meta.get("rotated_from") or []][:1]
+        if before != [unrotated_digest]:
+            raise ValueError(
+                f"{folder} is not this release's model under another rotation: it turns "
+                f"{before or 'nothing'}, this one {unrotated_digest[:12]}"
+            )
+        earlier = load_model(folder, encoder_overrides=with_decoder(recipe, sources))
+        entries.append(
+            {
+                "name": f"{meta['release']} {meta['version']}",
+                "fingerprint": earlier.weights_digest(),
+                "modalities": list(earlier.modalities),
+                "turned_by": folder.name,
+            }
+        )
+    return entries
 
 
 def check_transcript_release(
@@ -552,6 +587,7 @@ def export(
     model: Any = None,
     rotation: dict[str, Any] | None = None,
     unrotated_digest: str = "",
+    turned: Sequence[dict[str, Any]] = (),
 ) -> Path:
     """The release folder: the base's weights (and ``model``'s prefix rotation, in
     float32, when ``rotation`` says how it was fitted), its config with the transcript,
@@ -562,7 +598,8 @@ def export(
     With a rotation no earlier store is taken over as it is; ``rotated_from`` lists
     the models whose stored vectors the rotation turns into this release's exactly
     (the same release unrotated, whose weights digest is ``unrotated_digest``, and the
-    earlier releases it keeps modalities of), which ``mmembed index reembed`` uses."""
+    earlier releases it keeps modalities of, and the ``turned`` releases: this model
+    under other rotations), which ``mmembed index reembed`` uses."""
     from model.checkpoint import (
         CONFIG_FILE,
         WEIGHTS_FILE,
@@ -633,6 +670,7 @@ def export(
                 "fingerprint": unrotated_digest,
                 "modalities": list(document["config"]["encoders"]),
             },
+            *turned,
             *earlier,
         ]
     (out / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")

@@ -138,9 +138,9 @@ def test_a_release_that_keeps_some_modalities_adopts_stores_without_the_others()
     )
 
 
-def _turned(old: Embedder, earlier: list[dict]) -> Embedder:
-    """``old`` with a random prefix rotation, as a release listing ``earlier`` (the
-    models whose stored vectors the rotation turns into its own)."""
+def _turned(old: Embedder, earlier: list[dict], turn: np.ndarray | None = None) -> Embedder:
+    """``old`` with a prefix rotation (``turn``, else a random one), as a release listing
+    ``earlier`` (the models whose stored vectors the rotation turns into its own)."""
     import dataclasses
 
     import torch
@@ -149,8 +149,9 @@ def _turned(old: Embedder, earlier: list[dict]) -> Embedder:
 
     model = MultimodalModel(dataclasses.replace(old.model.config, prefix_rotation=True)).eval()
     model.load_state_dict(old.model.state_dict(), strict=False)
-    turn = rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(4)))
-    install_rotation(model, turn)
+    if turn is None:
+        turn = rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(4)))
+    install_rotation(model, torch.as_tensor(turn))
     new = Embedder(model, preset_name="tiny")
     new._release = {
         "name": "turned",
@@ -220,6 +221,33 @@ def test_a_rotation_for_some_modalities_embeds_the_others_again(
     np.testing.assert_allclose(target.get("i1").vector, new.embed_images([thumb])[0], atol=1e-5)
     source.close()
     target.close()
+
+
+def test_a_release_turned_by_another_rotation_is_turned_by_both(
+    old_store: tuple[Path, Embedder],
+) -> None:
+    """A store of a release that is the same model under an earlier rotation ``Q``
+    (``turned_by``: 4.0.0 for a release that refits it) moves by ``R Qᵀ``, exactly."""
+    from service.reembed import released_rotation, rotation_for
+
+    _, old = old_store
+    earlier = released_rotation("image-audio-text-v4")
+    np.testing.assert_allclose(earlier @ earlier.T, np.eye(512), atol=1e-4)
+    mid = _turned(old, [], turn=earlier)
+    digest = mid.info["weights_digest"]
+    entry = {"name": "mid 4", "fingerprint": digest, "modalities": ["image", "audio", "text"]}
+    new = _turned(old, [entry | {"turned_by": "image-audio-text-v4"}])
+    rotation = rotation_for(new, digest)
+    assert rotation is not None and rotation.name == "mid 4"
+    texts = ["a red square", "a dog barks"]
+    stored, wanted = mid.embed_texts(texts), new.embed_texts(texts)
+    for vector, expected in zip(stored, wanted, strict=True):
+        np.testing.assert_allclose(rotation.turn(vector), expected, atol=1e-5)
+    # without turned_by the earlier rotation would stay in: the vectors are not the new ones
+    plain = rotation_for(_turned(old, [entry]), digest)
+    assert plain is not None and not np.allclose(plain.turn(stored[0]), wanted[0], atol=1e-2)
+    with pytest.raises(ValueError, match="no prefix rotation"):
+        released_rotation("image-audio-text-v3")
 
 
 def all_items_of(store: VectorStore) -> list:

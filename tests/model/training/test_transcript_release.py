@@ -134,3 +134,35 @@ def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path, rota
         torch.testing.assert_close(
             served.embedding, before.embedding @ model.prefix_rotation.weight.T, atol=1e-5, rtol=0
         )
+
+
+@pytest.mark.real_weights
+def test_a_refit_names_the_release_it_refits_so_its_stores_turn_exactly(
+    tmp_path: Path, shared_encoders: dict[str, str]
+) -> None:
+    """``turned``: 4.0.0 is 3.0.0's model under a rotation, so a release that refits the
+    rotation lists it with ``turned_by`` (`index reembed` undoes 4.0.0's rotation); a
+    release of another model is refused."""
+    from model import Embedder
+    from model.training.transcript_release import turned_releases
+
+    path = tmp_path / "r.toml"
+    path.write_text(
+        RECIPE.replace(
+            "[transcript_release]",
+            "[transcript_release]\nturned = ['model/weights/image-audio-text-v4']",
+        )
+    )
+    recipe = read_transcript_recipe(path)
+    assert recipe.turned == ("model/weights/image-audio-text-v4",)
+    v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
+    v4 = Embedder.from_pretrained("image-audio-text-v4", encoders=shared_encoders)
+    [entry] = turned_releases(recipe, shared_encoders, v3.info["weights_digest"])
+    assert entry == {
+        "name": "image-audio-text-v4 4.0.0",
+        "fingerprint": v4.info["weights_digest"],
+        "modalities": ["image", "audio", "text"],
+        "turned_by": "image-audio-text-v4",
+    }
+    with pytest.raises(ValueError, match="not this release's model under another rotation"):
+        turned_releases(recipe, shared_encoders, "0" * 64)
