@@ -33,11 +33,16 @@ class RotationSpec:
     """How the rotation is fitted.
 
     ``clips`` spoken training sentences are drawn (seeded), the last ``held_out`` of
-    them only to choose the step; ``image_weight`` scales the loss of the training
-    pictures (0: speech only)."""
+    them only to choose the step, then ``more_clips`` more for the fit alone. With
+    ``transcripts`` the first ``clips`` are embedded as a server embeds them (the
+    speech vector mixed with Whisper's transcript; decoding is cached), the others
+    by their speech path. ``image_weight`` scales the loss of the training pictures
+    (0: speech only)."""
 
     clips: int = 8000
     held_out: int = 1000
+    more_clips: int = 0
+    transcripts: bool = False
     steps: int = 1200
     eval_every: int = 300
     batch_size: int = 512
@@ -52,6 +57,8 @@ class RotationSpec:
     def __post_init__(self) -> None:
         if not 0 < self.held_out < self.clips:
             raise ValueError(f"held_out must be in (0, clips={self.clips}); got {self.held_out}")
+        if self.more_clips < 0:
+            raise ValueError(f"more_clips must be >= 0; got {self.more_clips}")
         if self.steps < 1 or self.eval_every < 1:
             raise ValueError("steps and eval_every must be at least 1")
         if self.image_weight < 0:
@@ -150,30 +157,44 @@ def fit_rotation(
 # ----------------------------------------------------------------------- the pairs
 
 
+def drawn_clips(manifest: Path, spec: RotationSpec) -> list[Any]:
+    """The spoken training sentences the rotation uses, in the seeded draw's order:
+    ``clips`` (the last ``held_out`` of them held out), then ``more_clips``."""
+    from model.training.data import read_jsonl
+
+    pairs = read_jsonl(manifest).pairs
+    random.Random(spec.seed).shuffle(pairs)
+    wanted = spec.clips + spec.more_clips
+    if len(pairs) < wanted:
+        raise ValueError(f"{manifest} has {len(pairs)} clips; the rotation wants {wanted}")
+    return pairs[:wanted]
+
+
+def split_pairs(media: torch.Tensor, text: torch.Tensor, spec: RotationSpec) -> tuple[Pairs, Pairs]:
+    """(fit, held out) of vectors in :func:`drawn_clips`' order."""
+    cut = spec.clips - spec.held_out
+    fit = torch.cat([media[:cut], media[spec.clips :]]), torch.cat([text[:cut], text[spec.clips :]])
+    return Pairs(*fit), Pairs(media[cut : spec.clips], text[cut : spec.clips])
+
+
 def speech_pairs(
     model: Any, manifest: Path, cache_root: Path, spec: RotationSpec
 ) -> tuple[Pairs, Pairs]:
-    """(fit, held out): ``spec.clips`` spoken training sentences drawn with the seed,
-    their speech vectors (no transcript; cached Whisper features, computed where
-    missing) against their text vectors, both in the branches' own layout."""
-    from model.training.data import read_jsonl
+    """(fit, held out): the :func:`drawn_clips`' speech vectors (no transcript; cached
+    Whisper features, computed where missing) against their text vectors, both in the
+    branches' own layout."""
     from model.training.evaluate import embed_cached
     from model.training.features import FeatureCache, cache_pairs, item_id
     from model.training.transcript_release import sentence_vectors
 
-    pairs = read_jsonl(manifest).pairs
-    random.Random(spec.seed).shuffle(pairs)
-    chosen = pairs[: spec.clips]
-    if len(chosen) < spec.clips:
-        raise ValueError(f"{manifest} has {len(pairs)} clips; the rotation wants {spec.clips}")
+    chosen = drawn_clips(manifest, spec)
     cache_pairs(model, cache_root, chosen, batch_size=16)
     cache = FeatureCache.for_model(str(cache_root), model, "audio")
     media = embed_cached(model, "audio", cache, [item_id(p) for p in chosen], torch.device("cpu"))
     text = sentence_vectors(model, [p.text for p in chosen])
-    media_t = model.unrotated(torch.from_numpy(media))
-    text_t = model.unrotated(torch.from_numpy(text))
-    cut = spec.clips - spec.held_out
-    return Pairs(media_t[:cut], text_t[:cut]), Pairs(media_t[cut:], text_t[cut:])
+    return split_pairs(
+        model.unrotated(torch.from_numpy(media)), model.unrotated(torch.from_numpy(text)), spec
+    )
 
 
 def picture_pairs(model: Any, root: Path) -> Pairs:

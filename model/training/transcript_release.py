@@ -28,6 +28,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import random
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ TRAIN = "train"
 SPOKEN_TESTS = ("test-devil", "test-wordnet")
 PICTURE_TESTS = ("test_clipart", "test_emoji")
 CHECK_CLIPS = 16
+
+
+# Training clips decoded and cached together by served_training_vectors.
+CLIPS_PER_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -426,6 +431,35 @@ def picture_features(recipe: TranscriptRecipe, model: Any) -> Path:
     return root
 
 
+def served_training_vectors(
+    model: Any, recipe: TranscriptRecipe, manifest: Path, spec: RotationSpec
+) -> torch.Tensor:
+    """The first ``spec.clips`` of the rotation's training clips as a server embeds them
+    (speech mixed with Whisper's transcript, in the branches' layout). Decoding is
+    the slow part (about 9 minutes a thousand clips on one core), so it is cached in
+    ``runs/train-clips/`` a chunk of :data:`CLIPS_PER_CHUNK` at a time, and an
+    interrupted run resumes."""
+    from model.training.prefix_rotation import drawn_clips
+
+    rows = read_clips(manifest)
+    random.Random(spec.seed).shuffle(rows)  # the draw of drawn_clips: one list, one seed
+    rows = rows[: spec.clips]
+    if [r["text"] for r in rows] != [p.text for p in drawn_clips(manifest, spec)[: spec.clips]]:
+        raise ValueError(f"{manifest}: its rows and its pairs are not in the same order")
+    folder = Path(recipe.runs) / "train-clips"
+    folder.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for start in tqdm(range(0, len(rows), CLIPS_PER_CHUNK), desc="training clips", unit="chunk"):
+        path = folder / f"chunk-{start:05d}.pt"
+        chunk = rows[start : start + CLIPS_PER_CHUNK]
+        found = torch.load(path, weights_only=False) if path.is_file() else None
+        if found is None or found["sentences"] != [r["text"] for r in chunk]:
+            found = clip_vectors(model, chunk, recipe.batch_size)
+            torch.save(found, path)
+        parts.append(model.unrotated(mixed(model, found, model.config.transcript)))
+    return torch.cat(parts)
+
+
 def prefix_rotation_stage(
     model: Any, recipe: TranscriptRecipe, sources: dict[str, str], images_root: Path
 ) -> dict[str, Any]:
@@ -433,6 +467,7 @@ def prefix_rotation_stage(
     pictures and install it in ``model``; an earlier run's (``runs/rotation.pt``) is
     loaded instead. Returns how the fit went."""
     from model.training.prefix_rotation import (
+        Pairs,
         fit_rotation,
         install_rotation,
         picture_pairs,
@@ -450,10 +485,14 @@ def prefix_rotation_stage(
         return saved["log"]
     root = Path(base_release_recipe(recipe, sources).release.root)
     torch.set_num_threads(spec.threads)
+    manifest = root / "spoken" / f"{TRAIN}.jsonl"
     with torch.no_grad():
-        fit, held_out = speech_pairs(
-            model, root / "spoken" / f"{TRAIN}.jsonl", root / "features", spec
-        )
+        fit, held_out = speech_pairs(model, manifest, root / "features", spec)
+        if spec.transcripts:
+            served = served_training_vectors(model, recipe, manifest, spec)
+            cut = spec.clips - spec.held_out
+            fit = Pairs(torch.cat([served[:cut], fit.media[cut:]]), fit.text)
+            held_out = Pairs(served[cut:], held_out.text)
         pictures = picture_pairs(model, images_root) if spec.image_weight > 0 else None
     rotation, info = fit_rotation(fit, held_out, spec, pictures)
     info["spec"] = dataclasses.asdict(spec)

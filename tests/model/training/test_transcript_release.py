@@ -60,6 +60,9 @@ def test_the_recipe_reads_its_rotation(tmp_path: Path) -> None:
     path.write_text(RECIPE + "[rotation]\nclips = 10\nheld_out = 10\n")
     with pytest.raises(ValueError, match="held_out"):
         read_transcript_recipe(path)
+    path.write_text(RECIPE + "[rotation]\nmore_clips = -1\n")
+    with pytest.raises(ValueError, match="more_clips must be >= 0"):
+        read_transcript_recipe(path)
 
 
 def test_validation_chooses_the_weights_that_retrieve_best() -> None:
@@ -166,3 +169,63 @@ def test_a_refit_names_the_release_it_refits_so_its_stores_turn_exactly(
     }
     with pytest.raises(ValueError, match="not this release's model under another rotation"):
         turned_releases(recipe, shared_encoders, "0" * 64)
+
+
+def test_the_rotation_fits_on_clips_as_served_decoding_each_chunk_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``transcripts``: the first ``clips`` drawn are the vectors a server gives them
+    (speech mixed with the transcript), decoded once a chunk and resumed from the
+    cache; ``more_clips`` join the fit only, and the held-out ones stay in the middle."""
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from model.training import transcript_release
+    from model.training.prefix_rotation import RotationSpec, drawn_clips, split_pairs
+    from model.training.transcript_release import TranscriptRecipe, served_training_vectors
+
+    config = tiny_with_transcripts(("audio", "text"), main_weight=0.3)
+    model = MultimodalModel(config).eval()
+    lines = []
+    for i in range(7):
+        t = np.arange(16_000 + 2_000 * i) / 16_000
+        tone = (0.3 * np.sin(2 * np.pi * (200.0 + 90 * i) * t)).astype(np.float32)
+        sf.write(tmp_path / f"{i}.wav", tone, 16_000)
+        lines.append(json.dumps({"audio": f"{i}.wav", "text": f"clip {i}"}))
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    spec = RotationSpec(clips=5, held_out=2, more_clips=1, transcripts=True)
+    drawn = drawn_clips(manifest, spec)
+    assert len(drawn) == 6 and len({p.text for p in drawn}) == 6
+    recipe = TranscriptRecipe(
+        name="x",
+        version="1",
+        base="b",
+        base_recipe="r",
+        image_recipe="i",
+        runs=str(tmp_path / "runs"),
+        out="o",
+    )
+    monkeypatch.setattr(transcript_release, "CLIPS_PER_CHUNK", 2)
+    served = served_training_vectors(model, recipe, manifest, spec)
+    clips = [sf.read(p.path, dtype="float32")[0] for p in drawn[:5]]
+    with torch.inference_mode():
+        expected = model("audio", model.preprocess("audio", clips), with_llm_tokens=False)
+    torch.testing.assert_close(served, expected.embedding, atol=1e-5, rtol=0)
+    chunks = sorted(p.name for p in (tmp_path / "runs" / "train-clips").iterdir())
+    assert chunks == ["chunk-00000.pt", "chunk-00002.pt", "chunk-00004.pt"]
+
+    def decoded_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a cached chunk was decoded again")
+
+    monkeypatch.setattr(transcript_release, "clip_vectors", decoded_again)
+    torch.testing.assert_close(served_training_vectors(model, recipe, manifest, spec), served)
+
+    rows = torch.arange(6.0)[:, None]
+    fit, held = split_pairs(rows, rows + 10, spec)
+    assert fit.media[:, 0].tolist() == [0, 1, 2, 5] and held.media[:, 0].tolist() == [3, 4]
+    assert fit.text[:, 0].tolist() == [10, 11, 12, 15]
+    with pytest.raises(ValueError, match="the rotation wants 8"):
+        drawn_clips(manifest, RotationSpec(clips=5, held_out=2, more_clips=3))
