@@ -37,12 +37,15 @@ class RotationSpec:
     ``transcripts`` the first ``clips`` are embedded as a server embeds them (the
     speech vector mixed with Whisper's transcript; decoding is cached), the others
     by their speech path. ``image_weight`` scales the loss of the training pictures
-    (0: speech only)."""
+    (0: speech only). With ``select_in_pool`` the step is chosen by held-out R@1
+    among every drawn clip, not the held-out ones alone: among 1,000 candidates
+    held-out R@1 sits near 0.95 from step 300 on and no longer tells steps apart."""
 
     clips: int = 8000
     held_out: int = 1000
     more_clips: int = 0
     transcripts: bool = False
+    select_in_pool: bool = False
     steps: int = 1200
     eval_every: int = 300
     batch_size: int = 512
@@ -94,13 +97,21 @@ def prefix_loss(
     return loss
 
 
-def prefix_r1(pairs: Pairs, rotation: torch.Tensor, dims: int) -> float:
-    """Mean of media->text and text->media R@1 of rotated pairs at ``dims``."""
-    m = F.normalize((pairs.media @ rotation.T)[:, :dims], dim=-1)
-    t = F.normalize((pairs.text @ rotation.T)[:, :dims], dim=-1)
-    scores = m @ t.T
+def prefix_r1(
+    pairs: Pairs, rotation: torch.Tensor, dims: int, distractors: Pairs | None = None
+) -> float:
+    """Mean of media->text and text->media R@1 of rotated pairs at ``dims``; with
+    ``distractors``, their texts and media are candidates too."""
+
+    def unit(vectors: torch.Tensor) -> torch.Tensor:
+        return F.normalize((vectors @ rotation.T)[:, :dims], dim=-1)
+
+    more = distractors if distractors is not None else Pairs(pairs.media[:0], pairs.text[:0])
+    m, t = unit(pairs.media), unit(pairs.text)
+    all_m, all_t = torch.cat([m, unit(more.media)]), torch.cat([t, unit(more.text)])
     truth = torch.arange(len(pairs))
-    hits = (scores.argmax(1) == truth).float().mean() + (scores.argmax(0) == truth).float().mean()
+    hits = ((m @ all_t.T).argmax(1) == truth).float().mean()
+    hits = hits + ((t @ all_m.T).argmax(1) == truth).float().mean()
     return float(hits / 2)
 
 
@@ -108,13 +119,15 @@ def fit_rotation(
     speech: Pairs, held_out: Pairs, spec: RotationSpec, images: Pairs | None = None
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """The rotation with the best held-out 64-dim R@1 among the identity and every
-    ``eval_every`` steps, and the history of the fit."""
+    ``eval_every`` steps (with ``spec.select_in_pool``, among the fit's clips too),
+    and the history of the fit."""
+    pool = speech if spec.select_in_pool else None
     generator_seed = torch.Generator().manual_seed(spec.seed)
     dim = speech.media.shape[1]
     generator = torch.zeros(dim, dim, requires_grad=True)
     optimizer = torch.optim.Adam([generator], lr=spec.lr)
     identity = torch.eye(dim)
-    best = (prefix_r1(held_out, identity, spec.dims[0]), 0, identity)
+    best = (prefix_r1(held_out, identity, spec.dims[0], pool), 0, identity)
     history: list[dict[str, float]] = [{"step": 0, "held_out_r1": round(best[0], 4)}]
     use_images = images is not None and len(images) > 0 and spec.image_weight > 0
     for step in tqdm(range(1, spec.steps + 1), desc="prefix rotation", unit="step"):
@@ -141,7 +154,7 @@ def fit_rotation(
         if step % spec.eval_every == 0 or step == spec.steps:
             with torch.no_grad():
                 rotation = rotation_of(generator)
-                score = prefix_r1(held_out, rotation, spec.dims[0])
+                score = prefix_r1(held_out, rotation, spec.dims[0], pool)
             history.append(
                 {"step": step, "loss": round(loss.item(), 4), "held_out_r1": round(score, 4)}
             )

@@ -173,3 +173,28 @@ def test_a_fit_that_never_helps_keeps_the_identity() -> None:
     rotation, info = fit_rotation(fit, held_out, spec)
     assert info["best_step"] == 0 and torch.equal(rotation, torch.eye(32))
     assert all(h["held_out_r1"] < info["held_out_r1"] for h in info["history"][1:])
+
+
+def test_distractors_make_retrieval_harder_and_can_choose_the_step() -> None:
+    """``prefix_r1`` with distractors counts a hit only where the match beats them too;
+    ``select_in_pool`` chooses the step on held-out pairs among the fit's."""
+    generator = torch.Generator().manual_seed(0)
+    fit, held_out = _pairs(2000, generator), _pairs(300, generator)
+    identity = torch.eye(32)
+    alone, pooled = prefix_r1(held_out, identity, 32), prefix_r1(held_out, identity, 32, fit)
+    assert 0 < pooled < alone
+    assert prefix_r1(held_out, identity, 32, Pairs(fit.media[:0], fit.text[:0])) == alone
+    spec = RotationSpec(
+        clips=2300,
+        held_out=300,
+        steps=100,
+        eval_every=50,
+        batch_size=256,
+        lr=1e-2,
+        dims=(8, 16),
+        image_weight=0,
+        select_in_pool=True,
+    )
+    rotation, info = fit_rotation(fit, held_out, spec)
+    assert info["held_out_r1"] == pytest.approx(prefix_r1(held_out, rotation, 8, fit), abs=1e-4)
+    assert info["held_out_r1"] <= prefix_r1(held_out, rotation, 8)
