@@ -95,7 +95,19 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
             "images": "## Images (vectors unchanged; spoken captions now transcribed)",
         }
     spec = fit["spec"]
-    fitted = spec["clips"] - spec["held_out"]
+    fitted = spec["clips"] - spec["held_out"] + spec.get("more_clips", 0)
+    if spec.get("transcripts"):
+        how = (
+            f"the first {spec['clips'] - spec['held_out']:,} embedded as served (mixed with "
+            "Whisper's transcript), the others by the speech path, against their text"
+        )
+    else:
+        how = "speech path against text"
+    pool = (
+        f", searched among all {fitted + spec['held_out']:,} training clips and texts"
+        if spec.get("select_in_pool")
+        else ""
+    )
     return {
         "vectors": [
             "- **Prefixes from both branches:** every vector, of every modality, is turned by "
@@ -113,11 +125,11 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
         "trained": [
             "Only the rotation was trained: `exp(A - Aᵀ)` from the identity, a symmetric "
             f"InfoNCE at {', '.join(str(d) for d in spec['dims'])} dims on {fitted:,} spoken "
-            "training sentences (speech path against text) and the training pictures "
+            f"training sentences ({how}) and the training pictures "
             f"(against their captions, weight {spec['image_weight']:g}), "
             f"{spec['steps']} steps of {spec['batch_size']}; the step kept ("
             f"{fit['best_step']}) is the best 64-dim R@1 on {spec['held_out']:,} more "
-            f"training clips ({fit['history'][0]['held_out_r1']:.3f} before, "
+            f"training clips{pool} ({fit['history'][0]['held_out_r1']:.3f} before, "
             f"{fit['held_out_r1']:.3f} after). No test set was read. The other weights "
             "are 2.0.0's.",
         ],
