@@ -98,8 +98,8 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
     fitted = spec["clips"] - spec["held_out"] + spec.get("more_clips", 0)
     if spec.get("transcripts"):
         how = (
-            f"the first {spec['clips'] - spec['held_out']:,} embedded as served (mixed with "
-            "Whisper's transcript), the others by the speech path, against their text"
+            f"the first {spec['clips'] - spec['held_out']:,} embedded as served, mixed with "
+            "Whisper's transcript, the others by the speech path, against their text"
         )
     else:
         how = "speech path against text"

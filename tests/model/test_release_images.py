@@ -78,7 +78,7 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     document = json.loads((release_path(DEFAULT_RELEASE) / "config.json").read_text())
     image = document["config"]["encoders"]["image"]
     assert image["family"] == "efficientnet" and image["source"] == "efficientnet-lite0"
-    # 4.0.0 turns every vector (its prefix rotation), so it keeps no earlier release's
+    # 5.0.0 turns every vector (its prefix rotation), so it keeps no earlier release's
     assert document["config"]["prefix_rotation"] is True
     assert document["weights_from"] == "image-audio-text-v2"  # its own file: the rotation
     assert document["metadata"]["same_vectors_as"] == []
@@ -134,14 +134,22 @@ def test_a_red_circle_is_found_by_its_words_typed_and_spoken(released: Embedder)
 def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     released: Embedder, shared_encoders: dict[str, str]
 ) -> None:
-    """4.0.0 is 3.0.0 turned by its prefix rotation, in every modality; 3.0.0's text and
-    image vectors are 2.0.0's bit for bit, its audio ones hold the transcript too."""
+    """5.0.0 is 3.0.0 turned by its prefix rotation, in every modality, and 4.0.0 turned
+    back by 4.0.0's and then by 5.0.0's; 3.0.0's text and image vectors are 2.0.0's bit
+    for bit, its audio ones hold the transcript too."""
+    from service.reembed import rotation_for
+
+    v4 = Embedder.from_pretrained("image-audio-text-v4", encoders=shared_encoders)
     v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
     v2 = Embedder.from_pretrained("image-audio-text-v2", encoders=shared_encoders)
     turn = released.model.prefix_rotation.weight.numpy()
-    # so `index reembed` turns a 3.0.0 store's vectors instead of embedding media again
+    # so `index reembed` turns 3.0.0 and 4.0.0 stores' vectors instead of embedding media
     assert released.info["rotated_from"][0]["fingerprint"] == v3.info["weights_digest"]
+    from_v4 = rotation_for(released, v4.info["weights_digest"])
+    assert from_v4 is not None and from_v4.modalities == {"image", "audio", "text"}
     texts = ["a red circle", "These days a chicken leg is a rare dish."]
+    for stored, ours in zip(v4.embed_texts(texts), released.embed_texts(texts), strict=True):
+        np.testing.assert_allclose(from_v4.turn(stored), ours, atol=5e-5)
     drawing = draw_shape("red", "circle", random.Random(5))
     clip = synthesize("a red circle", sample_params(random.Random(1), HELD_OUT_VOICES, 0.0))
     pairs = [
