@@ -49,10 +49,9 @@ def export_release(
     Args:
         hub_ids: {modality: hub ID} for every encoder of the checkpoint.
         extra: more metadata (metrics, recipe, data) for the model card.
-        weights_from: the release this one extends. Exported beside it and keeping
-            all of its tensors bit for bit, the folder stores only the tensors it adds
-            and names it (:func:`model.checkpoint.weights_beside`); the size limit
-            counts both.
+        weights_from: the release this one extends. Exported beside it, the folder
+            stores only the tensors that are not the base's bit for bit and names it
+            (:func:`model.checkpoint.weights_beside`); the size limit counts both.
 
     Raises:
         ValueError: an encoder has no hub ID, was a random demo encoder, or the
