@@ -124,9 +124,8 @@ def _pairs(n: int, generator: torch.Generator) -> Pairs:
     return Pairs(media, text)
 
 
-def test_fitting_moves_what_retrieves_into_the_prefix() -> None:
-    generator = torch.Generator().manual_seed(0)
-    fit, held_out = _pairs(2000, generator), _pairs(300, generator)
+def _spec(**changes: object) -> RotationSpec:
+    """A fit of 2,000 synthetic pairs (held out: 300) into an 8- and 16-dim prefix."""
     spec = RotationSpec(
         clips=2300,
         held_out=300,
@@ -137,6 +136,13 @@ def test_fitting_moves_what_retrieves_into_the_prefix() -> None:
         dims=(8, 16),
         image_weight=0,
     )
+    return dataclasses.replace(spec, **changes)
+
+
+def test_fitting_moves_what_retrieves_into_the_prefix() -> None:
+    generator = torch.Generator().manual_seed(0)
+    fit, held_out = _pairs(2000, generator), _pairs(300, generator)
+    spec = _spec()
     identity = torch.eye(32)
     assert prefix_r1(held_out, identity, 8) < 0.05  # the first 8 dims are noise
     rotation, info = fit_rotation(fit, held_out, spec)
@@ -159,16 +165,7 @@ def test_a_fit_that_never_helps_keeps_the_identity() -> None:
         torch.cat([shared, 0.1 * torch.randn(50, 24, generator=generator)], 1),
         torch.cat([shared, 0.1 * torch.randn(50, 24, generator=generator)], 1),
     )
-    spec = RotationSpec(
-        clips=550,
-        held_out=50,
-        steps=100,
-        eval_every=25,
-        batch_size=256,
-        lr=1e-2,
-        dims=(8,),
-        image_weight=0,
-    )
+    spec = _spec(clips=550, held_out=50, steps=100, eval_every=25, dims=(8,))
     assert prefix_r1(held_out, torch.eye(32), 8) > 0.9
     rotation, info = fit_rotation(fit, held_out, spec)
     assert info["best_step"] == 0 and torch.equal(rotation, torch.eye(32))
@@ -184,17 +181,7 @@ def test_distractors_make_retrieval_harder_and_can_choose_the_step() -> None:
     alone, pooled = prefix_r1(held_out, identity, 32), prefix_r1(held_out, identity, 32, fit)
     assert 0 < pooled < alone
     assert prefix_r1(held_out, identity, 32, Pairs(fit.media[:0], fit.text[:0])) == alone
-    spec = RotationSpec(
-        clips=2300,
-        held_out=300,
-        steps=100,
-        eval_every=50,
-        batch_size=256,
-        lr=1e-2,
-        dims=(8, 16),
-        image_weight=0,
-        select_in_pool=True,
-    )
+    spec = _spec(steps=100, select_in_pool=True)
     rotation, info = fit_rotation(fit, held_out, spec)
     assert info["held_out_r1"] == pytest.approx(prefix_r1(held_out, rotation, 8, fit), abs=1e-4)
     assert info["held_out_r1"] <= prefix_r1(held_out, rotation, 8)

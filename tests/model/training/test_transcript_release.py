@@ -34,6 +34,13 @@ no_speech = [0.9, 1.0]
 """
 
 
+def _recipe(runs: str) -> TranscriptRecipe:
+    """A recipe whose paths lead nowhere but its runs folder."""
+    return TranscriptRecipe(
+        name="x", version="1", base="b", base_recipe="r", image_recipe="i", runs=runs, out="o"
+    )
+
+
 def test_the_recipe_reads_and_refuses_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     path.write_text(RECIPE)
@@ -78,17 +85,7 @@ def test_validation_chooses_the_weights_that_retrieve_best() -> None:
         "no_speech": torch.full((40,), 0.95),
         "sentences": [f"s{i}" for i in range(40)],
     }
-    recipe = TranscriptRecipe(
-        name="x",
-        version="1",
-        base="b",
-        base_recipe="r",
-        image_recipe="i",
-        runs="r",
-        out="o",
-        weights=(0.0, 0.5, 1.0),
-        no_speech=(0.9, 1.0),
-    )
+    recipe = dataclasses.replace(_recipe("r"), weights=(0.0, 0.5, 1.0), no_speech=(0.9, 1.0))
     config, choice = choose(model, recipe, val, texts.numpy())
     assert config.main_weight == 0.5  # noise plus half the right text finds every sentence
     assert config.locked_weight == 0.0  # no blend, no locked part: a tie, to the smaller
@@ -184,7 +181,7 @@ def test_the_rotation_fits_on_clips_as_served_decoding_each_chunk_once(
 
     from model.training import transcript_release
     from model.training.prefix_rotation import RotationSpec, drawn_clips, split_pairs
-    from model.training.transcript_release import TranscriptRecipe, served_training_vectors
+    from model.training.transcript_release import served_training_vectors
 
     config = tiny_with_transcripts(("audio", "text"), main_weight=0.3)
     model = MultimodalModel(config).eval()
@@ -199,15 +196,7 @@ def test_the_rotation_fits_on_clips_as_served_decoding_each_chunk_once(
     spec = RotationSpec(clips=5, held_out=2, more_clips=1, transcripts=True)
     drawn = drawn_clips(manifest, spec)
     assert len(drawn) == 6 and len({p.text for p in drawn}) == 6
-    recipe = TranscriptRecipe(
-        name="x",
-        version="1",
-        base="b",
-        base_recipe="r",
-        image_recipe="i",
-        runs=str(tmp_path / "runs"),
-        out="o",
-    )
+    recipe = _recipe(runs=str(tmp_path / "runs"))
     monkeypatch.setattr(transcript_release, "CLIPS_PER_CHUNK", 2)
     served = served_training_vectors(model, recipe, manifest, spec)
     clips = [sf.read(p.path, dtype="float32")[0] for p in drawn[:5]]
