@@ -28,7 +28,6 @@ import dataclasses
 import itertools
 import json
 import logging
-import random
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -441,11 +440,8 @@ def served_training_vectors(
     interrupted run resumes."""
     from model.training.prefix_rotation import drawn_clips
 
-    rows = read_clips(manifest)
-    random.Random(spec.seed).shuffle(rows)  # the draw of drawn_clips: one list, one seed
-    rows = rows[: spec.clips]
-    if [r["text"] for r in rows] != [p.text for p in drawn_clips(manifest, spec)[: spec.clips]]:
-        raise ValueError(f"{manifest}: its rows and its pairs are not in the same order")
+    drawn = drawn_clips(manifest, spec)[: spec.clips]
+    rows = [{"audio": str(p.path), "text": p.text} for p in drawn]
     folder = Path(recipe.runs) / "train-clips"
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
