@@ -436,8 +436,8 @@ def served_training_vectors(
     """The first ``spec.clips`` of the rotation's training clips as a server embeds them
     (speech mixed with Whisper's transcript, in the branches' layout). Decoding is
     the slow part (about 9 minutes a thousand clips on one core), so it is cached in
-    the recipe's ``runs`` folder, ``train-clips/``, a chunk of :data:`CLIPS_PER_CHUNK` at a time, and an
-    interrupted run resumes."""
+    the recipe's ``runs`` folder, ``train-clips/``, a chunk of :data:`CLIPS_PER_CHUNK`
+    at a time, and an interrupted run resumes."""
     from model.training.prefix_rotation import drawn_clips
 
     drawn = drawn_clips(manifest, spec)[: spec.clips]
