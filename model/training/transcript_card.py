@@ -24,11 +24,31 @@ WHO = (
     ("model", "**this release**"),
     ("speech_only", "its speech path alone (2.0.0's audio vectors)"),
     ("transcript_only", "its transcript alone (greedy, in-process)"),
-    ("unrotated", "the same vectors without the prefix rotation (3.0.0)"),
+    ("unrotated", "the same vectors without the prefix rotation"),
 )
 
 
-def audio_text_rows(sets: Mapping[str, Any]) -> list[str]:
+def chosen_line(choice: Mapping[str, Any]) -> str:
+    """How the mixing weights were chosen (``choice`` is the recipe's record of it)."""
+    dims = choice.get("dims") or [512]
+    where = "the 300 validation clips"
+    if choice.get("pool"):
+        where += (
+            f", each searched among them and the first {choice['pool']:,} training clips and "
+            "texts, both ways"
+        )
+    how = f"mean R@1 at {' and '.join(str(d) for d in dims)} dims"
+    if choice.get("under"):
+        how += f" under {choice['under']}'s prefix rotation"
+    return (
+        f"These were chosen on {where} ({how}: {choice.get('val_mean_r1', float('nan')):.3f}), "
+        "not on any test figure."
+    )
+
+
+def audio_text_rows(sets: Mapping[str, Any], unrotated: str = "") -> list[str]:
+    """The speech and text rows of the card; ``unrotated`` names the release whose
+    vectors the unrotated ones are, if any."""
     rows = [
         "| test set | clips | who | audio->text R@1 512 / 64 | text->audio R@1 512 / 64 | "
         "R@5 512 (a->t / t->a) |",
@@ -38,6 +58,8 @@ def audio_text_rows(sets: Mapping[str, Any]) -> list[str]:
         for key, label in WHO:
             if key not in entry:
                 continue
+            if key == "unrotated" and unrotated:
+                label += f" ({unrotated})"
             a2t, t2a = entry[key]["audio->text"], entry[key]["text->audio"]
             rows.append(
                 f"| {name} | {entry['pairs']} | {label} | {_fmt(a2t['512']['R@1'])} / "
@@ -108,22 +130,39 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
         if spec.get("select_in_pool")
         else ""
     )
-    return {
-        "vectors": [
-            "- **Prefixes from both branches:** every vector, of every modality, is turned by "
-            "one learned rotation of all 512 dims. Similarities at 512 dims are exactly "
-            "what they were without it; the first 64, 128 and 256 dims now draw on both "
-            "branches, where before they were the two-sided branch's alone.",
+    kept = fit.get("kept_from")
+    rotation = (
+        "- **Prefixes from both branches:** every vector, of every modality, is turned by "
+        "one learned rotation of all 512 dims"
+        + (f" ({kept}'s)" if kept else "")
+        + ". Similarities at 512 dims are exactly what they were without it; the first "
+        "64, 128 and 256 dims draw on both branches, where without it they were the "
+        "two-sided branch's alone."
+    )
+    if kept:
+        moves = [
+            f"- **Re-embed audio only:** image and text vectors are {kept}'s, bit for bit, "
+            "and a store it filled with no audio item is taken over as it is. Audio vectors "
+            "changed (the mixing), so a store with audio items, or one filled by another "
+            "release, refuses to open until `mmembed index reembed` moves it. "
+            + _turned(meta.get("rotated_from") or []),
+        ]
+        trained = f"Nothing was trained for this release. The rotation is {kept}'s: "
+    else:
+        moves = [
             "- **Re-embed everything:** every vector changed (the rotation), so a store "
             "filled by an earlier release refuses to open until `mmembed index reembed` "
             "moves it. " + _turned(meta.get("rotated_from") or []),
-        ],
+        ]
+        trained = "Only the rotation was trained: "
+    return {
+        "vectors": [rotation, *moves],
         "weights": "{base}'s weights plus the 512 x 512 rotation in float32",
         "step": [
             "5. Every vector (image, audio or text) is turned by the prefix rotation, last.",
         ],
         "trained": [
-            "Only the rotation was trained: `exp(A - Aᵀ)` from the identity, a symmetric "
+            trained + "`exp(A - Aᵀ)` from the identity, a symmetric "
             f"InfoNCE at {', '.join(str(d) for d in spec['dims'])} dims on {fitted:,} spoken "
             f"training sentences ({how}) and the training pictures "
             f"(against their captions, weight {spec['image_weight']:g}), "
@@ -134,15 +173,26 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
             "are 2.0.0's.",
         ],
         "text": "at 512 dims, text vectors are unchanged up to the rotation",
-        "images": "## Images (512-dim figures unchanged; 64-dim ones with the rotation)",
+        "images": f"## Images (vectors {kept}'s)"
+        if kept
+        else "## Images (512-dim figures unchanged; 64-dim ones with the rotation)",
     }
 
 
+def unrotated_release(meta: Mapping[str, Any]) -> str:
+    """The version of the shipped release whose vectors this one's are before its
+    rotation ("3.0.0"), or "" where none is."""
+    first = (meta.get("rotated_from") or [{}])[0].get("name", "")
+    return "" if not first or first.endswith("without its rotation") else first.split()[-1]
+
+
 def _turned(earlier: list[dict[str, Any]]) -> str:
-    """Which earlier releases' stored vectors the rotation moves exactly."""
-    if not earlier:
+    """Which shipped releases' stored vectors the rotation moves exactly (the release
+    itself before its rotation is left out where no release shipped it)."""
+    shipped = [e for e in earlier if not e["name"].endswith("without its rotation")]
+    if not shipped:
         return ""
-    named = "; ".join(f"{e['name']}'s {', '.join(e['modalities'])} items" for e in earlier)
+    named = "; ".join(f"{e['name']}'s {', '.join(e['modalities'])} items" for e in shipped)
     return (
         f"It needs no media for the items embedded by these releases ({named}): their "
         "stored vectors, turned by the rotation, are exactly this release's. Other items "
@@ -220,15 +270,14 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: tuple[int, i
             f"`normalize((1 - w) * speech + w * text)` with w = "
             f"{transcript['main_weight']:g} on the two-sided part and "
             f"{transcript['locked_weight']:g} on the locked part (MiniLM's space). "
-            f"These were chosen on the 300 validation clips (mean R@1 "
-            f"{choice.get('val_mean_r1', float('nan')):.3f}), not on any test figure.",
+            + chosen_line(choice),
             *words["step"],
             "",
             *words["trained"],
             "",
             "## Speech and text: the unseen test sets (held-out voices)",
             "",
-            *audio_text_rows(sets),
+            *audio_text_rows(sets, unrotated_release(meta)),
             "",
             f"MiniLM's own top-{keep['k']} neighbourhoods kept by the text vectors over "
             f"{keep['sentences']} test sentences: {keep['512']:.3f} at 512 dims, "

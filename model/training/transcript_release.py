@@ -40,7 +40,7 @@ import torch
 from tqdm import tqdm
 
 from model.config import TRANSCRIPTS, TranscriptConfig
-from model.matryoshka import truncate
+from model.matryoshka import check_dims, truncate
 from model.training.evaluate import first_relevant_ranks, metrics_from_ranks, retrieval_report
 from model.training.prefix_rotation import RotationSpec
 from model.transcripts import build_transcriber, mix_transcripts
@@ -73,10 +73,35 @@ class TranscriptRecipe:
     batch_size: int = 32
     rotation: RotationSpec | None = None
     unrotated: str = ""
-    # earlier releases that are this model under another prefix rotation (folders
-    # beside ``out``): their stores move by undoing theirs and applying this one's
+    # earlier releases that are this model under another prefix rotation or none, or
+    # another mixing (folders beside ``out``): their stores move by undoing theirs and
+    # applying this one's (audio only where they mix as this one does)
     turned: tuple[str, ...] = ()
+    # a release folder whose prefix rotation this one keeps, instead of fitting one in
+    # [rotation] (it must be listed in ``turned``, which checks it is this model)
+    rotation_from: str = ""
+    # How the mixing is chosen on the validation clips: mean R@1 over ``choose_dims``,
+    # under the prefix rotation of the release folder ``choose_under`` (none: the
+    # branches' layout), searched among the first ``choose_pool`` training clips of the
+    # rotation's seeded draw and their texts too (300 clips alone saturate near 0.95).
+    choose_dims: tuple[int, ...] = (512,)
+    choose_under: str = ""
+    choose_pool: int = 0
     source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.choose_dims:
+            raise ValueError("choose_dims names no dims")
+        for d in self.choose_dims:
+            check_dims(d)
+        if self.choose_pool < 0:
+            raise ValueError(f"choose_pool must be >= 0; got {self.choose_pool}")
+        if self.rotation_from and self.rotation is not None:
+            raise ValueError(
+                "a release keeps rotation_from's rotation or fits [rotation], not both"
+            )
+        if self.rotation_from and self.rotation_from not in self.turned:
+            raise ValueError(f"rotation_from {self.rotation_from} must be listed in turned")
 
 
 def is_transcript_recipe(path: str | Path) -> bool:
@@ -101,6 +126,8 @@ def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
             table[key] = tuple(float(v) for v in table[key])
     if "turned" in table:
         table["turned"] = tuple(str(v) for v in table["turned"])
+    if "choose_dims" in table:
+        table["choose_dims"] = tuple(int(d) for d in table["choose_dims"])
     if "rotation" in document:
         rotation = dict(document["rotation"])
         unknown = sorted(set(rotation) - {f.name for f in dataclasses.fields(RotationSpec)})
@@ -114,7 +141,7 @@ def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
             raise ValueError(f"{path}: [rotation] {exc}") from exc
     try:
         return TranscriptRecipe(**table, source=text)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"{path}: [transcript_release] {exc}") from exc
 
 
@@ -139,7 +166,8 @@ def build_clips(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, 
 
     base = base_release_recipe(recipe, sources)
     spoken = Path(base.release.root) / "spoken"
-    wanted = {VAL, *SPOKEN_TESTS} | ({TRAIN} if recipe.rotation is not None else set())
+    trains = recipe.rotation is not None or recipe.choose_pool > 0
+    wanted = {VAL, *SPOKEN_TESTS} | ({TRAIN} if trains else set())
     if not all((spoken / f"{s}.jsonl").is_file() for s in wanted):
         build_spoken_dataset(spoken, base.spoken, workers=base.workers, only=wanted.__contains__)
     images = read_image_recipe(recipe.image_recipe)
@@ -255,10 +283,29 @@ def mean_r1(report: dict[str, Any], dims: str = "512") -> float:
 
 
 def choose(
-    model: Any, recipe: TranscriptRecipe, val: dict[str, Any], texts: np.ndarray
+    model: Any,
+    recipe: TranscriptRecipe,
+    val: dict[str, Any],
+    texts: np.ndarray,
+    pool: dict[str, Any] | None = None,
+    pool_texts: np.ndarray | None = None,
 ) -> tuple[TranscriptConfig, dict[str, Any]]:
-    """The weights and threshold with the best mean R@1 (both directions, 512 dims) on
-    the validation clips; ties go to the smaller transcript weights."""
+    """The weights and threshold with the best mean R@1 of the validation clips (both
+    directions, averaged over ``recipe.choose_dims``, under ``recipe.choose_under``'s
+    rotation if named); ties go to the smaller transcript weights.
+
+    Args:
+        val: :func:`clip_vectors` of the validation clips; ``texts`` their distinct
+            sentences' vectors (:func:`groups_of` order).
+        pool: :func:`clip_vectors` of more clips, mixed like the validation clips, and
+            ``pool_texts`` their sentences' vectors (a row each): distractors both ways.
+    """
+    rotation = chooser_rotation(recipe)
+    groups = torch.from_numpy(groups_of(val["sentences"])[0])
+    text_rows = torch.from_numpy(texts).float()
+    if pool is not None:
+        assert pool_texts is not None
+        text_rows = torch.cat([text_rows, torch.from_numpy(pool_texts).float()])
     trials = []
     for main, locked, threshold in itertools.product(
         recipe.weights, recipe.weights, recipe.no_speech
@@ -269,8 +316,14 @@ def choose(
             locked_weight=locked,
             no_speech_threshold=threshold,
         )
-        report = audio_text(mixed(model, val, config).numpy(), val["sentences"], texts)
-        trials.append((mean_r1(report), -main - locked, -threshold, config))
+        clips = mixed(model, val, config)
+        if pool is not None:
+            clips = torch.cat([clips, mixed(model, pool, config)])
+        scores = [
+            pooled_r1(under(clips, rotation), under(text_rows, rotation), groups, d)
+            for d in recipe.choose_dims
+        ]
+        trials.append((sum(scores) / len(scores), -main - locked, -threshold, config))
     trials.sort(key=lambda t: t[:3], reverse=True)
     best = trials[0][3]
     log.info("chosen on validation: %s (mean R@1 %.3f)", best, trials[0][0])
@@ -278,7 +331,40 @@ def choose(
         f"{c.main_weight:g}/{c.locked_weight:g}/{c.no_speech_threshold:g}": round(score, 4)
         for score, _, _, c in trials
     }
-    return best, {"val_mean_r1": round(trials[0][0], 4), "trials": grid}
+    how = {
+        "dims": list(recipe.choose_dims),
+        "pool": 0 if pool is None else len(pool["sentences"]),
+        "under": Path(recipe.choose_under).name if recipe.choose_under else "",
+    }
+    return best, {"val_mean_r1": round(trials[0][0], 4), **how, "trials": grid}
+
+
+def chooser_rotation(recipe: TranscriptRecipe) -> torch.Tensor | None:
+    """The prefix rotation of ``recipe.choose_under`` (None when it names none)."""
+    if not recipe.choose_under:
+        return None
+    from model.checkpoint import trainable_weights
+
+    weights = trainable_weights(Path(recipe.choose_under))
+    if "prefix_rotation.weight" not in weights:
+        raise ValueError(f"choose_under: {recipe.choose_under} has no prefix rotation")
+    return weights["prefix_rotation.weight"].float()
+
+
+def under(vectors: torch.Tensor, rotation: torch.Tensor | None) -> torch.Tensor:
+    return vectors.float() if rotation is None else vectors.float() @ rotation.T
+
+
+def pooled_r1(clips: torch.Tensor, texts: torch.Tensor, groups: torch.Tensor, dims: int) -> float:
+    """Mean of audio->text and text->audio R@1 at ``dims`` of the first ``len(groups)``
+    clips, clip i saying text ``groups[i]``; every other row of ``clips`` and ``texts``
+    is a distractor (with none, this is :func:`audio_text`'s R@1)."""
+    n, k = len(groups), int(groups.max()) + 1
+    c, t = truncate(clips, dims), truncate(texts, dims)
+    audio_text_hits = ((c[:n] @ t.T).argmax(1) == groups).float().mean()
+    owner = torch.cat([groups, torch.full((len(c) - n,), -1)])
+    text_audio_hits = (owner[(t[:k] @ c.T).argmax(1)] == torch.arange(k)).float().mean()
+    return float(audio_text_hits + text_audio_hits) / 2
 
 
 # ----------------------------------------------------------------------- evaluation
@@ -430,21 +516,20 @@ def picture_features(recipe: TranscriptRecipe, model: Any) -> Path:
     return root
 
 
-def served_training_vectors(
+def training_clips(
     model: Any, recipe: TranscriptRecipe, manifest: Path, spec: RotationSpec
-) -> torch.Tensor:
-    """The first ``spec.clips`` of the rotation's training clips as a server embeds them
-    (speech mixed with Whisper's transcript, in the branches' layout). Decoding is
-    the slow part (about 9 minutes a thousand clips on one core), so it is cached in
-    the recipe's ``runs`` folder, ``train-clips/``, a chunk of :data:`CLIPS_PER_CHUNK`
-    at a time, and an interrupted run resumes."""
+) -> dict[str, Any]:
+    """:func:`clip_vectors` of the first ``spec.clips`` of the rotation's training
+    clips. Decoding is the slow part (about 9 minutes a thousand clips on one core), so
+    it is cached in the recipe's ``runs`` folder, ``train-clips/``, a chunk of
+    :data:`CLIPS_PER_CHUNK` at a time, and an interrupted run resumes."""
     from model.training.prefix_rotation import drawn_clips
 
     drawn = drawn_clips(manifest, spec)[: spec.clips]
     rows = [{"audio": str(p.path), "text": p.text} for p in drawn]
     folder = Path(recipe.runs) / "train-clips"
     folder.mkdir(parents=True, exist_ok=True)
-    parts = []
+    chunks = []
     for start in tqdm(range(0, len(rows), CLIPS_PER_CHUNK), desc="training clips", unit="chunk"):
         path = folder / f"chunk-{start:05d}.pt"
         chunk = rows[start : start + CLIPS_PER_CHUNK]
@@ -452,8 +537,23 @@ def served_training_vectors(
         if found is None or found["sentences"] != [r["text"] for r in chunk]:
             found = clip_vectors(model, chunk, recipe.batch_size)
             torch.save(found, path)
-        parts.append(model.unrotated(mixed(model, found, model.config.transcript)))
-    return torch.cat(parts)
+        chunks.append(found)
+    return {
+        key: torch.cat([c[key] for c in chunks])
+        if key in ("speech", "text", "no_speech")
+        else [x for c in chunks for x in c[key]]
+        for key in ("speech", "text", "heard", "no_speech", "sentences")
+    }
+
+
+def served_training_vectors(
+    model: Any, recipe: TranscriptRecipe, manifest: Path, spec: RotationSpec
+) -> torch.Tensor:
+    """The first ``spec.clips`` of the rotation's training clips as a server embeds them
+    (speech mixed with Whisper's transcript, in the branches' layout), from
+    :func:`training_clips`."""
+    found = training_clips(model, recipe, manifest, spec)
+    return model.unrotated(mixed(model, found, model.config.transcript))
 
 
 def prefix_rotation_stage(
@@ -499,6 +599,20 @@ def prefix_rotation_stage(
     return info
 
 
+def kept_rotation(model: Any, folder: Path) -> dict[str, Any]:
+    """Install the prefix rotation of the release in ``folder`` in ``model``; returns how
+    it was fitted (its release's record), naming the release as ``kept_from``."""
+    from model.checkpoint import read_checkpoint_config, trainable_weights
+    from model.training.prefix_rotation import install_rotation
+
+    weights = trainable_weights(folder)
+    meta = read_checkpoint_config(folder).get("metadata", {})
+    if "prefix_rotation.weight" not in weights or "prefix_rotation" not in meta:
+        raise ValueError(f"rotation_from: {folder} has no prefix rotation")
+    install_rotation(model, weights["prefix_rotation.weight"].float())
+    return {**meta["prefix_rotation"], "kept_from": f"{meta['release']} {meta['version']}"}
+
+
 def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[str, Any]:
     """Every stage of a transcript release recipe; returns the evaluation.
 
@@ -514,7 +628,13 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     found = {split: cached_vectors(model, recipe, split, m) for split, m in manifests.items()}
     log.info("stage 3/5: the mixing, chosen on validation")
     val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
-    config, choice = choose(model, recipe, found[VAL], val_texts)
+    pool, pool_texts = None, None
+    if recipe.choose_pool:
+        root = Path(base_release_recipe(recipe, sources).release.root)
+        draw = RotationSpec(clips=recipe.choose_pool, held_out=1)  # the rotation's draw
+        pool = training_clips(model, recipe, root / "spoken" / f"{TRAIN}.jsonl", draw)
+        pool_texts = sentence_vectors(model, pool["sentences"])
+    config, choice = choose(model, recipe, found[VAL], val_texts, pool, pool_texts)
     config = dataclasses.replace(config, source=recipe.decoder)
     model.config = dataclasses.replace(model.config, transcript=config)
     unrotated_digest = model.weights_digest()  # the vectors before any rotation
@@ -522,12 +642,15 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     if recipe.rotation is not None:
         log.info("stage 3/5: the prefix rotation, fitted on training clips and pictures")
         rotation = prefix_rotation_stage(model, recipe, sources, images_root)
+    elif recipe.rotation_from:
+        log.info("stage 3/5: the prefix rotation of %s, kept", recipe.rotation_from)
+        rotation = kept_rotation(model, Path(recipe.rotation_from))
     log.info("stage 4/5: evaluation")
     results = evaluate(model, config, found, images_root)
     runs = Path(recipe.runs)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.out)
-    turned = turned_releases(recipe, sources, unrotated_digest)
+    turned = turned_releases(recipe, sources, unrotated_digest, config)
     export(recipe, config, results, choice, base_digest, model, rotation, unrotated_digest, turned)
     largest = check_export(recipe, sources, manifests[VAL], found[VAL])
     if largest > 1e-4:
@@ -540,29 +663,41 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
 
 
 def turned_releases(
-    recipe: TranscriptRecipe, sources: dict[str, str], unrotated_digest: str
+    recipe: TranscriptRecipe,
+    sources: dict[str, str],
+    unrotated_digest: str,
+    config: TranscriptConfig,
 ) -> list[dict[str, Any]]:
-    """``rotated_from`` entries for the recipe's ``turned`` releases: each must be this
-    model (its own ``rotated_from`` starts from ``unrotated_digest``) under its own
-    rotation, which ``mmembed index reembed`` undoes (``turned_by``)."""
+    """``rotated_from`` entries for the recipe's ``turned`` releases. Each must be this
+    release's model (the same weights; ``unrotated_digest`` is this one's without its
+    rotation, mixing as ``config``) under another prefix rotation or none, and perhaps another mixing of
+    transcripts. ``mmembed index reembed`` turns their stored vectors, undoing their
+    rotation (``turned_by``); audio vectors only where they mix as this release does,
+    since a mixed audio vector cannot be mixed again without its clip."""
     from model.checkpoint import load_model, read_checkpoint_config
 
     entries = []
     for folder in map(Path, recipe.turned):
         meta = read_checkpoint_config(folder).get("metadata", {})
-        before = [e.get("fingerprint") for e in meta.get("rotated_from") or []][:1]
-        if before != [unrotated_digest]:
-            raise ValueError(
-                f"{folder} is not this release's model under another rotation: it turns "
-                f"{before or 'nothing'}, this one {unrotated_digest[:12]}"
-            )
         earlier = load_model(folder, encoder_overrides=with_decoder(recipe, sources))
+        fingerprint, rotated = earlier.weights_digest(), earlier.prefix_rotation is not None
+        modalities = list(earlier.modalities)
+        earlier.prefix_rotation = None
+        same_mixing = earlier.weights_digest() == unrotated_digest
+        earlier.config = dataclasses.replace(earlier.config, transcript=config)
+        if earlier.weights_digest() != unrotated_digest:
+            raise ValueError(
+                f"{folder} is not this release's model under another rotation or mixing: "
+                f"its weights differ from those of {unrotated_digest[:12]}"
+            )
         entries.append(
             {
                 "name": f"{meta['release']} {meta['version']}",
-                "fingerprint": earlier.weights_digest(),
-                "modalities": list(earlier.modalities),
-                "turned_by": folder.name,
+                "fingerprint": fingerprint,
+                "modalities": modalities
+                if same_mixing
+                else [m for m in modalities if m != "audio"],
+                **({"turned_by": folder.name} if rotated else {}),
             }
         )
     return entries
@@ -630,11 +765,13 @@ def export(
     beside its base, the folder names it as ``weights_from`` and stores only the
     rotation (:func:`model.checkpoint.trainable_weights`); elsewhere it holds them all.
 
-    With a rotation no earlier store is taken over as it is; ``rotated_from`` lists
-    the models whose stored vectors the rotation turns into this release's exactly
-    (the same release unrotated, whose weights digest is ``unrotated_digest``, and the
-    earlier releases it keeps modalities of, and the ``turned`` releases: this model
-    under other rotations), which ``mmembed index reembed`` uses."""
+    With a rotation, a store is taken over as it is only from the release whose
+    rotation this one keeps (``rotation["kept_from"]``, for the modalities it embeds
+    alike); ``rotated_from`` lists the models whose stored vectors the rotation turns
+    into this release's exactly (the same release unrotated, whose weights digest is
+    ``unrotated_digest``, the earlier releases it keeps modalities of, and the
+    ``turned`` releases: this model under other rotations or mixings), which
+    ``mmembed index reembed`` uses."""
     from model.checkpoint import (
         CONFIG_FILE,
         WEIGHTS_FILE,
@@ -695,7 +832,7 @@ def export(
         },
         # Earlier releases whose image and text vectors this one keeps: a store they
         # filled with no audio item is taken over as it is.
-        "same_vectors_as": earlier if rotation is None else [],
+        "same_vectors_as": earlier if rotation is None else same_vectors(rotation, turned),
     }
     if rotation is not None:
         unrotated = recipe.unrotated or f"{recipe.name} {recipe.version} without its rotation"
@@ -711,6 +848,16 @@ def export(
     (out / CONFIG_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     write_transcript_card(out)
     return out
+
+
+def same_vectors(rotation: dict[str, Any], turned: Sequence[dict[str, Any]]) -> list[dict]:
+    """The release whose rotation this one keeps, for the modalities it embeds alike (a
+    ``turned`` entry): a store it filled with no other items is taken over as it is."""
+    return [
+        {k: e[k] for k in ("name", "fingerprint", "modalities")}
+        for e in turned
+        if e["name"] == rotation.get("kept_from")
+    ]
 
 
 def check_export(

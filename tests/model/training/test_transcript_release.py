@@ -95,6 +95,127 @@ def test_validation_chooses_the_weights_that_retrieve_best() -> None:
     torch.testing.assert_close(unchanged, val["speech"])
 
 
+def test_the_recipe_reads_how_the_mixing_is_chosen(tmp_path: Path) -> None:
+    path = tmp_path / "r.toml"
+    path.write_text(RECIPE)
+    plain = read_transcript_recipe(path)
+    assert (plain.choose_dims, plain.choose_under, plain.choose_pool) == ((512,), "", 0)
+    path.write_text(RECIPE + "choose_dims = [512, 64]\nchoose_pool = 8000\n")
+    recipe = read_transcript_recipe(path)
+    assert recipe.choose_dims == (512, 64) and recipe.choose_pool == 8000
+    path.write_text(RECIPE + "choose_pool = -1\n")
+    with pytest.raises(ValueError, match="choose_pool must be >= 0"):
+        read_transcript_recipe(path)
+    path.write_text(RECIPE + "choose_dims = [100]\n")
+    with pytest.raises(ValueError, match="dims must be one of"):
+        read_transcript_recipe(path)
+    path.write_text(RECIPE + "choose_dims = []\n")
+    with pytest.raises(ValueError, match="names no dims"):
+        read_transcript_recipe(path)
+
+
+def test_a_release_keeps_another_releases_rotation(tmp_path: Path) -> None:
+    """``rotation_from``: that release's rotation is installed instead of fitting one,
+    with its record; a store it filled is taken over for what both embed alike."""
+    from model.checkpoint import trainable_weights
+    from model.training.transcript_release import kept_rotation, same_vectors
+
+    path = tmp_path / "r.toml"
+    v5 = "model/weights/image-audio-text-v5"
+    path.write_text(RECIPE + f"rotation_from = '{v5}'\n")
+    with pytest.raises(ValueError, match="must be listed in turned"):
+        read_transcript_recipe(path)
+    path.write_text(RECIPE + f"rotation_from = '{v5}'\nturned = ['{v5}']\n")
+    assert read_transcript_recipe(path).rotation_from == v5
+    path.write_text(path.read_text() + "[rotation]\nclips = 100\nheld_out = 10\n")
+    with pytest.raises(ValueError, match="not both"):
+        read_transcript_recipe(path)
+
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
+    info = kept_rotation(model, Path(v5))
+    assert info["kept_from"] == "image-audio-text-v5 5.0.0" and info["best_step"] == 1800
+    assert model.config.prefix_rotation
+    torch.testing.assert_close(
+        model.prefix_rotation.weight, trainable_weights(Path(v5))["prefix_rotation.weight"]
+    )
+    with pytest.raises(ValueError, match="has no prefix rotation"):
+        kept_rotation(model, Path("model/weights/image-audio-text-v3"))
+    entries = [
+        {"name": "r 4", "fingerprint": "a", "modalities": ["image", "text"], "turned_by": "r4"},
+        {"name": "image-audio-text-v5 5.0.0", "fingerprint": "b", "modalities": ["text"]},
+    ]
+    assert same_vectors(info, entries) == [entries[1]]
+    assert same_vectors({"best_step": 1}, entries) == []
+
+
+def test_pooled_r1_counts_the_distractors_both_ways() -> None:
+    """Without distractors it is the evaluation's R@1 (clips that share a sentence
+    included); a distractor text nearer a clip, or a distractor clip nearer a text,
+    is a miss."""
+    import numpy as np
+
+    from model.training.transcript_release import audio_text, pooled_r1
+
+    torch.manual_seed(0)
+    texts = F.normalize(torch.randn(6, 512), dim=-1)
+    sentences = ["a", "b", "c", "a", "d", "e"]
+    groups = torch.tensor([0, 1, 2, 0, 3, 4])
+    clips = F.normalize(texts[groups] + 0.9 * torch.randn(6, 512), dim=-1)
+    report = audio_text(clips.numpy(), sentences, texts[:5].numpy())
+    expected = (report["audio->text"]["512"]["R@1"] + report["text->audio"]["512"]["R@1"]) / 2
+    assert pooled_r1(clips, texts[:5], groups, 512) == pytest.approx(expected)
+
+    exact = texts[:3].clone()
+    three = torch.arange(3)
+    assert pooled_r1(exact, texts[:3], three, 512) == 1.0
+    near_text = F.normalize(exact[0] + 0.01 * texts[5], dim=-1)  # nearer clip 0 than its own?
+    pool_texts = torch.cat([texts[:3], exact[0:1] * 1.0 + 0.0, near_text[None]])
+    pool_clips = torch.cat([exact + 0.2 * texts[3:6], near_text[None], texts[4:5]])
+    pool_clips = F.normalize(pool_clips, dim=-1)
+    score = pooled_r1(pool_clips, pool_texts, three, 512)
+    clip_hits = ((pool_clips[:3] @ pool_texts.T).argmax(1) == three).float().mean()
+    owner = torch.tensor([0, 1, 2, -1, -1])
+    text_hits = (owner[(pool_texts[:3] @ pool_clips.T).argmax(1)] == three).float().mean()
+    assert score == pytest.approx(float(clip_hits + text_hits) / 2) and score < 1.0
+    assert np.isclose(pooled_r1(pool_clips[:3], pool_texts[:3], three, 512), 1.0)
+
+
+def test_a_pool_tells_apart_weights_that_validation_alone_ties() -> None:
+    """Among its own 40 sentences every weight finds each clip (a tie, kept at the
+    smallest weight); with near-duplicate training sentences as distractors, only the
+    transcript tells them apart, and the choice follows."""
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
+    torch.manual_seed(0)
+
+    def unit_noise(n: int) -> torch.Tensor:
+        return F.normalize(torch.randn(n, 512), dim=-1)
+
+    def clips_of(texts: torch.Tensor, heard_as: torch.Tensor, name: str) -> dict[str, object]:
+        """Clips of ``texts`` whose speech path hears ``heard_as``; Whisper is right."""
+        n = texts.shape[0]
+        return {
+            "speech": F.normalize(heard_as + 0.1 * unit_noise(n), dim=-1),
+            "text": texts.clone(),
+            "heard": ["words"] * n,
+            "no_speech": torch.zeros(n),
+            "sentences": [f"{name} {i}" for i in range(n)],
+        }
+
+    texts = F.normalize(torch.randn(40, 512), dim=-1)
+    near = F.normalize(texts + 0.3 * unit_noise(40), dim=-1)  # near-duplicate sentences
+    val = clips_of(texts, heard_as=near, name="validation")
+    pool = clips_of(near, heard_as=near, name="training")
+    recipe = dataclasses.replace(_recipe("r"), weights=(0.0, 0.5, 1.0), no_speech=(1.0,))
+    alone, choice = choose(model, recipe, val, texts.numpy())
+    assert alone.main_weight == 0.0 and choice["val_mean_r1"] == 1.0 and choice["pool"] == 0
+    config, choice = choose(model, recipe, val, texts.numpy(), pool, near.numpy())
+    assert config.main_weight > 0.0 and choice["pool"] == 40 and choice["dims"] == [512]
+    assert choice["trials"]["0/0/1"] < 0.6 and choice["val_mean_r1"] == 1.0
+    named = dataclasses.replace(recipe, choose_under="model/weights/image-audio-text-v3")
+    with pytest.raises(ValueError, match="has no prefix rotation"):
+        choose(model, named, val, texts.numpy())
+
+
 @pytest.mark.parametrize("rotated", [False, True])
 def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path, rotated: bool) -> None:
     """The vectors the weights are chosen on, mixed with a config, are the ones a model
@@ -137,35 +258,56 @@ def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path, rota
 
 
 @pytest.mark.real_weights
-def test_a_refit_names_the_release_it_refits_so_its_stores_turn_exactly(
+def test_a_refit_names_the_releases_whose_stores_turn_exactly(
     tmp_path: Path, shared_encoders: dict[str, str]
 ) -> None:
     """``turned``: 4.0.0 is 3.0.0's model under a rotation, so a release that refits the
-    rotation lists it with ``turned_by`` (`index reembed` undoes 4.0.0's rotation); a
-    release of another model is refused."""
+    rotation lists it with ``turned_by`` (`index reembed` undoes 4.0.0's rotation), and
+    3.0.0 itself with none. A release that mixes transcripts otherwise keeps their image
+    and text vectors only; a release of another model is refused."""
     from model import Embedder
-    from model.training.transcript_release import turned_releases
+    from model.checkpoint import load_model
+    from model.training.transcript_release import turned_releases, with_decoder
 
     path = tmp_path / "r.toml"
+    folders = "['model/weights/image-audio-text-v3', 'model/weights/image-audio-text-v4']"
     path.write_text(
-        RECIPE.replace(
-            "[transcript_release]",
-            "[transcript_release]\nturned = ['model/weights/image-audio-text-v4']",
-        )
+        RECIPE.replace("[transcript_release]", f"[transcript_release]\nturned = {folders}")
     )
     recipe = read_transcript_recipe(path)
-    assert recipe.turned == ("model/weights/image-audio-text-v4",)
+    assert recipe.turned == (
+        "model/weights/image-audio-text-v3",
+        "model/weights/image-audio-text-v4",
+    )
     v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
     v4 = Embedder.from_pretrained("image-audio-text-v4", encoders=shared_encoders)
-    [entry] = turned_releases(recipe, shared_encoders, v3.info["weights_digest"])
-    assert entry == {
-        "name": "image-audio-text-v4 4.0.0",
-        "fingerprint": v4.info["weights_digest"],
-        "modalities": ["image", "audio", "text"],
-        "turned_by": "image-audio-text-v4",
-    }
+    mixing = v3.model.config.transcript
+    assert turned_releases(recipe, shared_encoders, v3.info["weights_digest"], mixing) == [
+        {
+            "name": "image-audio-text-v3 3.0.0",
+            "fingerprint": v3.info["weights_digest"],
+            "modalities": ["image", "audio", "text"],
+        },
+        {
+            "name": "image-audio-text-v4 4.0.0",
+            "fingerprint": v4.info["weights_digest"],
+            "modalities": ["image", "audio", "text"],
+            "turned_by": "image-audio-text-v4",
+        },
+    ]
+    other = dataclasses.replace(mixing, locked_weight=0.5)
+    remixed = load_model(
+        "model/weights/image-audio-text-v3", encoder_overrides=with_decoder(recipe, shared_encoders)
+    )
+    remixed.config = dataclasses.replace(remixed.config, transcript=other)
+    entries = turned_releases(recipe, shared_encoders, remixed.weights_digest(), other)
+    assert [e["modalities"] for e in entries] == [["image", "text"], ["image", "text"]]
+    assert [e["fingerprint"] for e in entries] == [
+        v3.info["weights_digest"],
+        v4.info["weights_digest"],
+    ]
     with pytest.raises(ValueError, match="not this release's model under another rotation"):
-        turned_releases(recipe, shared_encoders, "0" * 64)
+        turned_releases(recipe, shared_encoders, "0" * 64, mixing)
 
 
 def test_the_rotation_fits_on_clips_as_served_decoding_each_chunk_once(
