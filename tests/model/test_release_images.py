@@ -78,10 +78,12 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     document = json.loads((release_path(DEFAULT_RELEASE) / "config.json").read_text())
     image = document["config"]["encoders"]["image"]
     assert image["family"] == "efficientnet" and image["source"] == "efficientnet-lite0"
-    # 5.0.0 turns every vector (its prefix rotation), so it keeps no earlier release's
+    # 6.0.0 keeps 5.0.0's prefix rotation and weights, so it keeps 5.0.0's image and
+    # text vectors; its audio vectors mix the transcript otherwise
     assert document["config"]["prefix_rotation"] is True
     assert document["weights_from"] == "image-audio-text-v2"  # its own file: the rotation
-    assert document["metadata"]["same_vectors_as"] == []
+    [kept] = document["metadata"]["same_vectors_as"]
+    assert kept["name"] == "image-audio-text-v5 5.0.0" and kept["modalities"] == ["image", "text"]
     v3 = json.loads((release_path("image-audio-text-v3") / "config.json").read_text())
     same = v3["metadata"]["same_vectors_as"]
     assert same[0]["name"] == "image-audio-text-v2 2.0.0"
@@ -134,28 +136,35 @@ def test_a_red_circle_is_found_by_its_words_typed_and_spoken(released: Embedder)
 def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     released: Embedder, shared_encoders: dict[str, str]
 ) -> None:
-    """5.0.0 is 3.0.0 turned by its prefix rotation, in every modality, and 4.0.0 turned
-    back by 4.0.0's and then by 5.0.0's; 3.0.0's text and image vectors are 2.0.0's bit
-    for bit, its audio ones hold the transcript too."""
+    """6.0.0 is 5.0.0 with the transcript mixed in by other weights: its text and image
+    vectors are 5.0.0's bit for bit (a 5.0.0 store of them is taken over as it is), and
+    3.0.0's and 4.0.0's turned by their rotations; its audio vectors are new, so `index
+    reembed` embeds those clips again. 3.0.0's text and image vectors are 2.0.0's bit for
+    bit, its audio ones hold the transcript too."""
     from service.reembed import rotation_for
 
+    v5 = Embedder.from_pretrained("image-audio-text-v5", encoders=shared_encoders)
     v4 = Embedder.from_pretrained("image-audio-text-v4", encoders=shared_encoders)
     v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
     v2 = Embedder.from_pretrained("image-audio-text-v2", encoders=shared_encoders)
     turn = released.model.prefix_rotation.weight.numpy()
-    # so `index reembed` turns 3.0.0 and 4.0.0 stores' vectors instead of embedding media
-    assert released.info["rotated_from"][0]["fingerprint"] == v3.info["weights_digest"]
-    from_v4 = rotation_for(released, v4.info["weights_digest"])
-    assert from_v4 is not None and from_v4.modalities == {"image", "audio", "text"}
     texts = ["a red circle", "These days a chicken leg is a rare dish."]
-    for stored, ours in zip(v4.embed_texts(texts), released.embed_texts(texts), strict=True):
-        np.testing.assert_allclose(from_v4.turn(stored), ours, atol=5e-5)
     drawing = draw_shape("red", "circle", random.Random(5))
     clip = synthesize("a red circle", sample_params(random.Random(1), HELD_OUT_VOICES, 0.0))
+    np.testing.assert_array_equal(released.embed_texts(texts), v5.embed_texts(texts))
+    np.testing.assert_array_equal(released.embed_images([drawing]), v5.embed_images([drawing]))
+    audio, audio_v5 = released.embed_audio([clip], SAMPLE_RATE), v5.embed_audio([clip], SAMPLE_RATE)
+    assert float(audio[0] @ audio_v5[0]) < 0.999
+    for earlier in (v3, v4, v5):
+        moved = rotation_for(released, earlier.info["weights_digest"])
+        assert moved is not None and moved.modalities == {"image", "text"}
+        for stored, ours in zip(
+            earlier.embed_texts(texts), released.embed_texts(texts), strict=True
+        ):
+            np.testing.assert_allclose(moved.turn(stored), ours, atol=5e-5)
     pairs = [
         (released.embed_texts(texts), v3.embed_texts(texts)),
         (released.embed_images([drawing]), v3.embed_images([drawing])),
-        (released.embed_audio([clip], SAMPLE_RATE), v3.embed_audio([clip], SAMPLE_RATE)),
     ]
     for ours, before in pairs:
         np.testing.assert_allclose(ours, before @ turn.T, atol=2e-5)
@@ -167,7 +176,7 @@ def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     assert np.abs(truncate(every, 64) - truncate(every_before, 64)).max() > 0.1
     np.testing.assert_array_equal(v3.embed_texts(texts), v2.embed_texts(texts))
     np.testing.assert_array_equal(v3.embed_images([drawing]), v2.embed_images([drawing]))
-    heard, unheard = pairs[2][1][0], v2.embed_audio([clip], SAMPLE_RATE)[0]
+    heard, unheard = v3.embed_audio([clip], SAMPLE_RATE)[0], v2.embed_audio([clip], SAMPLE_RATE)[0]
     assert float(heard @ unheard) < 0.99
     assert float(heard @ v3.embed_texts(["a red circle"])[0]) > float(
         unheard @ v2.embed_texts(["a red circle"])[0]
