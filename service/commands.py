@@ -205,8 +205,9 @@ def _input_errors(label: str) -> Iterator[None]:
         raise CliError(f"{label}: {exc}") from exc
 
 
-def _embed_inputs(embedder: Any, settings: Settings, inputs: list[Any]) -> list[tuple[str, Any]]:
-    """[(modality, (512,) vector)] for texts and file bytes, in order.
+def _embed_inputs(embedder: Any, settings: Settings, inputs: list[Any]) -> list[tuple[Any, Any]]:
+    """[(the decoded input, its (512,) vector)] for texts and file bytes, in order; the
+    decoded input has the ``modality`` and the ``value`` the model embedded.
 
     Inputs go through the HTTP API's own checks (:func:`service.inputs.decode_input`:
     empty or over-long text, corrupt or oversized media, a modality not loaded).
@@ -218,7 +219,7 @@ def _embed_inputs(embedder: Any, settings: Settings, inputs: list[Any]) -> list[
     for raw in inputs:
         with _input_errors(raw.label):
             item = decode_input(raw, settings, embedder.modalities)
-            out.append((item.modality, embed_batch(embedder, item.modality, [item.value])[0]))
+            out.append((item, embed_batch(embedder, item.modality, [item.value])[0]))
     return out
 
 
@@ -229,12 +230,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     setup_logging("warning")
     inputs = _raw_inputs(args)
     embedder = load_embedder(settings)
-    for raw, (modality, vector) in zip(
-        inputs, _embed_inputs(embedder, settings, inputs), strict=True
-    ):
+    for raw, (item, vector) in zip(inputs, _embed_inputs(embedder, settings, inputs), strict=True):
         row = {
             "input": raw.text if raw.text is not None else raw.label,  # the text, or the file
-            "modality": modality,
+            "modality": item.modality,
             "dims": args.dims,
             "embedding": truncate(vector, args.dims).tolist(),
         }
@@ -318,6 +317,7 @@ def _metadata(text: str | None) -> dict[str, Any]:
 
 def cmd_index_add(args: argparse.Namespace) -> int:
     from index import NewItem
+    from service.previews import PreviewLimits, make_preview
 
     if args.recursive or any(Path(p).is_dir() for p in args.files):
         return _index_add_folders(args)
@@ -329,14 +329,27 @@ def cmd_index_add(args: argparse.Namespace) -> int:
     metadata = _metadata(args.metadata)
     embedder = load_embedder(settings)
     embedded = _embed_inputs(embedder, settings, inputs)
+    limits = PreviewLimits.from_settings(settings)
     items = []
-    for raw, (modality, vector) in zip(inputs, embedded, strict=True):
+    for raw, (decoded, vector) in zip(inputs, embedded, strict=True):
         meta = dict(metadata)
         if raw.text is None:
             meta.setdefault("source", raw.label)
         text = raw.text if settings.store_text else None  # a text item keeps its text
+        preview = None  # a file keeps a thumbnail or a clip, as a folder's files do
+        if settings.previews and raw.data is not None:
+            preview = make_preview(
+                decoded.modality, decoded.value, raw.data, limits, label=raw.label
+            )
         items.append(
-            NewItem(vector=vector, modality=modality, metadata=meta, id=args.id, text=text)
+            NewItem(
+                vector=vector,
+                modality=decoded.modality,
+                metadata=meta,
+                id=args.id,
+                text=text,
+                preview=preview,
+            )
         )
     with _open_store(settings, embedder) as store:
         ids = store.add_many(items)

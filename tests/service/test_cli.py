@@ -65,6 +65,42 @@ def test_index_add_then_search_then_stats(capsys, tmp_path, png_bytes):
     assert json.loads(capsys.readouterr().out)["count"] == 2
 
 
+def test_index_add_keeps_a_preview_of_each_file_as_a_folder_add_does(
+    capsys, tmp_path, png_bytes, wav_bytes, monkeypatch
+):
+    """A file added by name gets a thumbnail or a clip (what the page shows and what
+    `index reembed` embeds again from), unless previews are turned off."""
+    import io
+
+    import soundfile as sf
+    from PIL import Image
+
+    from index import VectorStore
+    from index.errors import PreviewNotFound
+
+    (tmp_path / "a.png").write_bytes(png_bytes)
+    (tmp_path / "b.wav").write_bytes(wav_bytes)
+    data = tmp_path / "data"
+    files = [str(tmp_path / "a.png"), str(tmp_path / "b.wav")]
+    assert main(["index", "add", "--preset", "tiny", "--data-dir", str(data), *files]) == 0
+    image, audio = lines(capsys)
+    with VectorStore.open(data) as store:
+        thumbnail = store.get_preview(image["id"])
+        clip = store.get_preview(audio["id"])
+    assert thumbnail.media_type.startswith("image/")
+    assert Image.open(io.BytesIO(thumbnail.data)).size == Image.open(io.BytesIO(png_bytes)).size
+    samples, _ = sf.read(io.BytesIO(clip.data))
+    expected, _ = sf.read(io.BytesIO(wav_bytes))
+    assert clip.media_type.startswith("audio/") and abs(len(samples) / len(expected) - 1) < 0.2
+
+    monkeypatch.setenv("MMEMBED_PREVIEWS", "false")
+    bare = tmp_path / "bare"
+    assert main(["index", "add", "--preset", "tiny", "--data-dir", str(bare), files[0]]) == 0
+    [plain] = lines(capsys)
+    with VectorStore.open(bare) as store, pytest.raises(PreviewNotFound):
+        store.get_preview(plain["id"])
+
+
 def test_index_add_a_folder_skips_what_it_cannot_read(capsys, tmp_path, png_bytes, wav_bytes):
     photos = tmp_path / "photos"
     (photos / "sub").mkdir(parents=True)
