@@ -209,7 +209,8 @@ def _embed_again(
         report.from_text += 1
         return embedder.embed_texts([text])[0]
     if preview is None:
-        report.skipped.append((item.id, f"a {item.modality} item with no preview"))
+        article = "an" if item.modality[0] in "aeiou" else "a"
+        report.skipped.append((item.id, f"{article} {item.modality} item with no preview"))
         return None
     modality, media, seconds = _decode_preview(preview)
     if modality != item.modality:

@@ -65,6 +65,23 @@ def old_store(tmp_path: Path) -> tuple[Path, Embedder]:
     return tmp_path / "old", old
 
 
+def test_media_stored_without_a_preview_is_named_not_guessed(tmp_path: Path) -> None:
+    old, new = _embedder(1), _embedder(2)
+    source = VectorStore.open(tmp_path / "old", IndexConfig())
+    source.bind_model(model_stamp(old.info))
+    clip = old.embed_audio([np.zeros(16_000, np.float32)], sampling_rate=16_000)[0]
+    image = old.embed_images([Image.new("RGB", (64, 64), (0, 0, 200))])[0]
+    source.add_many([NewItem(clip, "audio", {}, "a1"), NewItem(image, "image", {}, "i1")])
+    target = VectorStore.open(tmp_path / "new", IndexConfig())
+    target.bind_model(model_stamp(new.info))
+    report = reembed(source, target, new, audio_preview_seconds=LIMITS.audio_seconds)
+    assert report.skipped == [
+        ("a1", "an audio item with no preview"),
+        ("i1", "an image item with no preview"),
+    ]
+    assert target.count() == 0
+
+
 def test_every_item_is_embedded_again_from_what_the_store_keeps(
     old_store: tuple[Path, Embedder], tmp_path: Path
 ) -> None:
