@@ -225,6 +225,30 @@ class DescribeInfo(BaseModel):
     reason: str | None = Field(None, description="Why /describe is off, when it is.")
 
 
+class EarlierModel(BaseModel):
+    name: str | None = Field(
+        None, description="The earlier release, e.g. `image-audio-text-v5 5.0.0`."
+    )
+    fingerprint: str = Field(description="Its weights digest, as an index it filled records.")
+    modalities: list[str] = Field(description="The modalities whose stored vectors this holds for.")
+    turned_by: str | None = Field(
+        None, description="The shipped release whose prefix rotation its vectors carry."
+    )
+
+
+class Upgrades(BaseModel):
+    takes_over: list[EarlierModel] = Field(
+        default_factory=list,
+        description="Models whose vectors of these modalities are this model's, bit for bit: "
+        "an index they filled with no item of another modality opens as it is.",
+    )
+    turns: list[EarlierModel] = Field(
+        default_factory=list,
+        description="Models whose stored vectors of these modalities `mmembed index reembed` "
+        "turns into this model's exactly, needing no media; it embeds their other items again.",
+    )
+
+
 class ReadyOut(BaseModel):
     status: Literal["ready"] = "ready"
     model: str | None = Field(None, description="The shipped release served, if one is.")
@@ -276,6 +300,10 @@ class ReadyOut(BaseModel):
     describe: DescribeInfo = Field(
         default_factory=lambda: DescribeInfo(available=False),
         description="Whether /describe is on, with which language model, or why not.",
+    )
+    upgrades: Upgrades = Field(
+        default_factory=lambda: Upgrades(),
+        description="Which earlier models' indexes this one takes over or moves without media.",
     )
     index: dict[str, Any]
 

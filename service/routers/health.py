@@ -9,7 +9,7 @@ from index.errors import StoreUnavailable
 from model.constants import MATRYOSHKA_DIMS
 from service.deps import MetricsDep
 from service.errors import error_body
-from service.schemas import ErrorOut, HealthOut, ReadyOut
+from service.schemas import EarlierModel, ErrorOut, HealthOut, ReadyOut, Upgrades
 from service.state import ServiceState
 
 router = APIRouter(tags=["health"])
@@ -67,8 +67,18 @@ async def readyz(request: Request):
             "model": state.describer.name if state.describer is not None else None,
             "reason": state.describer_off,
         },
+        upgrades=Upgrades(
+            takes_over=_earlier(info.get("same_vectors_as")),
+            turns=_earlier(info.get("rotated_from")),
+        ),
         index=index,
     )
+
+
+def _earlier(entries: list[dict] | None) -> list[EarlierModel]:
+    """Earlier models a release names, as /readyz lists them."""
+    keys = set(EarlierModel.model_fields)
+    return [EarlierModel(**{k: v for k, v in e.items() if k in keys}) for e in entries or ()]
 
 
 @router.get(

