@@ -123,6 +123,11 @@ class Embedder:
                 runs (None: export at every load).
         """
         config = preset(name, encoders=encoders, modalities=modalities)
+        real = {m: e.source for m, e in config.encoders.items() if e.source is not None}
+        if real:
+            # fails at once, naming each encoder, where the hub client would retry for
+            # half a minute before the first missing one
+            config = config.with_sources(resolve_encoders(real, encoders))
         config = config.with_audio_window(audio_window)
         return cls(
             MultimodalModel(config),

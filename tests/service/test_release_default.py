@@ -95,6 +95,31 @@ def test_missing_encoders_fail_loudly_naming_each_one(
         assert needle in str(info.value)
 
 
+@pytest.mark.real_weights
+def test_the_base_preset_names_every_missing_encoder_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_encoders: dict[str, str]
+) -> None:
+    """Asked for the base preset with no hub and an empty cache, it names each encoder
+    it lacks (not the first, after the hub client's retries); given the folders of the
+    modalities asked for, it loads them."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CliError) as info:
+        cli_load_embedder(Settings(preset="base", torch_threads=1))
+    message = str(info.value)
+    for needle in ("openai/clip-vit-base-patch32", HUB_IDS["audio"], HUB_IDS["text"]):
+        assert needle in message
+    assert "--image-encoder" in message and "The base preset needs" in message
+    settings = Settings(
+        preset="base",
+        modalities=["text"],
+        text_encoder=shared_encoders["text"],
+        torch_threads=1,
+        encoder_runtime="torch",
+    )
+    assert load_embedder(settings).modalities == ("text",)
+
+
 def test_the_start_up_log_names_what_it_loads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
