@@ -41,15 +41,20 @@ def _recipe(runs: str) -> TranscriptRecipe:
     )
 
 
+def _refused(path: Path, text: str, match: str) -> None:
+    """The recipe ``text``, written to ``path``, is refused with an error matching ``match``."""
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        read_transcript_recipe(path)
+
+
 def test_the_recipe_reads_and_refuses_unknown_keys(tmp_path: Path) -> None:
     path = tmp_path / "r.toml"
     path.write_text(RECIPE)
     recipe = read_transcript_recipe(path)
     assert recipe.weights == (0.0, 0.5, 1.0) and recipe.no_speech == (0.9, 1.0)
     assert recipe.source == RECIPE
-    path.write_text(RECIPE + 'colour = "red"\n')
-    with pytest.raises(ValueError, match="colour"):
-        read_transcript_recipe(path)
+    _refused(path, RECIPE + 'colour = "red"\n', "colour")
 
 
 def test_the_recipe_reads_its_rotation(tmp_path: Path) -> None:
@@ -61,15 +66,9 @@ def test_the_recipe_reads_its_rotation(tmp_path: Path) -> None:
     assert recipe.rotation == RotationSpec(clips=100, held_out=10, dims=(32, 64))
     path.write_text(RECIPE)
     assert read_transcript_recipe(path).rotation is None
-    path.write_text(RECIPE + "[rotation]\nangle = 3\n")
-    with pytest.raises(ValueError, match="angle"):
-        read_transcript_recipe(path)
-    path.write_text(RECIPE + "[rotation]\nclips = 10\nheld_out = 10\n")
-    with pytest.raises(ValueError, match="held_out"):
-        read_transcript_recipe(path)
-    path.write_text(RECIPE + "[rotation]\nmore_clips = -1\n")
-    with pytest.raises(ValueError, match="more_clips must be >= 0"):
-        read_transcript_recipe(path)
+    _refused(path, RECIPE + "[rotation]\nangle = 3\n", "angle")
+    _refused(path, RECIPE + "[rotation]\nclips = 10\nheld_out = 10\n", "held_out")
+    _refused(path, RECIPE + "[rotation]\nmore_clips = -1\n", "more_clips must be >= 0")
 
 
 def test_validation_chooses_the_weights_that_retrieve_best() -> None:
@@ -103,15 +102,9 @@ def test_the_recipe_reads_how_the_mixing_is_chosen(tmp_path: Path) -> None:
     path.write_text(RECIPE + "choose_dims = [512, 64]\nchoose_pool = 8000\n")
     recipe = read_transcript_recipe(path)
     assert recipe.choose_dims == (512, 64) and recipe.choose_pool == 8000
-    path.write_text(RECIPE + "choose_pool = -1\n")
-    with pytest.raises(ValueError, match="choose_pool must be >= 0"):
-        read_transcript_recipe(path)
-    path.write_text(RECIPE + "choose_dims = [100]\n")
-    with pytest.raises(ValueError, match="dims must be one of"):
-        read_transcript_recipe(path)
-    path.write_text(RECIPE + "choose_dims = []\n")
-    with pytest.raises(ValueError, match="names no dims"):
-        read_transcript_recipe(path)
+    _refused(path, RECIPE + "choose_pool = -1\n", "choose_pool must be >= 0")
+    _refused(path, RECIPE + "choose_dims = [100]\n", "dims must be one of")
+    _refused(path, RECIPE + "choose_dims = []\n", "names no dims")
 
 
 def test_a_release_keeps_another_releases_rotation(tmp_path: Path) -> None:
@@ -122,14 +115,10 @@ def test_a_release_keeps_another_releases_rotation(tmp_path: Path) -> None:
 
     path = tmp_path / "r.toml"
     v5 = "model/weights/image-audio-text-v5"
-    path.write_text(RECIPE + f"rotation_from = '{v5}'\n")
-    with pytest.raises(ValueError, match="must be listed in turned"):
-        read_transcript_recipe(path)
+    _refused(path, RECIPE + f"rotation_from = '{v5}'\n", "must be listed in turned")
     path.write_text(RECIPE + f"rotation_from = '{v5}'\nturned = ['{v5}']\n")
     assert read_transcript_recipe(path).rotation_from == v5
-    path.write_text(path.read_text() + "[rotation]\nclips = 100\nheld_out = 10\n")
-    with pytest.raises(ValueError, match="not both"):
-        read_transcript_recipe(path)
+    _refused(path, path.read_text() + "[rotation]\nclips = 100\nheld_out = 10\n", "not both")
 
     model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
     info = kept_rotation(model, Path(v5))
