@@ -84,6 +84,16 @@ class LabelFilter:
         return self._selector
 
 
+@dataclass(frozen=True)
+class Capture:
+    """A snapshot taken in memory (:meth:`MatryoshkaIndexes.capture`), to write later."""
+
+    generation: int
+    ntotal: int
+    tombstones: np.ndarray
+    indexes: dict[int, faiss.Index]  # dims -> a copy of the index
+
+
 class MatryoshkaIndexes:
     """64-d and 512-d FAISS indexes over the same labels."""
 
@@ -373,13 +383,51 @@ class MatryoshkaIndexes:
         The manifest is written last, so a crash leaves the previous manifest and
         its files intact; unreferenced index files are removed afterwards.
         """
+        writers = {
+            dims: lambda tmp, index=index: _write_index(index, tmp)
+            for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512))
+        }
+        self._write_snapshot(
+            directory, generation, int(self.index512.ntotal), self._tombstone_array(), writers
+        )
+
+    def capture(self, generation: int) -> Capture:
+        """Copies of both indexes, with what their manifest records: about half the time
+        of writing them (0.05 s against 0.11 for 30k HNSW items) and none of the disk's
+        latency, so the store's lock is held for less; the copies are as large as the
+        indexes while they live."""
+        copies = {
+            dims: faiss.clone_index(index)
+            for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512))
+        }
+        tombstones = self._tombstone_array().copy()
+        return Capture(generation, int(self.index512.ntotal), tombstones, copies)
+
+    def write_capture(self, directory: Path, capture: Capture) -> None:
+        """Write a :meth:`capture` as :meth:`save` writes the live indexes (no lock needed)."""
+        writers = {
+            dims: lambda tmp, index=index: _write_index(index, tmp)
+            for dims, index in capture.indexes.items()
+        }
+        self._write_snapshot(
+            directory, capture.generation, capture.ntotal, capture.tombstones, writers
+        )
+
+    def _write_snapshot(
+        self,
+        directory: Path,
+        generation: int,
+        ntotal: int,
+        tombstones: np.ndarray,
+        writers: dict[int, Callable[[Path], int]],
+    ) -> None:
         directory = Path(directory)
         tag = f"{generation}-{uuid.uuid4().hex[:8]}"
         files: dict[str, dict[str, Any]] = {}
-        for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512)):
+        for dims, write in writers.items():
             name = f"index{dims}-{tag}.faiss"
             path = directory / name
-            crc = atomic_write_with(path, lambda tmp, index=index: _write_index(index, tmp))
+            crc = atomic_write_with(path, write)
             files[str(dims)] = {"name": name, "size": path.stat().st_size, "crc32": crc}
         manifest = {
             "format": FORMAT_VERSION,
@@ -387,8 +435,8 @@ class MatryoshkaIndexes:
             "hnsw_m": self.config.hnsw_m,
             "shortlist_codec": self.config.shortlist_codec,
             "generation": generation,
-            "ntotal": int(self.index512.ntotal),
-            "tombstones": self._tombstone_array().tolist(),
+            "ntotal": ntotal,
+            "tombstones": tombstones.tolist(),
             "files": files,
         }
         atomic_write_bytes(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())

@@ -2,12 +2,14 @@
 
     python -m index.snapshot_benchmark --n 400000
 
-Fills a flat store with `n` synthetic items (`index.synthetic`), closes it, reopens it
+Fills a store (flat, or `--kind hnsw`) with `n` synthetic items (`index.synthetic`), closes it, reopens it
 (timing the first add), then adds items one at a time, each its own committed write (as
 `POST /items`), with `snapshot_every` set so that a background snapshot starts after
 `--before` adds. Prints the latency of each add while the snapshot was being written
 (p50 / p99 / max), the snapshot's duration, and what an inline save under the lock (the
-old path, and still HNSW's) takes at this size. Everything stays in a temporary folder,
+old path of both kinds) takes at this size. A flat store's snapshot is written by a
+process of its own; an HNSW store's indexes are copied under the lock (the add that
+starts the snapshot waits for that: the max) and written by a thread. Everything stays in a temporary folder,
 removed at the end.
 """
 
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     try:
         data_dir = root / "store"
         vectors = matryoshka_like(args.n + args.max_adds + 1, clusters=max(100, args.n // 100))
-        fill = IndexConfig(snapshot_every=args.n + 1, synchronous=args.synchronous)
+        fill = IndexConfig(kind=args.kind, snapshot_every=args.n + 1, synchronous=args.synchronous)
         started = time.perf_counter()
         with VectorStore.open(data_dir, fill) as store:
             for first in range(0, args.n, FILL_BATCH):
@@ -43,7 +45,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 store.add_many([NewItem(v, "text") for v in chunk])
         print(f"filled {args.n} items and saved in {time.perf_counter() - started:.1f} s")
 
-        config = IndexConfig(snapshot_every=args.before, synchronous=args.synchronous)
+        config = IndexConfig(
+            kind=args.kind, snapshot_every=args.before, synchronous=args.synchronous
+        )
         store = VectorStore.open(data_dir, config)
         try:
             new = iter(vectors[args.n :])
@@ -97,10 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", type=int, default=200, help="adds before the snapshot")
     parser.add_argument("--max-adds", type=int, default=20_000, help="most single adds timed")
     parser.add_argument("--synchronous", choices=("FULL", "NORMAL"), default="FULL")
+    parser.add_argument("--kind", choices=("flat", "hnsw"), default="flat", help="index kind")
     parser.add_argument("--tmp", default=None, help="folder for the temporary store")
     args = parser.parse_args(argv)
     results = run(args)
-    print(f"items: {args.n}, synchronous={args.synchronous}")
+    print(f"items: {args.n}, kind={args.kind}, synchronous={args.synchronous}")
     print(f"  first add after a restart:        {results['first_add_after_restart_ms']:.1f} ms")
     print(
         f"  single adds during the snapshot:  {results['adds_during_snapshot']:.0f} adds, "

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from .backend import VectorBackend
 from .config import IndexConfig
 from .errors import InvalidItem, InvalidQuery, StoreError
-from .faiss_index import IndexFileError, LabelFilter, MatryoshkaIndexes
+from .faiss_index import Capture, IndexFileError, LabelFilter, MatryoshkaIndexes
 from .items import Item, NewItem, Preview, SearchHit
 from .lock import DirectoryLock
 from .rwlock import ReadWriteLock
@@ -190,18 +190,42 @@ class VectorStore(VectorBackend):
         Flat indexes: a background thread starts `index.snapshot_worker`, a process that
         rebuilds the indexes from one consistent read of SQLite and writes them; no store
         lock is held meanwhile, so searches and writes go on. HNSW graphs are too slow to
-        rebuild, so they are written here, under the lock, as before.
+        rebuild: they are copied here, under the lock (a memory copy, much faster than
+        the write), and a background thread writes the copy.
         """
         if self._snapshotter is not None and self._snapshotter.is_alive():
             return  # one at a time; the next comes after the next snapshot_every changes
-        if self.config.kind != "flat":
-            self._save()
-            return
         self._unsaved = 0
+        if self.config.kind == "flat":
+            target, args = self._snapshot_in_background, ()
+        else:
+            target, args = self._write_capture, (self._indexes.capture(self._sql.generation()),)
         self._snapshotter = threading.Thread(
-            target=self._snapshot_in_background, name="faiss-snapshot", daemon=True
+            target=target, args=args, name="faiss-snapshot", daemon=True
         )
         self._snapshotter.start()
+
+    def _write_capture(self, capture: Capture) -> None:
+        """Write an HNSW store's indexes as copied under the lock (`_save_lock` only); a
+        snapshot of a later generation written meanwhile is kept."""
+        try:
+            with self._save_lock:
+                if (self._snapshot_generation or -1) >= capture.generation:
+                    return
+                started = time.perf_counter()
+                self._indexes.write_capture(self.data_dir, capture)
+                self._snapshot_generation = capture.generation
+                self._snapshot_failed = False
+                logger.info(
+                    "FAISS snapshot of generation %d (%d indexed) written in the background "
+                    "in %.2f s; writes and searches went on",
+                    capture.generation,
+                    capture.ntotal,
+                    time.perf_counter() - started,
+                )
+        except Exception:
+            self._snapshot_failed = True  # SQLite holds every item; close writes it
+            logger.exception("background FAISS snapshot failed")
 
     def _snapshot_in_background(self) -> None:
         """Have `index.snapshot_worker` rebuild the flat indexes from one committed SQLite

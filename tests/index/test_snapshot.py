@@ -135,3 +135,41 @@ def test_the_snapshot_process_writes_nothing_once_the_store_has_gone(tmp_path, u
     assert result["items"] == 20 and result["pid"] == os.getpid()
     indexes, meta = MatryoshkaIndexes.load(tmp_path, config)
     assert meta.ntotal == 20 and meta.generation == result["generation"]
+
+
+def test_an_hnsw_store_writes_a_copy_of_its_graph_in_the_background(
+    tmp_path, unit_vectors, caplog
+):
+    """HNSW graphs are not rebuilt from SQLite: they are copied under the lock and the
+    copy is written by a thread. The files hold the store as it was when copied, a
+    reopened store needs no rebuild, and an older copy never replaces a newer snapshot."""
+    config = IndexConfig(kind="hnsw", snapshot_every=40, synchronous="NORMAL")
+    x = unit_vectors(100)
+    caplog.set_level(logging.INFO, logger="index.store")
+    store = VectorStore.open(tmp_path, config)
+    try:
+        store.add_many([NewItem(v, "text", {"i": i}) for i, v in enumerate(x[:39])])
+        store.add_many([NewItem(x[39], "text", {"i": 39})])  # the 40th change: a copy
+        copied_at = store.info()["generation"]
+        store.add_many([NewItem(v, "text", {"i": 40 + i}) for i, v in enumerate(x[40:50])])
+        store.wait_for_snapshot()
+        assert "written in the background in" in caplog.text
+        snap, meta = MatryoshkaIndexes.load(tmp_path, config)
+        assert meta.generation == copied_at and meta.ntotal == 40  # not the 10 added after
+        labels = np.sort(snap.stored_labels())
+        np.testing.assert_array_equal(snap.vectors(labels), store._sql.vectors(labels))
+
+        old = store._indexes.capture(copied_at - 1)
+        store.snapshot()  # a newer snapshot, inline
+        newer = store.info()["snapshot_generation"]
+        store._write_capture(old)
+        assert MatryoshkaIndexes.load(tmp_path, config)[1].generation == newer
+        store.add_many([NewItem(v, "text", {"i": 50 + i}) for i, v in enumerate(x[50:])])
+    finally:
+        store.close()
+    with VectorStore.open(tmp_path, config) as reopened:
+        assert reopened.info()["open"]["rebuilt"] is False
+        assert reopened.count() == len(x)
+        assert reopened.check_consistency()["missing"] == 0
+        hit = reopened.search_batch(x[45:46], k=1, dims=512)[0][0]
+        assert hit.metadata == {"i": 45}
