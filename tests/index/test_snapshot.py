@@ -137,9 +137,7 @@ def test_the_snapshot_process_writes_nothing_once_the_store_has_gone(tmp_path, u
     assert meta.ntotal == 20 and meta.generation == result["generation"]
 
 
-def test_an_hnsw_store_writes_a_copy_of_its_graph_in_the_background(
-    tmp_path, unit_vectors, caplog
-):
+def test_an_hnsw_store_writes_a_copy_of_its_graph_in_the_background(tmp_path, unit_vectors, caplog):
     """HNSW graphs are not rebuilt from SQLite: they are copied under the lock and the
     copy is written by a thread. The files hold the store as it was when copied, a
     reopened store needs no rebuild, and an older copy never replaces a newer snapshot."""
