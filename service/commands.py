@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import tomllib
@@ -182,7 +183,10 @@ def _raw_inputs(args: argparse.Namespace) -> list[Any]:
         try:
             inputs.append(RawInput(str(path), data=Path(path).read_bytes()))
         except OSError as exc:
-            raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+            hint = ""
+            if isinstance(exc, FileNotFoundError) and not Path(path).suffix:
+                hint = f"; to embed it as text: --text {shlex.quote(str(path))}"
+            raise CliError(f"cannot read {path}: {exc.strerror}{hint}") from exc
     if not inputs:
         raise CliError("nothing to embed: give FILE arguments and/or --text TEXT")
     return inputs

@@ -65,6 +65,17 @@ def test_index_add_then_search_then_stats(capsys, tmp_path, png_bytes):
     assert json.loads(capsys.readouterr().out)["count"] == 2
 
 
+def test_words_given_where_a_file_goes_are_pointed_to_text(capsys, tmp_path):
+    """`index search 'a red circle'` names no file: the error says how to search by text."""
+    common = ["--preset", "tiny", "--data-dir", str(tmp_path / "data")]
+    assert main(["index", "search", *common, "a red circle"]) != 0
+    err = capsys.readouterr().err
+    assert "cannot read a red circle: No such file or directory" in err
+    assert "--text 'a red circle'" in err
+    assert main(["embed", "--preset", "tiny", str(tmp_path / "gone.wav")]) != 0
+    assert "--text" not in capsys.readouterr().err  # a missing file is just missing
+
+
 def test_index_add_keeps_a_preview_of_each_file_as_a_folder_add_does(
     capsys, tmp_path, png_bytes, wav_bytes, monkeypatch
 ):
