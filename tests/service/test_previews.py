@@ -227,3 +227,29 @@ def test_preview_functions_directly():
     assert _image(thumb.data).size == (50, 10)
     silent = audio_preview(_wav(0.0, 16_000, 1), limits)
     assert silent.media_type == "audio/mpeg" and len(silent.data) > 0
+
+
+def test_the_preview_cost_of_spoken_clips_is_measured_from_both(tmp_path, tiny_embedder):
+    """`python -m service.preview_retrieval` on a spoken manifest: each clip embedded from
+    its file and from the MP3 preview the service would keep; a clip longer than the
+    preview is heard only in part, so its vector moves more."""
+    import json
+
+    from service.preview_retrieval import measure_audio
+
+    rows = []
+    for i, seconds in enumerate((1.0, 1.5, 6.0)):
+        t = np.arange(int(16_000 * seconds)) / 16_000
+        tone = 0.3 * np.sin(2 * np.pi * (300 + 200 * i) * t) * (1 + (t > 2.5))
+        sf.write(tmp_path / f"{i}.wav", (tone / 2).astype(np.float32), 16_000)
+        rows.append({"audio": f"{i}.wav", "text": f"clip {i}"})
+    manifest = tmp_path / "test-x.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    short = measure_audio(tiny_embedder, manifest, PreviewLimits(audio_seconds=30.0))
+    cut = measure_audio(tiny_embedder, manifest, PreviewLimits(audio_seconds=2.0))
+    assert short["clips"] == cut["clips"] == 3
+    for key in ("original audio->text", "preview text->audio"):
+        assert 0.0 <= short[key] <= 1.0
+    assert short["original audio->text"] == cut["original audio->text"]
+    assert short["mean cosine original vs preview"] > 0.9
+    assert cut["mean cosine original vs preview"] < short["mean cosine original vs preview"]
