@@ -352,6 +352,7 @@ def chooser_rotation(recipe: TranscriptRecipe) -> torch.Tensor | None:
 
 
 def under(vectors: torch.Tensor, rotation: torch.Tensor | None) -> torch.Tensor:
+    """``vectors`` turned by ``rotation`` (as they are without one), in float32."""
     return vectors.float() if rotation is None else vectors.float() @ rotation.T
 
 
@@ -670,10 +671,11 @@ def turned_releases(
 ) -> list[dict[str, Any]]:
     """``rotated_from`` entries for the recipe's ``turned`` releases. Each must be this
     release's model (the same weights; ``unrotated_digest`` is this one's without its
-    rotation, mixing as ``config``) under another prefix rotation or none, and perhaps another mixing of
-    transcripts. ``mmembed index reembed`` turns their stored vectors, undoing their
-    rotation (``turned_by``); audio vectors only where they mix as this release does,
-    since a mixed audio vector cannot be mixed again without its clip."""
+    rotation, mixing as ``config``) under another prefix rotation or none, and perhaps
+    another mixing of transcripts. ``mmembed index reembed`` turns their stored
+    vectors, undoing their rotation (``turned_by``); audio vectors only where they mix
+    as this release does, since a mixed audio vector cannot be mixed again without its
+    clip."""
     from model.checkpoint import load_model, read_checkpoint_config
 
     entries = []
