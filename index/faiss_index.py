@@ -91,7 +91,7 @@ class Capture:
     generation: int
     ntotal: int
     tombstones: np.ndarray
-    indexes: dict[int, faiss.Index]  # dims -> a copy of the index
+    indexes: dict[int, faiss.Index]  # dims -> the index (a copy, for a capture)
 
 
 class MatryoshkaIndexes:
@@ -383,60 +383,42 @@ class MatryoshkaIndexes:
         The manifest is written last, so a crash leaves the previous manifest and
         its files intact; unreferenced index files are removed afterwards.
         """
-        writers = {
-            dims: lambda tmp, index=index: _write_index(index, tmp)
-            for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512))
-        }
-        self._write_snapshot(
-            directory, generation, int(self.index512.ntotal), self._tombstone_array(), writers
+        live = Capture(
+            generation, int(self.index512.ntotal), self._tombstone_array(), self._by_dims()
         )
+        self.write_capture(directory, live)
+
+    def _by_dims(self) -> dict[int, faiss.Index]:
+        return {SHORTLIST_DIM: self.index64, EMBED_DIM: self.index512}
 
     def capture(self, generation: int) -> Capture:
         """Copies of both indexes, with what their manifest records: about half the time
         of writing them (0.05 s against 0.11 for 30k HNSW items) and none of the disk's
         latency, so the store's lock is held for less; the copies are as large as the
         indexes while they live."""
-        copies = {
-            dims: faiss.clone_index(index)
-            for dims, index in ((SHORTLIST_DIM, self.index64), (EMBED_DIM, self.index512))
-        }
+        copies = {dims: faiss.clone_index(index) for dims, index in self._by_dims().items()}
         tombstones = self._tombstone_array().copy()
         return Capture(generation, int(self.index512.ntotal), tombstones, copies)
 
     def write_capture(self, directory: Path, capture: Capture) -> None:
-        """Write a :meth:`capture` as :meth:`save` writes the live indexes (no lock needed)."""
-        writers = {
-            dims: lambda tmp, index=index: _write_index(index, tmp)
-            for dims, index in capture.indexes.items()
-        }
-        self._write_snapshot(
-            directory, capture.generation, capture.ntotal, capture.tombstones, writers
-        )
-
-    def _write_snapshot(
-        self,
-        directory: Path,
-        generation: int,
-        ntotal: int,
-        tombstones: np.ndarray,
-        writers: dict[int, Callable[[Path], int]],
-    ) -> None:
+        """Write the indexes of ``capture`` (copies, or :meth:`save`'s live ones) as a
+        snapshot; no lock is needed for copies."""
         directory = Path(directory)
-        tag = f"{generation}-{uuid.uuid4().hex[:8]}"
+        tag = f"{capture.generation}-{uuid.uuid4().hex[:8]}"
         files: dict[str, dict[str, Any]] = {}
-        for dims, write in writers.items():
+        for dims, index in capture.indexes.items():
             name = f"index{dims}-{tag}.faiss"
             path = directory / name
-            crc = atomic_write_with(path, write)
+            crc = atomic_write_with(path, lambda tmp, index=index: _write_index(index, tmp))
             files[str(dims)] = {"name": name, "size": path.stat().st_size, "crc32": crc}
         manifest = {
             "format": FORMAT_VERSION,
             "kind": self.config.kind,
             "hnsw_m": self.config.hnsw_m,
             "shortlist_codec": self.config.shortlist_codec,
-            "generation": generation,
-            "ntotal": ntotal,
-            "tombstones": tombstones.tolist(),
+            "generation": capture.generation,
+            "ntotal": capture.ntotal,
+            "tombstones": capture.tombstones.tolist(),
             "files": files,
         }
         atomic_write_bytes(directory / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())

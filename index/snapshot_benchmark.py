@@ -2,15 +2,15 @@
 
     python -m index.snapshot_benchmark --n 400000
 
-Fills a store (flat, or `--kind hnsw`) with `n` synthetic items (`index.synthetic`), closes it, reopens it
-(timing the first add), then adds items one at a time, each its own committed write (as
-`POST /items`), with `snapshot_every` set so that a background snapshot starts after
-`--before` adds. Prints the latency of each add while the snapshot was being written
-(p50 / p99 / max), the snapshot's duration, and what an inline save under the lock (the
-old path of both kinds) takes at this size. A flat store's snapshot is written by a
-process of its own; an HNSW store's indexes are copied under the lock (the add that
-starts the snapshot waits for that: the max) and written by a thread. Everything stays in a temporary folder,
-removed at the end.
+Fills a store (flat, or `--kind hnsw`) with `n` synthetic items (`index.synthetic`),
+closes it, reopens it (timing the first add), then adds items one at a time, each its
+own committed write (as `POST /items`), with `snapshot_every` set so that a background
+snapshot starts after `--before` adds. Prints the latency of each add while the
+snapshot was being written (p50 / p99 / max), the snapshot's duration, and what an
+inline save under the lock (the old path of both kinds) takes at this size. A flat
+store's snapshot is written by a process of its own; an HNSW store's indexes are copied
+under the lock (the add that starts the snapshot waits for that: the max) and written
+by a thread. Everything stays in a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
