@@ -36,6 +36,7 @@ import subprocess
 import tarfile
 import tempfile
 import tomllib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,7 @@ def evaluate_images(root: Path, model: Any, spec: ImageTrainSpec | None = None) 
     spoken captions against text->image on the same galleries."""
     from model.training.data import read_jsonl
     from model.training.evaluate import embed_cached
-    from model.training.features import FeatureCache, text_item_id
+    from model.training.features import FeatureCache, item_id, text_item_id
 
     device = torch.device("cpu")
     texts = FeatureCache.for_model(str(root / "features"), model, "text")
@@ -232,25 +233,40 @@ def evaluate_images(root: Path, model: Any, spec: ImageTrainSpec | None = None) 
         if baseline is not None:
             entry["baseline"] = report_baseline(model, baseline, d)
         if split in TEST_SPLITS:
-            entry["audio->image"] = _spoken_to_image(
-                model, d, read_jsonl(root / f"spoken-{split}.jsonl").pairs, audio, text_vectors
+            spoken = read_jsonl(root / f"spoken-{split}.jsonl").pairs
+            entry["audio->image"] = spoken_to_image(
+                model,
+                d,
+                [p for p in spoken if item_id(p) in audio],
+                text_vectors,
+                lambda kept: embed_cached(
+                    model, "audio", audio, [item_id(p) for p in kept], device
+                ),
             )
         results[split] = entry
     return results
 
 
-def _spoken_to_image(model, data: CachedImages, spoken, audio_cache, text_vectors) -> dict:
+def spoken_to_image(
+    model: Any,
+    data: CachedImages,
+    spoken: Sequence[Any],
+    text_vectors: np.ndarray,
+    embed: Callable[[list[Any]], np.ndarray],
+) -> dict[str, Any]:
     """R@1/R@5 of each spoken caption finding its image among the split's images (one per
-    caption), at 512 and 64 dims, beside the typed caption's on the same gallery."""
+    caption), at 512 and 64 dims, beside the typed caption's on the same gallery.
+
+    ``spoken``: clips (each with ``.text``); those whose caption is not in the split
+    are left out. ``embed``: the vectors (N, 512) of the clips kept, in order (the
+    speech path from cached features, or the served vectors, transcript and all).
+    """
     from model.matryoshka import truncate
-    from model.training.evaluate import embed_cached, first_relevant_ranks, metrics_from_ranks
-    from model.training.features import item_id
+    from model.training.evaluate import first_relevant_ranks, metrics_from_ranks
 
     group_of = {t: int(g) for t, g in zip(data.texts, data.groups, strict=True)}
-    kept = [p for p in spoken if p.text in group_of and item_id(p) in audio_cache]
-    clips = embed_cached(
-        model, "audio", audio_cache, [item_id(p) for p in kept], torch.device("cpu")
-    )
+    kept = [p for p in spoken if p.text in group_of]
+    clips = embed(kept)
     first: dict[int, int] = {}
     for i, g in enumerate(data.groups):
         first.setdefault(int(g), i)
