@@ -270,6 +270,9 @@ class TranscriptConfig:
     ``tokens_per_second``: the most tokens decoded per second of audio (plus 4).
     ``no_speech_threshold``: a clip whose no-speech probability (Whisper's
     ``<|nospeech|>`` token at the start) is above this gets no transcript.
+    ``min_decode_seconds``: a window shorter than this is decoded from this much of
+    it, the silence after the clip included (0: from the clip's own frames only,
+    as releases up to 6.0.0 do). Only the transcript reads the silence.
     """
 
     source: str | None = "openai/whisper-base"
@@ -279,8 +282,14 @@ class TranscriptConfig:
     no_speech_threshold: float = 0.6
     random_init: dict[str, Any] | None = None
     seed: int = 0
+    min_decode_seconds: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.min_decode_seconds <= 30.0:
+            raise ValueError(
+                f"transcript min_decode_seconds must be between 0 and 30; "
+                f"got {self.min_decode_seconds}"
+            )
         for name in ("main_weight", "locked_weight", "no_speech_threshold"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

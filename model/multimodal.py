@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from model.audio import valid_frames
 from model.blend import (
     LockedBranch,
     blend_embeddings,
@@ -29,7 +30,7 @@ from model.blend import (
     resample,
 )
 from model.config import ModelConfig, TranscriptConfig
-from model.constants import MODALITIES
+from model.constants import MODALITIES, SAMPLE_RATE
 from model.efficientnet import logits_of
 from model.encoders import EncoderOutput, FrozenEncoder, build_encoder
 from model.errors import InvalidInput, MissingModality
@@ -194,6 +195,8 @@ class MultimodalModel(nn.Module):
             mixing = dataclasses.asdict(transcript)
             if transcript.source is not None:
                 del mixing["source"], mixing["random_init"], mixing["seed"]
+            if not transcript.min_decode_seconds:
+                del mixing["min_decode_seconds"]  # releases before it keep their digest
             digest.update(f"transcript:{json.dumps(mixing, sort_keys=True)}".encode())
         return digest.hexdigest()
 
@@ -353,7 +356,9 @@ class MultimodalModel(nn.Module):
     ) -> list[list[tuple[str, float]]]:
         """Per clip, per 30 s window: (decoded text, no-speech probability), before the
         no-speech threshold (:meth:`transcribe` applies it). A window of digital silence
-        (the same log-mel everywhere) is not decoded: ("", 1.0)."""
+        (the same log-mel everywhere) is not decoded: ("", 1.0). A window shorter than
+        the config's ``min_decode_seconds`` is encoded again with the silence after it
+        up to that length, and decoded from that (:meth:`_padded_windows`)."""
         if self.transcriber is None:
             raise InvalidInput("this model has no transcript decoder")
         frames, mask, clip_of = window_frames(
@@ -363,17 +368,52 @@ class MultimodalModel(nn.Module):
             bool(mel[:, : 2 * int(n)].std() > 0)
             for mel, n in zip(batch["input_features"], batch["num_frames"], strict=True)
         ]
+        least = self._least_decode_frames()
+        short = [w for w, n in enumerate(batch["num_frames"].tolist()) if sound[w] and n < least]
         heard: list[tuple[str, float]] = [("", 1.0)] * len(sound)
-        for chunk in decode_chunks(batch["num_frames"], sound):
+        plain = [keep and w not in short for w, keep in enumerate(sound)]
+        for chunk in decode_chunks(batch["num_frames"], plain):
             index = torch.tensor(chunk)
             for w, window in zip(
                 chunk, self.transcriber.hear(frames[index], mask[index]), strict=True
             ):
                 heard[w] = window
+        if short:
+            padded, padded_mask = self._padded_windows(batch, short, least)
+            for w, window in zip(short, self.transcriber.hear(padded, padded_mask), strict=True):
+                heard[w] = window
         windows: list[list[tuple[str, float]]] = [[] for _ in range(encoded.tokens.shape[0])]
         for clip, window in zip(clip_of, heard, strict=True):
             windows[clip].append(window)
         return windows
+
+    def _least_decode_frames(self) -> int:
+        """Encoder frames in ``min_decode_seconds`` of audio (0: no minimum)."""
+        seconds = self.config.transcript.min_decode_seconds if self.config.transcript else 0.0
+        return valid_frames(round(seconds * SAMPLE_RATE)) if seconds > 0 else 0
+
+    def _padded_windows(
+        self, batch: dict[str, torch.Tensor], windows: list[int], frames: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``windows`` of ``batch`` encoded again over their first ``frames`` frames,
+        the silence after the clip included: (len(windows), frames, D) and the mask.
+
+        Whisper was trained on 30 s windows; decoded from a few frames of a short word
+        ("a duck", 0.7 s), it often writes nothing at all. The feature extractor has
+        already padded each window with silence, so this reads further into it. The
+        speech path keeps the clip's own frames: only the transcript is read this way.
+        """
+        index = torch.tensor(windows)
+        sub = {
+            "input_features": batch["input_features"][index],
+            "num_frames": batch["num_frames"][index].clamp(min=frames),
+            "window_clip": torch.arange(len(windows)),
+        }
+        encoded = self.encode("audio", sub)
+        padded, mask, _ = window_frames(
+            encoded.tokens, encoded.mask, sub["num_frames"], sub["window_clip"]
+        )
+        return padded, mask
 
     def with_transcripts(self, embedding: torch.Tensor, transcripts: Sequence[str]) -> torch.Tensor:
         """Audio vectors (B, 512) with their transcripts' text vectors mixed into each part

@@ -28,6 +28,18 @@ WHO = (
 )
 
 
+def decode_window(transcript: dict[str, Any]) -> str:
+    """How much audio a short clip is decoded from, where the release pads it."""
+    seconds = transcript.get("min_decode_seconds", 0.0)
+    if not seconds:
+        return ""
+    return (
+        f" (a clip shorter than {seconds:g} s is decoded from its first {seconds:g} s, "
+        "the silence after it included, so that a single word is not heard as nothing; "
+        "the speech path keeps the clip's own frames)"
+    )
+
+
 def chosen_line(choice: Mapping[str, Any]) -> str:
     """How the mixing weights were chosen (``choice`` is the recipe's record of it)."""
     dims = choice.get("dims") or [512]
@@ -259,8 +271,9 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: tuple[int, i
             "clip's own frames, not 30 s of padding).",
             "2. The speech path (adapters, resamplers and heads of both branches) makes "
             "the clip's vector, as in the release before.",
-            "3. Whisper-base's decoder reads the same frames and writes what it hears: "
-            "greedy decoding in English, at most "
+            "3. Whisper-base's decoder reads the same frames and writes what it hears"
+            + decode_window(transcript)
+            + ": greedy decoding in English, at most "
             f"{transcript['tokens_per_second']:g} tokens a second of audio (plus 4), cut "
             "where a 4-token run repeats. A clip whose no-speech probability (Whisper's "
             f"`<|nospeech|>` token) is over {transcript['no_speech_threshold']:g} gets no "

@@ -87,6 +87,9 @@ class TranscriptRecipe:
     choose_dims: tuple[int, ...] = (512,)
     choose_under: str = ""
     choose_pool: int = 0
+    # TranscriptConfig.min_decode_seconds: a shorter clip is decoded from this much
+    # audio, the silence after it included (0: from its own frames, as up to 6.0.0)
+    min_decode_seconds: float = 0.0
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -96,6 +99,10 @@ class TranscriptRecipe:
             check_dims(d)
         if self.choose_pool < 0:
             raise ValueError(f"choose_pool must be >= 0; got {self.choose_pool}")
+        if not 0.0 <= self.min_decode_seconds <= 30.0:
+            raise ValueError(
+                f"min_decode_seconds must be between 0 and 30; got {self.min_decode_seconds}"
+            )
         if self.rotation_from and self.rotation is not None:
             raise ValueError(
                 "a release keeps rotation_from's rotation or fits [rotation], not both"
@@ -315,6 +322,7 @@ def choose(
             main_weight=main,
             locked_weight=locked,
             no_speech_threshold=threshold,
+            min_decode_seconds=recipe.min_decode_seconds,
         )
         clips = mixed(model, val, config)
         if pool is not None:
@@ -490,7 +498,8 @@ def load_base(recipe: TranscriptRecipe, sources: dict[str, str]) -> tuple[Any, s
     model = load_model(recipe.base, encoder_overrides=encoders)
     digest = model.weights_digest()
     decoder = with_decoder(recipe, sources)[TRANSCRIPTS]
-    return with_transcript(model, TranscriptConfig(source=decoder)), digest
+    config = TranscriptConfig(source=decoder, min_decode_seconds=recipe.min_decode_seconds)
+    return with_transcript(model, config), digest
 
 
 def with_decoder(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, str]:

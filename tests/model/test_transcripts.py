@@ -163,6 +163,56 @@ def test_a_long_clip_is_heard_window_by_window(model: MultimodalModel) -> None:
     assert [len(w) for w in heard] == [2, 1]
 
 
+def test_a_short_window_is_decoded_from_the_silence_after_it_too(
+    model: MultimodalModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """min_decode_seconds: a 0.5 s clip is decoded as the same clip padded with silence
+    to 2 s is, a 3 s clip from its own frames; the speech path never reads the padding."""
+    padded = MultimodalModel(
+        dataclasses.replace(
+            model.config,
+            transcript=dataclasses.replace(model.config.transcript, min_decode_seconds=2.0),
+        )
+    ).eval()
+    padded.load_state_dict(model.state_dict())
+    read: list[int] = []
+    hear = padded.transcriber.hear
+
+    def spy(frames: torch.Tensor, mask: torch.Tensor) -> list[tuple[str, float]]:
+        read.extend(mask.sum(dim=1).tolist())
+        return hear(frames, mask)
+
+    monkeypatch.setattr(padded.transcriber, "hear", spy)
+    short, long = _tone(0.5, 250.0), _tone(3.0, 410.0)
+    batch = padded.preprocess("audio", [short, long])
+    with torch.inference_mode():
+        heard = padded.hear(padded.encode("audio", batch), batch)
+        by_hand = model.preprocess(
+            "audio", [np.concatenate([short, np.zeros(24_000, np.float32)]), long]
+        )
+        expected = model.hear(model.encode("audio", by_hand), by_hand)
+        speech = [
+            m.forward_features("audio", e.tokens, e.mask).embedding
+            for m in (model, padded)
+            for e in [m.encode("audio", batch)]
+        ]
+    assert sorted(read) == [100, 150]  # encoder frames: 2 s and the 3 s clip's own
+    assert [[t for t, _ in w] for w in heard] == [[t for t, _ in w] for w in expected]
+    np.testing.assert_allclose(
+        [p for w in heard for _, p in w], [p for w in expected for _, p in w], atol=1e-6
+    )
+    torch.testing.assert_close(speech[0], speech[1])
+    assert padded.weights_digest() != model.weights_digest()  # other transcripts, other stamp
+    unpadded = MultimodalModel(
+        dataclasses.replace(
+            model.config,
+            transcript=dataclasses.replace(model.config.transcript, min_decode_seconds=0.0),
+        )
+    )
+    unpadded.load_state_dict(model.state_dict())
+    assert unpadded.weights_digest() == model.weights_digest()
+
+
 def test_checkpoints_keep_the_mixing_and_never_store_the_decoder(
     tmp_path: Path, model: MultimodalModel
 ) -> None:
@@ -183,6 +233,9 @@ def test_checkpoints_keep_the_mixing_and_never_store_the_decoder(
 def test_bad_transcript_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="main_weight"):
         TranscriptConfig(main_weight=1.5)
+    for seconds in (-1.0, 31.0):
+        with pytest.raises(ValueError, match="min_decode_seconds"):
+            TranscriptConfig(min_decode_seconds=seconds)
     with pytest.raises(ValueError, match="source or a random_init"):
         TranscriptConfig(source=None)
     with pytest.raises(ValueError, match="audio and a text encoder"):

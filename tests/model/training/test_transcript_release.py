@@ -107,6 +107,51 @@ def test_the_recipe_reads_how_the_mixing_is_chosen(tmp_path: Path) -> None:
     _refused(path, RECIPE + "choose_dims = []\n", "names no dims")
 
 
+def test_a_recipe_may_decode_short_clips_from_more_audio(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``min_decode_seconds`` reaches the model the clips are heard with, every mixing
+    chosen among, and the card; 0 (every release up to 6.0.0) says nothing of it."""
+    from model.checkpoint import save_checkpoint
+    from model.config import TRANSCRIPTS
+    from model.training import transcript_release
+    from model.training.transcript_card import decode_window
+
+    path = tmp_path / "r.toml"
+    path.write_text(RECIPE)
+    assert read_transcript_recipe(path).min_decode_seconds == 0.0
+    path.write_text(RECIPE + "min_decode_seconds = 2.0\n")
+    recipe = read_transcript_recipe(path)
+    assert recipe.min_decode_seconds == 2.0
+    _refused(path, RECIPE + "min_decode_seconds = 45.0\n", "between 0 and 30")
+    base = MultimodalModel(tiny_with_transcripts(("audio", "text")))
+    release = tmp_path / "base"
+    save_checkpoint(base, release, {"trained": True})
+    heard_with = []
+    monkeypatch.setattr(
+        transcript_release, "with_transcript", lambda m, c: heard_with.append(c) or m
+    )
+    model, _ = transcript_release.load_base(
+        dataclasses.replace(recipe, base=str(release)), {TRANSCRIPTS: "a decoder"}
+    )
+    assert heard_with[0].min_decode_seconds == 2.0 and heard_with[0].source == "a decoder"
+    torch.manual_seed(0)
+    texts = F.normalize(torch.randn(4, 512), dim=-1)
+    val = {
+        "speech": texts.clone(),
+        "text": texts.clone(),
+        "heard": ["words"] * 4,
+        "no_speech": torch.zeros(4),
+        "sentences": [f"s{i}" for i in range(4)],
+    }
+    config, _ = choose(model, dataclasses.replace(recipe, weights=(0.0,)), val, texts.numpy())
+    assert config.min_decode_seconds == 2.0
+    assert "shorter than 2 s is decoded from its first 2 s" in decode_window(
+        {"min_decode_seconds": 2.0}
+    )
+    assert decode_window({"min_decode_seconds": 0.0}) == decode_window({}) == ""
+
+
 def test_a_release_keeps_another_releases_rotation(tmp_path: Path) -> None:
     """``rotation_from``: that release's rotation is installed instead of fitting one,
     with its record; a store it filled is taken over for what both embed alike."""
