@@ -109,9 +109,7 @@ def test_a_description_is_the_first_line(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.real_weights
-def test_the_release_is_measured_on_stamps(
-    tmp_path: Path, shared_encoders: dict[str, str]
-) -> None:
+def test_the_release_is_measured_on_stamps(tmp_path: Path, shared_encoders: dict[str, str]) -> None:
     """Drawn shapes as stamps: the release finds them by their words, and the report
     holds every figure the docs quote (model, cascade, spoken and human speech)."""
     stamps = tmp_path / "stamps"
