@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -167,19 +168,27 @@ async def add_item(
     store_text: StoreTextQuery = True,
 ):
     inputs, item_id, metadata, caption = await _read_item(request, settings)
-    (item,) = await decode_inputs(inputs, engine, settings)
-    vector = await engine.embed_one(item)
-    (preview,) = await _previews(inputs, [item], settings)
+    item, vector, preview, text = await _embed_item(inputs, caption, engine, settings, store_text)
     new_id = await store.add(
-        vector,
-        modality=item.modality,
-        metadata=metadata,
-        id=item_id,
-        preview=preview,
-        text=_document(inputs[0], caption, settings.store_text and store_text),
+        vector, modality=item.modality, metadata=metadata, id=item_id, preview=preview, text=text
     )
     await state.refresh_index_gauge()
     return ItemCreated(id=new_id, modality=item.modality)
+
+
+async def _embed_item(
+    inputs: list[RawInput],
+    caption: str | None,
+    engine: EmbeddingEngine,
+    settings: Settings,
+    store_text: bool,
+) -> tuple[Input, np.ndarray, Preview | None, str | None]:
+    """What POST and PUT /items store for one input: the decoded item, its vector, its
+    preview and the text kept with it."""
+    (item,) = await decode_inputs(inputs, engine, settings)
+    vector = await engine.embed_one(item)
+    (preview,) = await _previews(inputs, [item], settings)
+    return item, vector, preview, _document(inputs[0], caption, settings.store_text and store_text)
 
 
 async def _read_item(
@@ -299,16 +308,9 @@ async def put_item(
     inputs, body_id, metadata, caption = await _read_item(request, settings)
     if body_id is not None and body_id != item_id:
         raise InvalidRequest(f"the body's id {body_id!r} differs from the path's {item_id!r}")
-    (item,) = await decode_inputs(inputs, engine, settings)
-    vector = await engine.embed_one(item)
-    (preview,) = await _previews(inputs, [item], settings)
+    item, vector, preview, text = await _embed_item(inputs, caption, engine, settings, store_text)
     await store.upsert(
-        vector,
-        id=item_id,
-        modality=item.modality,
-        metadata=metadata,
-        preview=preview,
-        text=_document(inputs[0], caption, settings.store_text and store_text),
+        vector, id=item_id, modality=item.modality, metadata=metadata, preview=preview, text=text
     )
     await state.refresh_index_gauge()
     return ItemCreated(id=item_id, modality=item.modality)
