@@ -38,6 +38,7 @@ from model.constants import EMBED_DIM
 from model.efficientnet import FEATURE_DIM, logits_of
 from model.image_labels import imagenet_class_names, label_embeddings
 from model.multimodal import MultimodalModel
+from model.tokens import masked_mean
 from model.training.evaluate import retrieval_report
 from model.training.features import FeatureCache, item_id, mean_tokens, text_item_id
 from model.training.losses import clip_loss
@@ -124,8 +125,7 @@ def fit_label_prior(model: MultimodalModel, batch_size: int = 128) -> None:
         for i in range(0, len(texts), batch_size):
             batch = model.preprocess("text", list(texts[i : i + batch_size]))
             out = model.encode("text", batch)
-            mask = out.mask.unsqueeze(-1).float()
-            rows.append(((out.tokens * mask).sum(1) / mask.sum(1)).numpy())
+            rows.append(masked_mean(out.tokens.float(), out.mask).numpy())
         return np.concatenate(rows)
 
     if model.labels is None:

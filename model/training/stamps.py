@@ -41,6 +41,7 @@ import torch
 
 from model.constants import SAMPLE_RATE
 from model.release import DEFAULT_RELEASE
+from model.tokens import masked_mean
 from model.training.pictures import Picture, normalise, read_manifest, speak_test_captions
 
 log = logging.getLogger(__name__)
@@ -161,8 +162,7 @@ def minilm(model: Any, texts: Sequence[str]) -> np.ndarray:
         for start in range(0, len(said), 64):
             rows = said[start : start + 64]
             encoded = model.encode("text", model.preprocess("text", [texts[i] for i in rows]))
-            mask = encoded.mask[..., None].float()
-            mean = (encoded.tokens.float() * mask).sum(1) / mask.sum(1)
+            mean = masked_mean(encoded.tokens.float(), encoded.mask)
             out[rows] = torch.nn.functional.normalize(mean, dim=-1).numpy()
     return out
 
