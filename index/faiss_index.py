@@ -266,7 +266,7 @@ class MatryoshkaIndexes:
         if allowed is not None and len(allowed) <= self.config.filter_exact_threshold:
             return self._score_subset(queries, allowed.labels, k, dims)
         if adaptive and dims > SHORTLIST_DIM:
-            shortlist = k * self.config.adaptive_factor
+            shortlist = max(k * self.config.adaptive_factor, self.config.adaptive_min_shortlist)
             scores, labels = self._rerank(queries, k, dims, allowed, shortlist)
         elif dims == SHORTLIST_DIM and self._fp16_shortlist:
             # fp16 codes rank; a small over-fetch re-scored in float32 gives exact scores

@@ -24,7 +24,8 @@ class PostgresConfig:
     schema: the PostgreSQL schema holding the tables (created if missing); one
         collection per schema.
     adaptive_factor: adaptive search re-ranks the top `k * adaptive_factor` of the
-        64-d shortlist with the vectors at the requested dims.
+        64-d shortlist with the vectors at the requested dims, and never fewer than
+        `adaptive_min_shortlist` (as IndexConfig's).
     max_k: largest k a search may ask for.
     hnsw_m, hnsw_ef_construction: graph parameters, used when the indexes are created
         (an existing index keeps the ones it was built with).
@@ -44,6 +45,7 @@ class PostgresConfig:
     kind: str = "flat"
     schema: str = "public"
     adaptive_factor: int = 10
+    adaptive_min_shortlist: int = 100
     max_k: int = 1000
     hnsw_m: int = 16
     hnsw_ef_construction: int = 64
@@ -70,6 +72,7 @@ class PostgresConfig:
             )
         for name in (
             "adaptive_factor",
+            "adaptive_min_shortlist",
             "max_k",
             "hnsw_m",
             "hnsw_ef_construction",

@@ -19,7 +19,8 @@ and the modes differ only in the shortlist distance and n:
                           iterative scan in relaxed order may return rows out of order)
     HNSW 64               the 64-d prefix column (half precision), n = k + max(k, 16): the
                           index ranks, the outer query re-scores in float32 (exact scores)
-    adaptive at d > 64    the 64-d prefix, n = k * adaptive_factor, re-ranked at d in SQL:
+    adaptive at d > 64    the 64-d prefix, n = max(k * adaptive_factor, min_shortlist),
+                          re-ranked at d in SQL:
                           the MRL funnel in one statement, not in Python
 
 Distances are pgvector's `<#>` (negative inner product) on unit vectors, so a
@@ -56,11 +57,14 @@ class SearchPlan:
     indexed: bool
 
 
-def plan(*, kind: str, dims: int, k: int, adaptive: bool, adaptive_factor: int) -> SearchPlan:
+def plan(
+    *, kind: str, dims: int, k: int, adaptive: bool, adaptive_factor: int, min_shortlist: int = 1
+) -> SearchPlan:
     """The plan for a search: what the docstring of this module lays out."""
     hnsw = kind == "hnsw"
     if adaptive and dims > SHORTLIST_DIM:
-        return SearchPlan(SHORTLIST_PREFIX, k * adaptive_factor, dims, k, hnsw)
+        shortlist = max(k * adaptive_factor, min_shortlist)
+        return SearchPlan(SHORTLIST_PREFIX, shortlist, dims, k, hnsw)
     if hnsw and dims == SHORTLIST_DIM:
         return SearchPlan(SHORTLIST_PREFIX, k + max(k, 16), dims, k, True)
     if hnsw and dims == EMBED_DIM:

@@ -370,6 +370,7 @@ class PostgresStore(VectorBackend):
             k=int(k),
             adaptive=mode == "adaptive",
             adaptive_factor=self.config.adaptive_factor,
+            min_shortlist=self.config.adaptive_min_shortlist,
         )
         filtered = (modality is not None, bool(equalities))
         documents = self._tables["documents"] if text else None

@@ -49,6 +49,7 @@ def postgres_config(config: IndexConfig, schema: str) -> PostgresConfig:
         kind=config.kind,
         max_k=config.max_k,
         adaptive_factor=config.adaptive_factor,
+        adaptive_min_shortlist=config.adaptive_min_shortlist,
         schema=schema,
     )
 
@@ -66,7 +67,8 @@ def open_store(
     """open_store(config=None, name="data") opens a store of the test's backend.
 
     Postgres: a schema of its own per (test, name) in the module's database; only the
-    backend-neutral settings of the IndexConfig apply (kind, max_k, adaptive_factor).
+    backend-neutral settings of the IndexConfig apply (kind, max_k, adaptive_factor,
+    adaptive_min_shortlist).
     """
     if backend == "local":
         yield open_local_store
