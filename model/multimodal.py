@@ -369,9 +369,10 @@ class MultimodalModel(nn.Module):
             for mel, n in zip(batch["input_features"], batch["num_frames"], strict=True)
         ]
         least = self._least_decode_frames()
-        short = [w for w, n in enumerate(batch["num_frames"].tolist()) if sound[w] and n < least]
+        counts = batch["num_frames"].tolist()
+        plain = [keep and n >= least for keep, n in zip(sound, counts, strict=True)]
+        short = [w for w, n in enumerate(counts) if sound[w] and n < least]
         heard: list[tuple[str, float]] = [("", 1.0)] * len(sound)
-        plain = [keep and w not in short for w, keep in enumerate(sound)]
         for chunk in decode_chunks(batch["num_frames"], plain):
             index = torch.tensor(chunk)
             for w, window in zip(

@@ -12,15 +12,16 @@ The set keeps one stamp per description (the first by path) and leaves out any
 whose description equals a training or validation caption of ``data/pictures``,
 as :func:`model.training.pictures.split_pictures` does for its own test sets.
 Captions are the description as written. Every caption is also spoken by the
-held-out voices (``spoken-test_stamps.jsonl``); the human recordings, as WAV,
-are ``spoken-test_stamps-voice.jsonl``.
+held-out voices (``spoken-test_stamps.jsonl``); the human recordings of the kept
+stamps (the package's OGG files) are listed in ``spoken-test_stamps-voice.jsonl``.
 
     python -m model.training.stamps --release model/weights/image-audio-text-v6 \\
         --audio-encoder ../shared/models/whisper-base-encoder \\
         --text-encoder ../shared/models/all-MiniLM-L6-v2
 
 builds ``data/stamps`` (kept where made) and prints image<->text R@1/R@5 at 512
-and 64 dims beside the label cascade's, and speech->image beside typed.
+and 64 dims beside the label cascade's, and speech->image and speech->text beside
+the typed caption and the speech-recognition cascade.
 """
 
 from __future__ import annotations
@@ -200,6 +201,8 @@ def evaluate_stamps(model: Any, out: Path) -> dict[str, Any]:
     for split, name in ((SPLIT, "audio"), (VOICE_SPLIT, "voice")):
         spoken = [p for p in read_jsonl(out / f"spoken-{split}.jsonl").pairs if p.text in captions]
         served = served_audio(model, spoken)
+        # every clip is kept (``spoken`` holds only the set's captions), so the served
+        # vectors are the kept clips' in order
         entry[f"{name}->image"] = spoken_to_image(
             model, data, spoken, text_vectors, lambda kept, v=served["vectors"]: v
         )
