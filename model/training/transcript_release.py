@@ -99,10 +99,7 @@ class TranscriptRecipe:
             check_dims(d)
         if self.choose_pool < 0:
             raise ValueError(f"choose_pool must be >= 0; got {self.choose_pool}")
-        if not 0.0 <= self.min_decode_seconds <= 30.0:
-            raise ValueError(
-                f"min_decode_seconds must be between 0 and 30; got {self.min_decode_seconds}"
-            )
+        TranscriptConfig(min_decode_seconds=self.min_decode_seconds)  # its range check
         if self.rotation_from and self.rotation is not None:
             raise ValueError(
                 "a release keeps rotation_from's rotation or fits [rotation], not both"
