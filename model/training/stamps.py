@@ -185,7 +185,7 @@ def evaluate_stamps(model: Any, out: Path) -> dict[str, Any]:
     from model.training.data import read_jsonl
     from model.training.evaluate import embed_cached
     from model.training.features import FeatureCache, cache_pairs, text_item_id
-    from model.training.image_branch import load_cached, report_split
+    from model.training.image_branch import distinct, load_cached, report_split
     from model.training.image_release import spoken_to_image
 
     features = out / "features"
@@ -195,18 +195,20 @@ def evaluate_stamps(model: Any, out: Path) -> dict[str, Any]:
     ids = [text_item_id(t) for t in data.texts]
     text_vectors = embed_cached(model, "text", cache["text"], ids, torch.device("cpu"))
     entry = report_split(model, data, text_vectors)
-    captions = list(dict.fromkeys(data.texts))
-    caption_vectors = text_vectors[[data.texts.index(c) for c in captions]]
+    rows, _ = distinct(data)  # one row per caption, in the order captions first appear
+    captions = [data.texts[i] for i in rows]
+    caption_vectors = text_vectors[rows]
+    number = {c: i for i, c in enumerate(captions)}
     plain = minilm(model, captions)
     for split, name in ((SPLIT, "audio"), (VOICE_SPLIT, "voice")):
-        spoken = [p for p in read_jsonl(out / f"spoken-{split}.jsonl").pairs if p.text in captions]
+        spoken = [p for p in read_jsonl(out / f"spoken-{split}.jsonl").pairs if p.text in number]
         served = served_audio(model, spoken)
         # every clip is kept (``spoken`` holds only the set's captions), so the served
         # vectors are the kept clips' in order
         entry[f"{name}->image"] = spoken_to_image(
             model, data, spoken, text_vectors, lambda kept, v=served["vectors"]: v
         )
-        targets = np.array([captions.index(p.text) for p in spoken])
+        targets = np.array([number[p.text] for p in spoken])
         found: dict[str, Any] = {"clips": len(spoken)}
         for d in (512, 64):
             scores = truncate(served["vectors"], d) @ truncate(caption_vectors, d).T
