@@ -15,7 +15,7 @@ Captions are the description as written. Every caption is also spoken by the
 held-out voices (``spoken-test_stamps.jsonl``); the human recordings of the kept
 stamps (the package's OGG files) are listed in ``spoken-test_stamps-voice.jsonl``.
 
-    python -m model.training.stamps --release model/weights/image-audio-text-v6 \\
+    python -m model.training.stamps --release model/weights/image-audio-text-v7 \\
         --audio-encoder ../shared/models/whisper-base-encoder \\
         --text-encoder ../shared/models/all-MiniLM-L6-v2
 
@@ -168,6 +168,18 @@ def minilm(model: Any, texts: Sequence[str]) -> np.ndarray:
     return out
 
 
+def cascade_metrics(
+    model: Any, transcripts: Sequence[str], texts: np.ndarray, targets: np.ndarray
+) -> dict[str, float]:
+    """R@k of speech recognition + MiniLM: each transcript in plain MiniLM against
+    ``texts`` (:func:`minilm` rows); clip i says text ``targets[i]``. A clip heard as
+    nothing is a miss, not a tie with every text."""
+    scores = minilm(model, transcripts) @ texts.T
+    nothing = np.array([not t.strip() for t in transcripts], dtype=bool)
+    scores[nothing, targets[nothing]] = -2.0
+    return _ranks(scores, targets)
+
+
 def _ranks(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     from model.training.evaluate import first_relevant_ranks, metrics_from_ranks
 
@@ -214,11 +226,8 @@ def evaluate_stamps(model: Any, out: Path) -> dict[str, Any]:
             scores = truncate(served["vectors"], d) @ truncate(caption_vectors, d).T
             found[str(d)] = _ranks(scores, targets)
         if model.transcriber is not None:
-            scores = minilm(model, served["transcripts"]) @ plain.T
-            nothing = np.array([not t.strip() for t in served["transcripts"]], dtype=bool)
-            scores[nothing, targets[nothing]] = -2.0  # nothing heard is a miss, not a tie
-            found["cascade"] = _ranks(scores, targets)
-            found["heard"] = int((~nothing).sum())
+            found["cascade"] = cascade_metrics(model, served["transcripts"], plain, targets)
+            found["heard"] = sum(bool(t.strip()) for t in served["transcripts"])
         entry[f"{name}->text"] = found
     return entry
 

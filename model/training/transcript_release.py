@@ -43,6 +43,9 @@ from model.config import TRANSCRIPTS, TranscriptConfig
 from model.matryoshka import check_dims, truncate
 from model.training.evaluate import first_relevant_ranks, metrics_from_ranks, retrieval_report
 from model.training.prefix_rotation import RotationSpec
+from model.training.recordings import SELECTION as PEOPLE_SELECTION
+from model.training.recordings import TEST as PEOPLE_TEST
+from model.training.recordings import write_manifests
 from model.transcripts import build_transcriber, mix_transcripts
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,12 @@ class TranscriptRecipe:
     # TranscriptConfig.min_decode_seconds: a shorter clip is decoded from this much
     # audio, the silence after it included (0: from its own frames, as up to 6.0.0)
     min_decode_seconds: float = 0.0
+    # Where Debian's asterisk-core-sounds-en(-wav) are installed ("/"; empty: not used):
+    # people's recordings (model/training/recordings.py). Their selection half bounds the
+    # choice: the mixing must hear them at least as well as speech recognition + MiniLM
+    # (audio->text R@1, 512 dims) before the pool's score counts; their test half is
+    # reported beside the spoken test sets.
+    people_root: str = ""
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -179,6 +188,8 @@ def build_clips(recipe: TranscriptRecipe, sources: dict[str, str]) -> dict[str, 
     root = Path(images.release.root)
     manifests = {split: spoken / f"{split}.jsonl" for split in (VAL, *SPOKEN_TESTS)}
     manifests |= {split: root / f"spoken-{split}.jsonl" for split in PICTURE_TESTS}
+    if recipe.people_root:
+        manifests |= write_manifests(recipe.people_root, Path(recipe.runs) / "people")
     return manifests
 
 
@@ -279,6 +290,23 @@ def audio_text(vectors: np.ndarray, sentences: Sequence[str], texts: np.ndarray)
     return retrieval_report(vectors, texts, groups, np.arange(len(distinct)), media_name="audio")
 
 
+def cascade_report(model: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """Speech recognition + MiniLM on the clips of ``found`` (:func:`clip_vectors`): each
+    transcript, as decoded, against the distinct sentences, both in plain MiniLM;
+    audio->text R@k, a clip heard as nothing being a miss."""
+    from model.training.stamps import cascade_metrics, minilm
+
+    groups, distinct = groups_of(found["sentences"])
+    return cascade_metrics(model, found["heard"], minilm(model, distinct), groups)
+
+
+def people_bar(model: Any, found: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`choose` needs of people's selection recordings: their clips, their
+    sentences' vectors, and the cascade's audio->text R@1 they must reach."""
+    texts = sentence_vectors(model, groups_of(found["sentences"])[1])
+    return {"found": found, "texts": texts, "cascade": cascade_report(model, found)["R@1"]}
+
+
 def mean_r1(report: dict[str, Any], dims: str = "512") -> float:
     return (report["audio->text"][dims]["R@1"] + report["text->audio"][dims]["R@1"]) / 2
 
@@ -293,16 +321,21 @@ def choose(
     texts: np.ndarray,
     pool: dict[str, Any] | None = None,
     pool_texts: np.ndarray | None = None,
+    people: dict[str, Any] | None = None,
 ) -> tuple[TranscriptConfig, dict[str, Any]]:
     """The weights and threshold with the best mean R@1 of the validation clips (both
     directions, averaged over ``recipe.choose_dims``, under ``recipe.choose_under``'s
-    rotation if named); ties go to the smaller transcript weights.
+    rotation if named); ties go to the smaller transcript weights. With ``people``
+    (:func:`people_bar`), a mixing must first find people's recordings' sentences
+    (audio->text R@1, 512 dims) as often as the cascade does: below that, the higher
+    R@1 there wins; at or above it, the validation score decides.
 
     Args:
         val: :func:`clip_vectors` of the validation clips; ``texts`` their distinct
             sentences' vectors (:func:`groups_of` order).
         pool: :func:`clip_vectors` of more clips, mixed like the validation clips, and
             ``pool_texts`` their sentences' vectors (a row each): distractors both ways.
+        people: people's selection recordings and the cascade's R@1 on them.
     """
     rotation = chooser_rotation(recipe)
     groups = torch.from_numpy(groups_of(val["sentences"])[0])
@@ -310,7 +343,7 @@ def choose(
     if pool is not None:
         assert pool_texts is not None
         text_rows = torch.cat([text_rows, torch.from_numpy(pool_texts).float()])
-    trials = []
+    trials, heard_people = [], {}
     for main, locked, threshold in itertools.product(
         recipe.weights, recipe.weights, recipe.no_speech
     ):
@@ -328,20 +361,37 @@ def choose(
             pooled_r1(under(clips, rotation), under(text_rows, rotation), groups, d)
             for d in recipe.choose_dims
         ]
-        trials.append((sum(scores) / len(scores), -main - locked, -threshold, config))
-    trials.sort(key=lambda t: t[:3], reverse=True)
-    best = trials[0][3]
-    log.info("chosen on validation: %s (mean R@1 %.3f)", best, trials[0][0])
-    grid = {
-        f"{c.main_weight:g}/{c.locked_weight:g}/{c.no_speech_threshold:g}": round(score, 4)
-        for score, _, _, c in trials
-    }
-    how = {
+        bar = 0.0
+        if people is not None:
+            found = people["found"]
+            report = audio_text(
+                mixed(model, found, config).numpy(), found["sentences"], people["texts"]
+            )
+            r1 = report["audio->text"]["512"]["R@1"]
+            heard_people[config] = r1
+            bar = min(r1, people["cascade"])
+        trials.append((bar, sum(scores) / len(scores), -main - locked, -threshold, config))
+    trials.sort(key=lambda t: t[:4], reverse=True)
+    best = trials[0][4]
+    log.info("chosen on validation: %s (mean R@1 %.3f)", best, trials[0][1])
+
+    def named(c: TranscriptConfig) -> str:
+        return f"{c.main_weight:g}/{c.locked_weight:g}/{c.no_speech_threshold:g}"
+
+    grid = {named(c): round(score, 4) for _, score, _, _, c in trials}
+    how: dict[str, Any] = {
         "dims": list(recipe.choose_dims),
         "pool": 0 if pool is None else len(pool["sentences"]),
         "under": Path(recipe.choose_under).name if recipe.choose_under else "",
     }
-    return best, {"val_mean_r1": round(trials[0][0], 4), **how, "trials": grid}
+    if people is not None:
+        how["people"] = {
+            "clips": len(people["found"]["sentences"]),
+            "cascade_r1": round(people["cascade"], 4),
+            "r1": round(heard_people[best], 4),
+            "trials": {named(c): round(r1, 4) for c, r1 in heard_people.items()},
+        }
+    return best, {"val_mean_r1": round(trials[0][1], 4), **how, "trials": grid}
 
 
 def chooser_rotation(recipe: TranscriptRecipe) -> torch.Tensor | None:
@@ -411,6 +461,13 @@ def evaluate(
         "test_sets": sets,
         "audio->image": spoken_to_images(model, config, found, pictures),
     }
+    people = {
+        split: people_report(model, config, found[split])
+        for split in (PEOPLE_TEST, PEOPLE_SELECTION)
+        if split in found
+    }
+    if people:
+        results["people"] = people
     if model.prefix_rotation is not None:
         # Every prefix moved: images and the text neighbourhoods are measured again
         # (at 512 dims they are the base's, since the rotation keeps every similarity).
@@ -418,6 +475,24 @@ def evaluate(
         sentences = [s for split in SPOKEN_TESTS for s in groups_of(found[split]["sentences"])[1]]
         results["text_neighbourhood"] = text_neighbourhood(model, sentences)
     return results
+
+
+def people_report(model: Any, config: TranscriptConfig, found: dict[str, Any]) -> dict[str, Any]:
+    """People's recordings (:mod:`model.training.recordings`): the release, its speech
+    path and its transcript alone, as on the spoken test sets, and the cascade."""
+    texts = sentence_vectors(model, groups_of(found["sentences"])[1])
+    return {
+        "pairs": len(found["sentences"]),
+        "model": audio_text(mixed(model, found, config).numpy(), found["sentences"], texts),
+        "speech_only": audio_text(
+            model.rotated(found["speech"].detach()).numpy(), found["sentences"], texts
+        ),
+        "transcript_only": audio_text(
+            model.rotated(found["text"].detach()).numpy(), found["sentences"], texts
+        ),
+        "heard": sum(bool(t) for t in found["heard"]),
+        "cascade": cascade_report(model, found),
+    }
 
 
 def image_reports(model: Any, splits: dict[str, Any]) -> dict[str, Any]:
@@ -641,7 +716,8 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
         draw = RotationSpec(clips=recipe.choose_pool, held_out=1)  # the rotation's draw
         pool = training_clips(model, recipe, root / "spoken" / f"{TRAIN}.jsonl", draw)
         pool_texts = sentence_vectors(model, pool["sentences"])
-    config, choice = choose(model, recipe, found[VAL], val_texts, pool, pool_texts)
+    people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
+    config, choice = choose(model, recipe, found[VAL], val_texts, pool, pool_texts, people)
     config = dataclasses.replace(config, source=recipe.decoder)
     model.config = dataclasses.replace(model.config, transcript=config)
     unrotated_digest = model.weights_digest()  # the vectors before any rotation
@@ -726,7 +802,7 @@ def check_transcript_release(
     if config is None:
         raise ValueError(f"{target} mixes no transcripts")
     images_root = picture_features(recipe, model)
-    wanted = [*SPOKEN_TESTS, *PICTURE_TESTS]
+    wanted = [*SPOKEN_TESTS, *PICTURE_TESTS, *([PEOPLE_TEST] if recipe.people_root else [])]
     found = {s: clip_vectors(model, read_clips(manifests[s]), recipe.batch_size) for s in wanted}
     results = evaluate(model, config, found, images_root)
     stored = read_checkpoint_config(target).get("metadata", {}).get("eval") or {}
@@ -744,6 +820,16 @@ def figures(results: dict[str, Any], stored: dict[str, Any]) -> list[dict[str, A
                 out.append(
                     {"what": f"{name} {direction} {d}", "stored": old, "measured": by_dim[d]["R@1"]}
                 )
+    for split, entry in results.get("people", {}).items():
+        was = stored.get("people", {}).get(split, {}).get("model", {}).get("audio->text", {})
+        for d in ("512", "64"):
+            out.append(
+                {
+                    "what": f"{split} audio->text {d}",
+                    "stored": was.get(d, {}).get("R@1"),
+                    "measured": entry["model"]["audio->text"][d]["R@1"],
+                }
+            )
     for split, entry in results["audio->image"].items():
         was = stored.get("images", {}).get(split, {}).get("audio->image", {})
         for d in ("512", "64"):
@@ -837,6 +923,7 @@ def export(
             "test_sets": results["test_sets"],
             "images": images,
             "text_neighbourhood": results.get("text_neighbourhood", stored["text_neighbourhood"]),
+            **({"people": results["people"]} if "people" in results else {}),
         },
         # Earlier releases whose image and text vectors this one keeps: a store they
         # filled with no audio item is taken over as it is.

@@ -394,3 +394,60 @@ def test_the_rotation_fits_on_clips_as_served_decoding_each_chunk_once(
     assert fit.text[:, 0].tolist() == [10, 11, 12, 15]
     with pytest.raises(ValueError, match="the rotation wants 8"):
         drawn_clips(manifest, RotationSpec(clips=5, held_out=2, more_clips=3))
+
+
+def test_people_recordings_bound_the_choice_before_the_pool_counts() -> None:
+    """Espeak clips whose speech path is right and transcripts noisy favour no transcript;
+    people's clips, whose speech path hears nothing and transcripts are right, need some
+    of it to reach the cascade. The choice meets the cascade there first, then takes the
+    best validation score among the mixings that do."""
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
+    torch.manual_seed(0)
+
+    def unit_noise(n: int) -> torch.Tensor:
+        return F.normalize(torch.randn(n, 512), dim=-1)
+
+    texts = unit_noise(40)
+    val = {
+        "speech": F.normalize(texts + 0.2 * unit_noise(40), dim=-1),
+        "text": unit_noise(40),  # Whisper is wrong on every espeak clip
+        "heard": ["words"] * 40,
+        "no_speech": torch.zeros(40),
+        "sentences": [f"s{i}" for i in range(40)],
+    }
+    said = unit_noise(30)
+    people_clips = {
+        "speech": unit_noise(30),  # the speech path hears nothing of a person
+        "text": said.clone(),
+        "heard": ["words"] * 30,
+        "no_speech": torch.zeros(30),
+        "sentences": [f"p{i}" for i in range(30)],
+    }
+    recipe = dataclasses.replace(_recipe("r"), weights=(0.0, 0.3, 0.5, 1.0), no_speech=(1.0,))
+    alone, _ = choose(model, recipe, val, texts.numpy())
+    assert alone.main_weight == 0.0
+    people = {"found": people_clips, "texts": said.numpy(), "cascade": 1.0}
+    config, choice = choose(model, recipe, val, texts.numpy(), people=people)
+    heard = choice["people"]["trials"]
+    assert heard["0/0/1"] < 0.2 and heard["0.3/0/1"] == heard["0.5/0/1"] == 1.0
+    assert config.main_weight == 0.3  # the least transcript that finds every person's sentence
+    assert choice["people"]["r1"] == 1.0 and choice["people"]["cascade_r1"] == 1.0
+    assert choice["people"]["clips"] == 30
+    assert choice["val_mean_r1"] == choice["trials"]["0.3/0/1"]
+    assert choice["trials"]["1/0/1"] < choice["trials"]["0/0/1"]  # validation wants less
+    easy = {**people, "cascade": 0.0}  # a bar every mixing meets: validation decides
+    assert choose(model, recipe, val, texts.numpy(), people=easy)[0] == alone
+
+
+def test_the_cascade_misses_a_clip_heard_as_nothing() -> None:
+    """Speech recognition + MiniLM on clips whose transcripts are their sentences, but
+    one heard as nothing and one heard as another clip's sentence."""
+    from model.training.transcript_release import cascade_report
+
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
+    sentences = ["a red circle", "a blue square", "the green bird sings", "a small dog runs"]
+    heard = ["a red circle", "", "a small dog runs", "a small dog runs"]
+    report = cascade_report(model, {"sentences": sentences, "heard": heard})
+    assert report["R@1"] == pytest.approx(0.5)  # the first and the last
+    heard[1] = sentences[1]
+    assert cascade_report(model, {"sentences": sentences, "heard": heard})["R@1"] == 0.75
