@@ -189,7 +189,7 @@ class Embedder:
         encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
-        """A released model shipped with the package (``image-audio-text-v6`` by default),
+        """A released model shipped with the package (``image-audio-text-v7`` by default),
         or any checkpoint folder, with its encoders found by :mod:`model.release`:
         ``encoders`` ({modality: hub ID or folder}) first, then the local Hugging
         Face cache, then the hub.

@@ -78,12 +78,12 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     document = json.loads((release_path(DEFAULT_RELEASE) / "config.json").read_text())
     image = document["config"]["encoders"]["image"]
     assert image["family"] == "efficientnet" and image["source"] == "efficientnet-lite0"
-    # 6.0.0 keeps 5.0.0's prefix rotation and weights, so it keeps 5.0.0's image and
-    # text vectors; its audio vectors mix the transcript otherwise
+    # 7.0.0 keeps 6.0.0's prefix rotation (5.0.0's) and weights, so it keeps their image
+    # and text vectors; its audio vectors decode short clips from 2 s and mix otherwise
     assert document["config"]["prefix_rotation"] is True
     assert document["weights_from"] == "image-audio-text-v2"  # its own file: the rotation
     [kept] = document["metadata"]["same_vectors_as"]
-    assert kept["name"] == "image-audio-text-v5 5.0.0" and kept["modalities"] == ["image", "text"]
+    assert kept["name"] == "image-audio-text-v6 6.0.0" and kept["modalities"] == ["image", "text"]
     v3 = json.loads((release_path("image-audio-text-v3") / "config.json").read_text())
     same = v3["metadata"]["same_vectors_as"]
     assert same[0]["name"] == "image-audio-text-v2 2.0.0"
@@ -136,13 +136,15 @@ def test_a_red_circle_is_found_by_its_words_typed_and_spoken(released: Embedder)
 def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     released: Embedder, shared_encoders: dict[str, str]
 ) -> None:
-    """6.0.0 is 5.0.0 with the transcript mixed in by other weights: its text and image
-    vectors are 5.0.0's bit for bit (a 5.0.0 store of them is taken over as it is), and
-    3.0.0's and 4.0.0's turned by their rotations; its audio vectors are new, so `index
-    reembed` embeds those clips again. 3.0.0's text and image vectors are 2.0.0's bit for
+    """7.0.0 is 5.0.0 with short clips decoded from 2 s and the transcript mixed in by
+    other weights (as 6.0.0 is, with its own): its text and image vectors are 5.0.0's and
+    6.0.0's bit for bit (a 6.0.0 store of them is taken over as it is), and 3.0.0's and
+    4.0.0's turned by their rotations; its audio vectors are new, so `index reembed`
+    embeds those clips again. 3.0.0's text and image vectors are 2.0.0's bit for
     bit, its audio ones hold the transcript too."""
     from service.reembed import rotation_for
 
+    v6 = Embedder.from_pretrained("image-audio-text-v6", encoders=shared_encoders)
     v5 = Embedder.from_pretrained("image-audio-text-v5", encoders=shared_encoders)
     v4 = Embedder.from_pretrained("image-audio-text-v4", encoders=shared_encoders)
     v3 = Embedder.from_pretrained("image-audio-text-v3", encoders=shared_encoders)
@@ -153,9 +155,11 @@ def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     clip = synthesize("a red circle", sample_params(random.Random(1), HELD_OUT_VOICES, 0.0))
     np.testing.assert_array_equal(released.embed_texts(texts), v5.embed_texts(texts))
     np.testing.assert_array_equal(released.embed_images([drawing]), v5.embed_images([drawing]))
-    audio, audio_v5 = released.embed_audio([clip], SAMPLE_RATE), v5.embed_audio([clip], SAMPLE_RATE)
-    assert float(audio[0] @ audio_v5[0]) < 0.999
-    for earlier in (v3, v4, v5):
+    np.testing.assert_array_equal(released.embed_texts(texts), v6.embed_texts(texts))
+    audio = released.embed_audio([clip], SAMPLE_RATE)
+    for before in (v5, v6):
+        assert float(audio[0] @ before.embed_audio([clip], SAMPLE_RATE)[0]) < 0.999
+    for earlier in (v3, v4, v5, v6):
         moved = rotation_for(released, earlier.info["weights_digest"])
         assert moved is not None and moved.modalities == {"image", "text"}
         for stored, ours in zip(

@@ -223,9 +223,10 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
         # what it takes over as it is, and what `index reembed` moves without media
         upgrades = ready["upgrades"]
         assert [(e["name"], e["modalities"]) for e in upgrades["takes_over"]] == [
-            ("image-audio-text-v5 5.0.0", ["image", "text"])
+            ("image-audio-text-v6 6.0.0", ["image", "text"])
         ]
         turns = {e["name"]: e for e in upgrades["turns"]}
+        assert turns["image-audio-text-v5 5.0.0"]["modalities"] == ["image", "text"]
         assert turns["image-audio-text-v4 4.0.0"]["turned_by"] == "image-audio-text-v4"
         assert turns["image-audio-text-v3 3.0.0"]["modalities"] == ["image", "text"]
         assert turns["audio-text-v1 1.3.0"]["modalities"] == ["text"]
