@@ -6,13 +6,16 @@
 Loads the shipped release as users do, and beside it the same release without its
 transcript decoder (the speech path alone, which is what image-audio-text-v2 embeds
 audio with), and embeds clips of held-out voices reading plain sentences of 3 to 13
-words (1 to 5 s) at batch 1, 8 and 32 with ``Embedder.embed_audio``. The two are
-timed in alternation, so a busy machine slows both alike; the ratio is the figure to
-quote. Prints a Markdown table of medians of ``--repeats`` timed runs after a warm-up.
+words (1 to 5 s) at batch 1, 8 and 32 with ``Embedder.embed_audio``. A release that
+decodes short clips from more audio (``min_decode_seconds``, 7.0.0 on) is also timed
+decoding them from their own frames, as 6.0.0 does. All are timed in alternation, so a
+busy machine slows them alike; the ratios are the figures to quote. Prints a Markdown
+table of medians of ``--repeats`` timed runs after a warm-up.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from model import Embedder
@@ -42,6 +45,20 @@ def speech_path_alone(embedder: Embedder, clips: list, rate: int) -> object:
         model.transcriber = decoder
 
 
+def own_frames_only(embedder: Embedder, clips: list, rate: int) -> object:
+    """``embed_audio`` with every clip decoded from its own frames (``min_decode_seconds``
+    0, as releases up to 6.0.0 decode)."""
+    model = embedder.model
+    config = model.config
+    model.config = dataclasses.replace(
+        config, transcript=dataclasses.replace(config.transcript, min_decode_seconds=0.0)
+    )
+    try:
+        return embedder.embed_audio(clips, rate)
+    finally:
+        model.config = config
+
+
 def main(argv: list[str] | None = None) -> int:
     args, embedder = load_release(__doc__.splitlines()[0], argv, repeats=3)
     if embedder.model.config.transcript is None:
@@ -56,19 +73,27 @@ def main(argv: list[str] | None = None) -> int:
         f"threads {args.threads}; {embedder.info['model']} {embedder.info['version']}; "
         f"clips of {seconds:.1f} s on average"
     )
-    print("| batch | speech path alone, clips/s | with the transcript, clips/s | ratio |")
-    print("| ---: | ---: | ---: | ---: |")
+    padded = embedder.model.config.transcript.min_decode_seconds
+    short = sum(len(c) < padded * SAMPLE_RATE for c in clips)
+    head = "| batch | speech path alone, clips/s | with the transcript, clips/s | ratio |"
+    if padded:
+        print(f"{short} of the {len(clips)} clips are shorter than {padded:g} s")
+        head += " short clips from their own frames, clips/s | ratio to it |"
+    print(head)
+    print("|" + " ---: |" * (head.count("|") - 1))
     for size in (1, 8, 32):
         batch = (clips * (size // len(clips) + 1))[:size]
-        speech_s, release_s = median_seconds(
-            [
-                lambda b=batch: speech_path_alone(embedder, b, SAMPLE_RATE),
-                lambda b=batch: embedder.embed_audio(b, SAMPLE_RATE),
-            ],
-            args.repeats,
-        )
-        alone, release = size / speech_s, size / release_s
-        print(f"| {size} | {alone:.1f} | {release:.1f} | {release / alone:.2f} |")
+        runs = [
+            lambda b=batch: speech_path_alone(embedder, b, SAMPLE_RATE),
+            lambda b=batch: embedder.embed_audio(b, SAMPLE_RATE),
+        ]
+        if padded:
+            runs.append(lambda b=batch: own_frames_only(embedder, b, SAMPLE_RATE))
+        alone, release, *own = (size / s for s in median_seconds(runs, args.repeats))
+        row = f"| {size} | {alone:.1f} | {release:.1f} | {release / alone:.2f} |"
+        if own:
+            row += f" {own[0]:.1f} | {release / own[0]:.2f} |"
+        print(row)
     return 0
 
 
