@@ -361,7 +361,7 @@ def choose(
             pooled_r1(under(clips, rotation), under(text_rows, rotation), groups, d)
             for d in recipe.choose_dims
         ]
-        bar = 0.0
+        reached = 0.0  # people's R@1, counted up to the cascade's: above it, all tie
         if people is not None:
             found = people["found"]
             report = audio_text(
@@ -369,8 +369,8 @@ def choose(
             )
             r1 = report["audio->text"]["512"]["R@1"]
             heard_people[config] = r1
-            bar = min(r1, people["cascade"])
-        trials.append((bar, sum(scores) / len(scores), -main - locked, -threshold, config))
+            reached = min(r1, people["cascade"])
+        trials.append((reached, sum(scores) / len(scores), -main - locked, -threshold, config))
     trials.sort(key=lambda t: t[:4], reverse=True)
     best = trials[0][4]
     log.info("chosen on validation: %s (mean R@1 %.3f)", best, trials[0][1])
