@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -96,3 +97,55 @@ def test_missing_packages_are_named(tmp_path: Path) -> None:
     _package(tmp_path / "empty", listing="; nothing\nbeep: [a beep]\n")
     with pytest.raises(DataError, match="names no prompt"):
         read_prompts(tmp_path / "empty")
+
+
+THEME = """<language code="en">
+    <sound name="ball" file="en/ball.ogg" />
+    <sound name="egypt_palmtree" file="en/egypt_palmtree.ogg" />
+    <sound name="moon_ufo" file="en/moon_ufo.ogg" />
+</language>
+"""
+
+
+def test_ktuberling_words_are_the_names_after_their_playground(tmp_path: Path) -> None:
+    from model.training.recordings import KTUBERLING, WORDS, read_ktuberling
+
+    with pytest.raises(DataError, match="apt-get install ktuberling-data"):
+        read_ktuberling(tmp_path)
+    theme = tmp_path / KTUBERLING
+    (theme.parent / "en").mkdir(parents=True)
+    theme.write_text(THEME)
+    for name in ("ball", "egypt_palmtree"):  # moon_ufo has no recording
+        sf.write(theme.parent / "en" / f"{name}.ogg", np.zeros(1600, np.float32), 16000)
+    words = read_ktuberling(tmp_path)
+    assert [(w["name"], w["text"], w["split"]) for w in words] == [
+        ("ball", "ball", WORDS),
+        ("egypt_palmtree", "palmtree", WORDS),
+    ]
+    assert all(Path(w["audio"]).is_file() for w in words)
+
+
+def test_people_are_measured_as_a_server_embeds_them(tmp_path: Path) -> None:
+    """A tiny model with a random decoder: recordings find their texts among the distinct
+    ones, and the cascade is scored on the transcripts the model served."""
+    from model.multimodal import MultimodalModel
+    from model.training.recordings import evaluate_people
+    from model.training.stamps import cascade_metrics, minilm, served_audio
+    from tests.conftest import tiny_with_transcripts
+
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text"))).eval()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, text in enumerate(["a red ball", "a red ball", "the cat sings"]):
+        path = tmp_path / f"{i}.wav"
+        sf.write(path, 0.1 * rng.standard_normal(8000 * (i + 1)).astype(np.float32), 16000)
+        rows.append({"audio": str(path), "text": text})
+    found = evaluate_people(model, rows)
+    assert found["clips"] == 3 and found["texts"] == 2
+    assert found["512"]["R@5"] == found["64"]["R@5"] == 1.0  # two texts: always in the top 5
+    assert all(0.0 <= found[d]["R@1"] <= 1.0 for d in ("512", "64"))
+    heard = served_audio(model, [SimpleNamespace(path=r["audio"]) for r in rows])["transcripts"]
+    texts = ["a red ball", "the cat sings"]
+    expected = cascade_metrics(model, heard, minilm(model, texts), np.array([0, 0, 1]))
+    assert found["cascade"] == expected
+    assert found["heard"] == sum(bool(t.strip()) for t in heard)
