@@ -15,7 +15,7 @@ depends on what else the package holds: ``people-selection`` may choose a
 release's settings, ``people-test`` is read to report them.
 
 A second voice, for testing only: KTuberling's English sound theme (Debian
-``ktuberling-data``, GPL-2+), 72 single words a person says when a child places a
+``ktuberling-data``, GPL-2+), 71 single words a person says when a child places a
 stamp ("camel", "pyramid", "sunglasses"). Its names are identifiers
 (``egypt_palmtree``): the text is the part after the playground's prefix, as
 written there, so a few compounds read as one word.
@@ -136,7 +136,7 @@ def evaluate_people(model: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Any
     embeds both (audio->text R@k at 512 and 64 dims), and Whisper + MiniLM on the
     transcripts the model heard (a clip heard as nothing is a miss)."""
     from model.matryoshka import truncate
-    from model.training.stamps import _ranks, cascade_metrics, minilm, served_audio
+    from model.training.stamps import cascade_metrics, minilm, served_audio, text_ranks
     from model.training.transcript_release import groups_of, sentence_vectors
 
     groups, distinct = groups_of([r["text"] for r in rows])
@@ -144,7 +144,7 @@ def evaluate_people(model: Any, rows: Sequence[dict[str, Any]]) -> dict[str, Any
     texts = sentence_vectors(model, distinct)
     out: dict[str, Any] = {"clips": len(rows), "texts": len(distinct)}
     for d in (512, 64):
-        out[str(d)] = _ranks(truncate(served["vectors"], d) @ truncate(texts, d).T, groups)
+        out[str(d)] = text_ranks(truncate(served["vectors"], d) @ truncate(texts, d).T, groups)
     if model.transcriber is not None:
         out["cascade"] = cascade_metrics(
             model, served["transcripts"], minilm(model, distinct), groups

@@ -177,10 +177,11 @@ def cascade_metrics(
     scores = minilm(model, transcripts) @ texts.T
     nothing = np.array([not t.strip() for t in transcripts], dtype=bool)
     scores[nothing, targets[nothing]] = -2.0
-    return _ranks(scores, targets)
+    return text_ranks(scores, targets)
 
 
-def _ranks(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+def text_ranks(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """R@k and MRR of queries against texts, query i's text being column ``targets[i]``."""
     from model.training.evaluate import first_relevant_ranks, metrics_from_ranks
 
     return metrics_from_ranks(first_relevant_ranks(scores, targets, np.arange(scores.shape[1])))
@@ -224,7 +225,7 @@ def evaluate_stamps(model: Any, out: Path) -> dict[str, Any]:
         found: dict[str, Any] = {"clips": len(spoken)}
         for d in (512, 64):
             scores = truncate(served["vectors"], d) @ truncate(caption_vectors, d).T
-            found[str(d)] = _ranks(scores, targets)
+            found[str(d)] = text_ranks(scores, targets)
         if model.transcriber is not None:
             found["cascade"] = cascade_metrics(model, served["transcripts"], plain, targets)
             found["heard"] = sum(bool(t.strip()) for t in served["transcripts"])
