@@ -434,28 +434,10 @@ def evaluate(
     the test pictures' spoken captions."""
     from model.training.image_release import _splits
 
-    sets: dict[str, Any] = {}
-    for split in SPOKEN_TESTS:
-        data = found[split]
-        texts = sentence_vectors(model, groups_of(data["sentences"])[1])
-        clips = mixed(model, data, config)
-        sets[split.removeprefix("test-")] = {
-            "pairs": len(data["sentences"]),
-            "model": audio_text(clips.numpy(), data["sentences"], texts),
-            "speech_only": audio_text(
-                model.rotated(data["speech"].detach()).numpy(), data["sentences"], texts
-            ),
-            "transcript_only": audio_text(
-                model.rotated(data["text"].detach()).numpy(), data["sentences"], texts
-            ),
-            "heard": sum(bool(t) for t in data["heard"]),
-        }
-        if model.prefix_rotation is not None:
-            sets[split.removeprefix("test-")]["unrotated"] = audio_text(
-                model.unrotated(clips).numpy(),
-                data["sentences"],
-                model.unrotated(torch.from_numpy(texts)).numpy(),
-            )
+    sets = {
+        split.removeprefix("test-"): clips_report(model, config, found[split], unrotated=True)
+        for split in SPOKEN_TESTS
+    }
     pictures = _splits(images_root, model)
     results = {
         "test_sets": sets,
@@ -477,22 +459,37 @@ def evaluate(
     return results
 
 
-def people_report(model: Any, config: TranscriptConfig, found: dict[str, Any]) -> dict[str, Any]:
-    """People's recordings (:mod:`model.training.recordings`): the release, its speech
-    path and its transcript alone, as on the spoken test sets, and the cascade."""
-    texts = sentence_vectors(model, groups_of(found["sentences"])[1])
-    return {
-        "pairs": len(found["sentences"]),
-        "model": audio_text(mixed(model, found, config).numpy(), found["sentences"], texts),
-        "speech_only": audio_text(
-            model.rotated(found["speech"].detach()).numpy(), found["sentences"], texts
-        ),
+def clips_report(
+    model: Any, config: TranscriptConfig, data: dict[str, Any], *, unrotated: bool = False
+) -> dict[str, Any]:
+    """One set of clips (:func:`clip_vectors`) against its distinct sentences: the
+    release, its speech path alone and its transcript alone; with ``unrotated`` and a
+    prefix rotation, also the release's vectors without it."""
+    sentences = data["sentences"]
+    texts = sentence_vectors(model, groups_of(sentences)[1])
+    clips = mixed(model, data, config)
+    report = {
+        "pairs": len(sentences),
+        "model": audio_text(clips.numpy(), sentences, texts),
+        "speech_only": audio_text(model.rotated(data["speech"].detach()).numpy(), sentences, texts),
         "transcript_only": audio_text(
-            model.rotated(found["text"].detach()).numpy(), found["sentences"], texts
+            model.rotated(data["text"].detach()).numpy(), sentences, texts
         ),
-        "heard": sum(bool(t) for t in found["heard"]),
-        "cascade": cascade_report(model, found),
+        "heard": sum(bool(t) for t in data["heard"]),
     }
+    if unrotated and model.prefix_rotation is not None:
+        report["unrotated"] = audio_text(
+            model.unrotated(clips).numpy(),
+            sentences,
+            model.unrotated(torch.from_numpy(texts)).numpy(),
+        )
+    return report
+
+
+def people_report(model: Any, config: TranscriptConfig, found: dict[str, Any]) -> dict[str, Any]:
+    """People's recordings (:mod:`model.training.recordings`): :func:`clips_report`, as on
+    the spoken test sets, and the speech-recognition cascade beside it."""
+    return {**clips_report(model, config, found), "cascade": cascade_report(model, found)}
 
 
 def image_reports(model: Any, splits: dict[str, Any]) -> dict[str, Any]:
