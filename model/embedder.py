@@ -189,7 +189,7 @@ class Embedder:
         encoder_runtime: str = "torch",
         onnx_cache_dir: str | os.PathLike[str] | None = None,
     ) -> Embedder:
-        """A released model shipped with the package (``image-audio-text-v7`` by default),
+        """A released model shipped with the package (``image-audio-text-v8`` by default),
         or any checkpoint folder, with its encoders found by :mod:`model.release`:
         ``encoders`` ({modality: hub ID or folder}) first, then the local Hugging
         Face cache, then the hub.
@@ -529,6 +529,8 @@ def _transcript_info(transcript: TranscriptConfig | None) -> dict[str, Any] | No
         "main_weight": transcript.main_weight,
         "locked_weight": transcript.locked_weight,
         "no_speech_threshold": transcript.no_speech_threshold,
+        "prefix_dims": transcript.prefix_dims,
+        "prefix_weight": transcript.prefix_weight,
     }
 
 

@@ -330,7 +330,8 @@ class MultimodalModel(nn.Module):
         if modality == "audio" and self.transcriber is not None:
             result.transcripts = self.transcribe(out, batch)
             result.embedding = self.with_transcripts(result.embedding, result.transcripts)
-        result.embedding = self.rotated(result.embedding)
+        else:
+            result.embedding = self.rotated(result.embedding)
         return result
 
     def _unrotated_forward(
@@ -417,18 +418,39 @@ class MultimodalModel(nn.Module):
         return padded, mask
 
     def with_transcripts(self, embedding: torch.Tensor, transcripts: Sequence[str]) -> torch.Tensor:
-        """Audio vectors (B, 512) with their transcripts' text vectors mixed into each part
-        of the blend (:func:`~model.transcripts.mix_transcripts`); clips with no
-        transcript are unchanged. The parts are the branches' own dims, so both are in
-        the branches' layout, before any prefix rotation."""
+        """Audio vectors (B, 512) in the branches' layout -> as served: their
+        transcripts mixed in (:meth:`transcript_mixed`), rotated. Clips with no
+        transcript are only rotated."""
         if self.config.transcript is None:
-            return embedding
+            return self.rotated(embedding)
         text, heard = self.transcript_vectors(transcripts)
         if not bool(heard.any()):
-            return embedding
-        return mix_transcripts(
-            embedding, text.to(embedding.device, embedding.dtype), heard, self.transcript_parts()
-        )
+            return self.rotated(embedding)
+        return self.transcript_mixed(embedding, text, heard)
+
+    def transcript_mixed(
+        self,
+        speech: torch.Tensor,
+        text: torch.Tensor,
+        heard: torch.Tensor,
+        transcript: TranscriptConfig | None = None,
+    ) -> torch.Tensor:
+        """Speech vectors with their transcripts' text vectors (both (B, 512), in the
+        branches' layout) mixed into each part of the blend
+        (:func:`~model.transcripts.mix_transcripts`), then rotated; with a transcript
+        prefix, the rotated vectors' first ``prefix_dims`` turn towards the rotated
+        text vectors' by ``prefix_weight`` more. Rows where ``heard`` is False are only
+        rotated. ``transcript``: the mixing (default: the model's)."""
+        transcript = transcript or self.config.transcript
+        if transcript is None:
+            raise ValueError("this model mixes in no transcripts")
+        text = text.to(speech.device, speech.dtype)
+        parts = self.transcript_parts(transcript)
+        vectors = self.rotated(mix_transcripts(speech, text, heard, parts))
+        if not transcript.prefix_weight:
+            return vectors
+        prefix = [(torch.arange(transcript.prefix_dims), transcript.prefix_weight)]
+        return mix_transcripts(vectors, self.rotated(text), heard, prefix)
 
     def transcript_vectors(self, transcripts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """The text vectors (B, 512) of transcripts, zero where one is empty, and which

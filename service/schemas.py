@@ -294,8 +294,9 @@ class ReadyOut(BaseModel):
         None,
         description="For a model that mixes Whisper's transcript of each clip into its vector "
         "(the release): where the `decoder` came from, the transcript's weight in the "
-        "two-sided (`main_weight`) and locked (`locked_weight`) parts, and the "
-        "`no_speech_threshold` above which a clip gets no transcript.",
+        "two-sided (`main_weight`) and locked (`locked_weight`) parts, the "
+        "`no_speech_threshold` above which a clip gets no transcript, and how much further "
+        "the first `prefix_dims` dims turn towards it (`prefix_weight`; 0: no further).",
     )
     describe: DescribeInfo = Field(
         default_factory=lambda: DescribeInfo(available=False),

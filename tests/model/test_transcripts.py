@@ -136,6 +136,37 @@ def test_audio_vectors_mix_in_the_text_vector_of_what_was_heard(model: Multimoda
     assert (cosine < 0.999).all() and (cosine > 0.3).all()
 
 
+def test_the_transcript_prefix_turns_only_its_dims_after_the_rotation() -> None:
+    """``prefix_dims`` / ``prefix_weight``: after the mixing and the rotation, the first
+    dims of a heard clip turn further towards its transcript's rotated text vector,
+    keeping their length; every later dim is the vector without a prefix."""
+    from model.training.prefix_rotation import install_rotation, rotation_of
+
+    turn = rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(3)))
+    plain = MultimodalModel(tiny_config(main_weight=0.4)).eval()
+    install_rotation(plain, turn)
+    prefixed = MultimodalModel(tiny_config(main_weight=0.4, prefix_dims=64, prefix_weight=0.5))
+    install_rotation(prefixed, turn)
+    prefixed.eval().load_state_dict(plain.state_dict())
+    batch = plain.preprocess("audio", [_tone(1.0), _tone(2.5, 550.0)])
+    with torch.inference_mode():
+        before = plain("audio", batch, with_llm_tokens=False)
+        after = prefixed("audio", batch, with_llm_tokens=False)
+        text, heard = plain.transcript_vectors(after.transcripts)
+    assert after.transcripts == before.transcripts and heard.all()
+    torch.testing.assert_close(after.embedding[:, 64:], before.embedding[:, 64:])
+    torch.testing.assert_close(
+        after.embedding[:, :64].norm(dim=-1), before.embedding[:, :64].norm(dim=-1)
+    )
+    expected = mix_transcripts(
+        before.embedding, plain.rotated(text), heard, [(torch.arange(64), 0.5)]
+    )
+    torch.testing.assert_close(after.embedding, expected)
+    typed = plain("text", plain.preprocess("text", after.transcripts)).embedding[:, :64]
+    closer = F.cosine_similarity(after.embedding[:, :64], typed)
+    assert (closer > F.cosine_similarity(before.embedding[:, :64], typed) + 0.01).all()
+
+
 def test_a_clip_with_no_speech_keeps_its_speech_vector() -> None:
     silent = MultimodalModel(tiny_config(no_speech_threshold=0.0)).eval()  # nothing passes
     batch = silent.preprocess("audio", [_tone(1.0)])
@@ -236,6 +267,12 @@ def test_bad_transcript_settings_are_refused() -> None:
     for seconds in (-1.0, 31.0):
         with pytest.raises(ValueError, match="min_decode_seconds"):
             TranscriptConfig(min_decode_seconds=seconds)
+    with pytest.raises(ValueError, match="prefix_weight needs prefix_dims"):
+        TranscriptConfig(prefix_weight=0.2)
+    with pytest.raises(ValueError, match="prefix_dims must be between 0 and 512"):
+        TranscriptConfig(prefix_dims=600, prefix_weight=0.2)
+    with pytest.raises(ValueError, match="prefix_weight must be between 0 and 1"):
+        TranscriptConfig(prefix_dims=64, prefix_weight=1.5)
     with pytest.raises(ValueError, match="source or a random_init"):
         TranscriptConfig(source=None)
     with pytest.raises(ValueError, match="audio and a text encoder"):
