@@ -176,13 +176,15 @@ def build_model(recipe: ImageRecipe, sources: dict[str, str]):
     return model
 
 
-def _splits(root: Path, model: Any) -> dict[str, CachedImages]:
+def _splits(root: Path, model: Any, only: Sequence[str] | None = None) -> dict[str, CachedImages]:
+    """The pictures' cached features by split (``only`` those splits, when named)."""
     cache = str(root / "features")
     images = FeatureCache.for_model(cache, model, "image")
     texts = FeatureCache.for_model(cache, model, "text")
     by_split: dict[str, list[dict]] = {}
     for row in read_manifest(root):
-        by_split.setdefault(row["split"], []).append(row)
+        if only is None or row["split"] in only:
+            by_split.setdefault(row["split"], []).append(row)
     return {name: load_cached(rows, images, texts) for name, rows in by_split.items()}
 
 

@@ -46,7 +46,7 @@ from model.training.prefix_rotation import RotationSpec
 from model.training.recordings import SELECTION as PEOPLE_SELECTION
 from model.training.recordings import TEST as PEOPLE_TEST
 from model.training.recordings import write_manifests
-from model.transcripts import build_transcriber, mix_transcripts
+from model.transcripts import build_transcriber
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,18 @@ class TranscriptRecipe:
     # (audio->text R@1, 512 dims) before the pool's score counts; their test half is
     # reported beside the spoken test sets.
     people_root: str = ""
+    # A release folder whose mixing (weights, no-speech threshold, decode window) this one
+    # keeps instead of choosing one (it must be listed in ``turned``; ``weights``,
+    # ``no_speech`` and the choose_* keys are then unused, and no training clip is decoded)
+    mixing_from: str = ""
+    # The transcript prefix (TranscriptConfig.prefix_dims / prefix_weight): after the
+    # rotation, the first ``prefix_dims`` of a heard clip's vector turn towards its
+    # transcript's by a weight chosen from ``prefix_weights`` (:func:`choose_prefix`), on
+    # the validation clips searched among the first ``prefix_pool`` training sentences
+    # too, and on people's selection recordings. 0: no prefix, as up to 7.0.0.
+    prefix_dims: int = 0
+    prefix_weights: tuple[float, ...] = tuple(i / 10 for i in range(6))
+    prefix_pool: int = 0
     source: str = ""
 
     def __post_init__(self) -> None:
@@ -115,6 +127,18 @@ class TranscriptRecipe:
             )
         if self.rotation_from and self.rotation_from not in self.turned:
             raise ValueError(f"rotation_from {self.rotation_from} must be listed in turned")
+        if self.mixing_from and self.mixing_from not in self.turned:
+            raise ValueError(f"mixing_from {self.mixing_from} must be listed in turned")
+        if self.mixing_from and self.choose_pool:
+            raise ValueError("a release keeps mixing_from's mixing or chooses one, not both")
+        if self.prefix_pool < 0:
+            raise ValueError(f"prefix_pool must be >= 0; got {self.prefix_pool}")
+        if self.prefix_dims:
+            check_dims(self.prefix_dims)
+            if not self.prefix_weights:
+                raise ValueError("prefix_weights names no weight")
+            for w in self.prefix_weights:
+                TranscriptConfig(prefix_dims=self.prefix_dims, prefix_weight=w)  # range check
 
 
 def is_transcript_recipe(path: str | Path) -> bool:
@@ -134,7 +158,7 @@ def read_transcript_recipe(path: str | Path) -> TranscriptRecipe:
     unknown = sorted(set(table) - known)
     if unknown:
         raise ValueError(f"{path}: unknown keys in [transcript_release]: {unknown}")
-    for key in ("weights", "no_speech"):
+    for key in ("weights", "no_speech", "prefix_weights"):
         if key in table:
             table[key] = tuple(float(v) for v in table[key])
     if "turned" in table:
@@ -264,8 +288,7 @@ def mixed(model: Any, found: dict[str, Any], config: TranscriptConfig) -> torch.
     """The clips' vectors as a model with ``config`` embeds them (mixed, then rotated)."""
     heard = torch.tensor([bool(t) for t in found["heard"]])
     heard &= found["no_speech"] <= config.no_speech_threshold
-    speech, text = found["speech"].detach(), found["text"].detach()
-    return model.rotated(mix_transcripts(speech, text, heard, model.transcript_parts(config)))
+    return model.transcript_mixed(found["speech"].detach(), found["text"].detach(), heard, config)
 
 
 def sentence_vectors(model: Any, sentences: Sequence[str]) -> np.ndarray:
@@ -394,6 +417,104 @@ def choose(
     return best, {"val_mean_r1": round(trials[0][1], 4), **how, "trials": grid}
 
 
+def kept_mixing(recipe: TranscriptRecipe) -> tuple[TranscriptConfig, dict[str, Any]]:
+    """The mixing of ``recipe.mixing_from`` (its weights, threshold and decode window)
+    and its record of how it was chosen, naming the release as ``kept_from``.
+
+    Raises:
+        ValueError: that release mixes no transcripts, or decodes short clips from
+            another window than the recipe's clips were decoded from.
+    """
+    from model.checkpoint import read_checkpoint_config
+
+    document = read_checkpoint_config(Path(recipe.mixing_from))
+    kept = document["config"].get("transcript")
+    if not kept:
+        raise ValueError(f"mixing_from: {recipe.mixing_from} mixes in no transcripts")
+    config = TranscriptConfig(**{**kept, "prefix_dims": 0, "prefix_weight": 0.0})
+    if config.min_decode_seconds != recipe.min_decode_seconds:
+        raise ValueError(
+            f"mixing_from: {recipe.mixing_from} decodes short clips from "
+            f"{config.min_decode_seconds:g} s, the recipe from {recipe.min_decode_seconds:g} s"
+        )
+    meta = document["metadata"]
+    record = dict(meta.get("transcript") or {})
+    return config, {**record, "kept_from": f"{meta['release']} {meta['version']}"}
+
+
+def prefix_pool_sentences(recipe: TranscriptRecipe, sources: dict[str, str]) -> list[str]:
+    """The first ``recipe.prefix_pool`` training sentences of the base recipe's plan, in a
+    seeded draw: distractors for choosing the prefix weight (texts only, so no clip is
+    spoken or decoded)."""
+    import random
+
+    from model.training.spoken import plan_spoken
+
+    base = base_release_recipe(recipe, sources)
+    splits, _ = plan_spoken(Path(base.release.root) / "spoken", base.spoken)
+    sentences = list(splits[TRAIN])
+    random.Random(0).shuffle(sentences)
+    return sentences[: recipe.prefix_pool]
+
+
+def choose_prefix(
+    model: Any,
+    recipe: TranscriptRecipe,
+    config: TranscriptConfig,
+    val: dict[str, Any],
+    texts: np.ndarray,
+    pool_texts: np.ndarray | None = None,
+    people: dict[str, Any] | None = None,
+) -> tuple[TranscriptConfig, dict[str, Any]]:
+    """The transcript prefix weight for ``config``'s mixing, from ``recipe.prefix_weights``,
+    with ``model``'s prefix rotation installed (``texts``, ``pool_texts`` and people's
+    ``texts`` are text vectors as served, under that rotation).
+
+    Each weight is scored at 512 and ``recipe.prefix_dims`` dims on two sets, and the
+    best mean wins (ties: the smaller weight): the validation clips (audio->text among
+    their sentences and ``pool_texts``, text->audio among the clips; R@1 of both averaged)
+    and, with ``people`` (:func:`people_bar`), people's selection recordings
+    (audio->text R@1). The espeak voices alone would keep the prefix as it is: a
+    synthetic voice is heard as well by the speech path as by its transcript, and a
+    person's much worse.
+    """
+    groups = torch.from_numpy(groups_of(val["sentences"])[0])
+    text_rows = torch.from_numpy(texts).float()
+    if pool_texts is not None:
+        text_rows = torch.cat([text_rows, torch.from_numpy(pool_texts).float()])
+    dims = (512, recipe.prefix_dims)
+    trials: list[tuple[float, float, TranscriptConfig]] = []
+    scores: dict[str, dict[str, float]] = {}
+    for weight in recipe.prefix_weights:
+        trial = dataclasses.replace(config, prefix_dims=recipe.prefix_dims, prefix_weight=weight)
+        clips = mixed(model, val, trial).float()
+        val_score = sum(pooled_r1(clips, text_rows, groups, d) for d in dims) / len(dims)
+        entry = {"val": round(val_score, 4)}
+        score = val_score
+        if people is not None:
+            found = people["found"]
+            report = audio_text(
+                mixed(model, found, trial).numpy(), found["sentences"], people["texts"]
+            )
+            people_score = sum(report["audio->text"][str(d)]["R@1"] for d in dims) / len(dims)
+            entry["people"] = round(people_score, 4)
+            score = (val_score + people_score) / 2
+        scores[f"{weight:g}"] = entry
+        trials.append((score, -weight, trial))
+    trials.sort(key=lambda t: t[:2], reverse=True)
+    best = trials[0][2]
+    log.info("transcript prefix chosen: weight %g on %d dims", best.prefix_weight, best.prefix_dims)
+    record = {
+        "dims": recipe.prefix_dims,
+        "weight": best.prefix_weight,
+        "score": round(trials[0][0], 4),
+        "pool": 0 if pool_texts is None else len(pool_texts),
+        "people": people is not None,
+        "trials": scores,
+    }
+    return best, record
+
+
 def chooser_rotation(recipe: TranscriptRecipe) -> torch.Tensor | None:
     """The prefix rotation of ``recipe.choose_under`` (None when it names none)."""
     if not recipe.choose_under:
@@ -438,7 +559,7 @@ def evaluate(
         split.removeprefix("test-"): clips_report(model, config, found[split], unrotated=True)
         for split in SPOKEN_TESTS
     }
-    pictures = _splits(images_root, model)
+    pictures = _splits(images_root, model, PICTURE_TESTS)  # the training split may be uncached
     results = {
         "test_sets": sets,
         "audio->image": spoken_to_images(model, config, found, pictures),
@@ -705,19 +826,22 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     images_root = picture_features(recipe, model)
     log.info("stage 2/5: speech vectors and transcripts of every clip")
     found = {split: cached_vectors(model, recipe, split, m) for split, m in manifests.items()}
-    log.info("stage 3/5: the mixing, chosen on validation")
     val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
-    pool, pool_texts = None, None
-    if recipe.choose_pool:
-        root = Path(base_release_recipe(recipe, sources).release.root)
-        draw = RotationSpec(clips=recipe.choose_pool, held_out=1)  # the rotation's draw
-        pool = training_clips(model, recipe, root / "spoken" / f"{TRAIN}.jsonl", draw)
-        pool_texts = sentence_vectors(model, pool["sentences"])
     people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
-    config, choice = choose(model, recipe, found[VAL], val_texts, pool, pool_texts, people)
+    if recipe.mixing_from:
+        log.info("stage 3/5: the mixing of %s, kept", recipe.mixing_from)
+        config, choice = kept_mixing(recipe)
+    else:
+        log.info("stage 3/5: the mixing, chosen on validation")
+        pool, pool_texts = None, None
+        if recipe.choose_pool:
+            root = Path(base_release_recipe(recipe, sources).release.root)
+            draw = RotationSpec(clips=recipe.choose_pool, held_out=1)  # the rotation's draw
+            pool = training_clips(model, recipe, root / "spoken" / f"{TRAIN}.jsonl", draw)
+            pool_texts = sentence_vectors(model, pool["sentences"])
+        config, choice = choose(model, recipe, found[VAL], val_texts, pool, pool_texts, people)
     config = dataclasses.replace(config, source=recipe.decoder)
     model.config = dataclasses.replace(model.config, transcript=config)
-    unrotated_digest = model.weights_digest()  # the vectors before any rotation
     rotation = None
     if recipe.rotation is not None:
         log.info("stage 3/5: the prefix rotation, fitted on training clips and pictures")
@@ -725,12 +849,26 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     elif recipe.rotation_from:
         log.info("stage 3/5: the prefix rotation of %s, kept", recipe.rotation_from)
         rotation = kept_rotation(model, Path(recipe.rotation_from))
+    if recipe.prefix_dims:
+        log.info("stage 3/5: the transcript prefix's weight, chosen on validation and people")
+        # every text vector as served now, under the rotation the prefix comes after
+        served_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
+        served_people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
+        prefix_texts = None
+        if recipe.prefix_pool:
+            prefix_texts = sentence_vectors(model, prefix_pool_sentences(recipe, sources))
+        config, choice["prefix"] = choose_prefix(
+            model, recipe, config, found[VAL], served_texts, prefix_texts, served_people
+        )
+        model.config = dataclasses.replace(model.config, transcript=config)
+    unrotated_digest = digest_without_rotation(model)  # what stores of the vectors hold
     log.info("stage 4/5: evaluation")
     results = evaluate(model, config, found, images_root)
     runs = Path(recipe.runs)
     (runs / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     log.info("stage 5/5: export to %s", recipe.out)
-    turned = turned_releases(recipe, sources, unrotated_digest, config)
+    turn = None if model.prefix_rotation is None else model.prefix_rotation.weight.float()
+    turned = turned_releases(recipe, sources, unrotated_digest, config, turn)
     export(recipe, config, results, choice, base_digest, model, rotation, unrotated_digest, turned)
     largest = check_export(recipe, sources, manifests[VAL], found[VAL])
     if largest > 1e-4:
@@ -742,11 +880,22 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     return results
 
 
+def digest_without_rotation(model: Any) -> str:
+    """``model``'s weights digest as if it had no prefix rotation: its mixing and weights,
+    which the ``turned`` releases must share."""
+    rotation, model.prefix_rotation = model.prefix_rotation, None
+    try:
+        return model.weights_digest()
+    finally:
+        model.prefix_rotation = rotation
+
+
 def turned_releases(
     recipe: TranscriptRecipe,
     sources: dict[str, str],
     unrotated_digest: str,
     config: TranscriptConfig,
+    rotation: torch.Tensor | None = None,
 ) -> list[dict[str, Any]]:
     """``rotated_from`` entries for the recipe's ``turned`` releases. Each must be this
     release's model (the same weights; ``unrotated_digest`` is this one's without its
@@ -754,14 +903,19 @@ def turned_releases(
     another mixing of transcripts. ``mmembed index reembed`` turns their stored
     vectors, undoing their rotation (``turned_by``); audio vectors only where they mix
     as this release does, since a mixed audio vector cannot be mixed again without its
-    clip."""
+    clip. An entry whose rotation is ``rotation`` (this release's) is marked
+    ``same_rotation``: its image and text vectors are this release's already."""
     from model.checkpoint import load_model, read_checkpoint_config
 
     entries = []
     for folder in map(Path, recipe.turned):
         meta = read_checkpoint_config(folder).get("metadata", {})
         earlier = load_model(folder, encoder_overrides=with_decoder(recipe, sources))
-        fingerprint, rotated = earlier.weights_digest(), earlier.prefix_rotation is not None
+        fingerprint, turn = earlier.weights_digest(), earlier.prefix_rotation
+        rotated = turn is not None
+        same_rotation = (
+            rotated and rotation is not None and torch.equal(turn.weight.float(), rotation)
+        )
         modalities = list(earlier.modalities)
         earlier.prefix_rotation = None
         same_mixing = earlier.weights_digest() == unrotated_digest
@@ -779,6 +933,7 @@ def turned_releases(
                 if same_mixing
                 else [m for m in modalities if m != "audio"],
                 **({"turned_by": folder.name} if rotated else {}),
+                **({"same_rotation": True} if same_rotation else {}),
             }
         )
     return entries
@@ -932,7 +1087,13 @@ def export(
             {
                 "name": unrotated,
                 "fingerprint": unrotated_digest,
-                "modalities": list(document["config"]["encoders"]),
+                # a transcript prefix is mixed in after the rotation, so no audio vector
+                # of the same model without one turns into this release's
+                "modalities": [
+                    m
+                    for m in document["config"]["encoders"]
+                    if not (m == "audio" and config.prefix_weight)
+                ],
             },
             *turned,
             *earlier,
@@ -943,12 +1104,13 @@ def export(
 
 
 def same_vectors(rotation: dict[str, Any], turned: Sequence[dict[str, Any]]) -> list[dict]:
-    """The release whose rotation this one keeps, for the modalities it embeds alike (a
-    ``turned`` entry): a store it filled with no other items is taken over as it is."""
+    """The releases whose rotation this one has (the one it keeps it from, and any other
+    ``turned`` entry under the same rotation), for the modalities they embed alike: a
+    store one of them filled with no other items is taken over as it is."""
     return [
         {k: e[k] for k in ("name", "fingerprint", "modalities")}
         for e in turned
-        if e["name"] == rotation.get("kept_from")
+        if e["name"] == rotation.get("kept_from") or e.get("same_rotation")
     ]
 
 

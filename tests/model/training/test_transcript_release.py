@@ -15,6 +15,7 @@ from model.multimodal import MultimodalModel
 from model.training.transcript_release import (
     TranscriptRecipe,
     choose,
+    choose_prefix,
     mixed,
     read_transcript_recipe,
 )
@@ -250,18 +251,25 @@ def test_a_pool_tells_apart_weights_that_validation_alone_ties() -> None:
         choose(model, named, val, texts.numpy())
 
 
-@pytest.mark.parametrize("rotated", [False, True])
-def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path, rotated: bool) -> None:
+@pytest.mark.parametrize(("rotated", "prefix"), [(False, False), (True, False), (True, True)])
+def test_cached_clip_vectors_mix_into_what_the_model_serves(
+    tmp_path: Path, rotated: bool, prefix: bool
+) -> None:
     """The vectors the weights are chosen on, mixed with a config, are the ones a model
     with that config embeds (what the release's export check asserts on real clips);
-    with a prefix rotation too, whose cached vectors stay in the branches' layout."""
+    with a prefix rotation too, whose cached vectors stay in the branches' layout, and
+    with a transcript prefix after it."""
     import numpy as np
     import soundfile as sf
 
     from model.training.prefix_rotation import install_rotation, rotation_of
     from model.training.transcript_release import clip_vectors
 
-    config = tiny_with_transcripts(("audio", "text"), main_weight=0.3)
+    config = tiny_with_transcripts(
+        ("audio", "text"),
+        main_weight=0.3,
+        **({"prefix_dims": 64, "prefix_weight": 0.3} if prefix else {}),
+    )
     model = MultimodalModel(config).eval()
     if rotated:
         install_rotation(
@@ -281,7 +289,7 @@ def test_cached_clip_vectors_mix_into_what_the_model_serves(tmp_path: Path, rota
     with torch.inference_mode():
         served = model("audio", model.preprocess("audio", clips), with_llm_tokens=False)
     torch.testing.assert_close(mixed(model, found, config.transcript), served.embedding)
-    if rotated:
+    if rotated and not prefix:
         plain = MultimodalModel(config).eval()
         plain.load_state_dict(model.state_dict(), strict=False)
         with torch.inference_mode():
@@ -437,6 +445,97 @@ def test_people_recordings_bound_the_choice_before_the_pool_counts() -> None:
     assert choice["trials"]["1/0/1"] < choice["trials"]["0/0/1"]  # validation wants less
     easy = {**people, "cascade": 0.0}  # a bar every mixing meets: validation decides
     assert choose(model, recipe, val, texts.numpy(), people=easy)[0] == alone
+
+
+def test_people_recordings_choose_a_transcript_prefix_that_espeak_alone_would_not() -> None:
+    """The prefix weight: espeak clips heard right by the speech path and wrongly by
+    Whisper want none; a person's clips, the other way round, want it. With both, the
+    mean of the two scores decides, and the record says what each set scored."""
+    from model.training.prefix_rotation import install_rotation, rotation_of
+
+    model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
+    install_rotation(
+        model, rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(2)))
+    )
+    torch.manual_seed(0)
+
+    def unit_noise(n: int) -> torch.Tensor:
+        return F.normalize(torch.randn(n, 512), dim=-1)
+
+    texts = unit_noise(40)  # as served: rotated
+    val = {
+        "speech": model.unrotated(F.normalize(texts + 0.3 * unit_noise(40), dim=-1)),
+        "text": unit_noise(40),  # Whisper is wrong on every espeak clip
+        "heard": ["words"] * 40,
+        "no_speech": torch.zeros(40),
+        "sentences": [f"s{i}" for i in range(40)],
+    }
+    said = unit_noise(30)
+    people_clips = {
+        "speech": unit_noise(30),  # the speech path hears nothing of a person
+        "text": model.unrotated(said),
+        "heard": ["words"] * 30,
+        "no_speech": torch.zeros(30),
+        "sentences": [f"p{i}" for i in range(30)],
+    }
+    config = model.config.transcript
+    assert config is not None and config.main_weight == 0.2
+    recipe = dataclasses.replace(_recipe("r"), prefix_dims=64, prefix_weights=(0.0, 0.5, 1.0))
+    alone, record = choose_prefix(model, recipe, config, val, texts.numpy())
+    assert alone.prefix_weight == 0.0 and alone.prefix_dims == 64
+    assert record["trials"]["0"]["val"] > record["trials"]["1"]["val"]
+    assert record["people"] is False and record["pool"] == 0
+    people = {"found": people_clips, "texts": said.numpy(), "cascade": 1.0}
+    pool = unit_noise(200).numpy()
+    chosen, record = choose_prefix(model, recipe, config, val, texts.numpy(), pool, people)
+    assert chosen.prefix_weight > 0.0
+    assert dataclasses.replace(chosen, prefix_weight=0.0, prefix_dims=0) == config
+    trials = record["trials"]
+    assert trials["0"]["people"] < trials[f"{chosen.prefix_weight:g}"]["people"]
+    assert record["weight"] == chosen.prefix_weight and record["pool"] == 200
+    best = trials[f"{chosen.prefix_weight:g}"]
+    assert record["score"] == pytest.approx((best["val"] + best["people"]) / 2, abs=1e-4)
+    assert all(record["score"] >= (t["val"] + t["people"]) / 2 - 1e-4 for t in trials.values())
+
+
+def test_a_release_keeps_another_releases_mixing(tmp_path: Path) -> None:
+    """``mixing_from``: that release's weights, threshold and decode window, with its
+    record of how they were chosen; refused beside a choice of its own, unlisted in
+    ``turned``, for a release that mixes nothing, or for clips decoded otherwise."""
+    from model.training.transcript_release import kept_mixing, same_vectors
+
+    v7 = "model/weights/image-audio-text-v7"
+    path = tmp_path / "r.toml"
+    _refused(path, RECIPE + f"mixing_from = '{v7}'\n", "must be listed in turned")
+    kept = RECIPE + f"mixing_from = '{v7}'\nturned = ['{v7}']\nmin_decode_seconds = 2.0\n"
+    _refused(path, kept + "choose_pool = 100\n", "not both")
+    _refused(path, kept + "prefix_dims = 65\n", "dims must be one of")
+    _refused(path, kept + "prefix_dims = 64\nprefix_weights = []\n", "names no weight")
+    _refused(path, kept + "prefix_dims = 64\nprefix_weights = [2.0]\n", "prefix_weight")
+    path.write_text(kept + "prefix_dims = 64\nprefix_weights = [0, 0.25]\nprefix_pool = 10\n")
+    recipe = read_transcript_recipe(path)
+    assert recipe.prefix_weights == (0.0, 0.25) and recipe.prefix_pool == 10
+    config, record = kept_mixing(recipe)
+    assert (config.main_weight, config.locked_weight, config.no_speech_threshold) == (
+        0.2,
+        0.6,
+        0.95,
+    )
+    assert config.min_decode_seconds == 2.0 and config.prefix_weight == 0.0
+    assert record["kept_from"] == "image-audio-text-v7 7.0.0" and record["people"]["clips"] == 291
+    with pytest.raises(ValueError, match="decodes short clips from 2 s"):
+        kept_mixing(dataclasses.replace(recipe, min_decode_seconds=0.0))
+    v2 = "model/weights/image-audio-text-v2"
+    with pytest.raises(ValueError, match="mixes in no transcripts"):
+        kept_mixing(dataclasses.replace(recipe, mixing_from=v2, turned=(v2,)))
+    entries = [
+        {"name": "r 6", "fingerprint": "a", "modalities": ["image", "text"], "turned_by": "r6"},
+        {"name": "r 7", "fingerprint": "b", "modalities": ["image", "text"], "same_rotation": True},
+        {"name": "r 5", "fingerprint": "c", "modalities": ["image"], "turned_by": "r5"},
+    ]
+    names = [e["name"] for e in same_vectors({"kept_from": "r 6"}, entries)]
+    assert names == ["r 6", "r 7"]  # every release under this rotation, not r 5's
+    assert "same_rotation" not in same_vectors({"kept_from": "r 6"}, entries)[1]
 
 
 def test_the_cascade_misses_a_clip_heard_as_nothing() -> None:
