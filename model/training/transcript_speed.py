@@ -8,7 +8,8 @@ transcript decoder (the speech path alone, which is what image-audio-text-v2 emb
 audio with), and embeds clips of held-out voices reading plain sentences of 3 to 13
 words (1 to 5 s) at batch 1, 8 and 32 with ``Embedder.embed_audio``. A release that
 decodes short clips from more audio (``min_decode_seconds``, 7.0.0 on) is also timed
-decoding them from their own frames, as 6.0.0 does. All are timed in alternation, so a
+decoding them from their own frames, as 6.0.0 does, and one with a transcript prefix
+(8.0.0 on) without it, as 7.0.0 embeds. All are timed in alternation, so a
 busy machine slows them alike; the ratios are the figures to quote. Prints a Markdown
 table of medians of ``--repeats`` timed runs after a warm-up.
 """
@@ -45,13 +46,14 @@ def speech_path_alone(embedder: Embedder, clips: list, rate: int) -> object:
         model.transcriber = decoder
 
 
-def own_frames_only(embedder: Embedder, clips: list, rate: int) -> object:
-    """``embed_audio`` with every clip decoded from its own frames (``min_decode_seconds``
-    0, as releases up to 6.0.0 decode)."""
+def mixed_otherwise(embedder: Embedder, clips: list, rate: int, **changes: float) -> object:
+    """``embed_audio`` with the release's transcript settings changed: ``min_decode_seconds``
+    0 decodes every clip from its own frames (as releases up to 6.0.0 do),
+    ``prefix_weight`` 0 leaves out the transcript prefix (as up to 7.0.0)."""
     model = embedder.model
     config = model.config
     model.config = dataclasses.replace(
-        config, transcript=dataclasses.replace(config.transcript, min_decode_seconds=0.0)
+        config, transcript=dataclasses.replace(config.transcript, **changes)
     )
     try:
         return embedder.embed_audio(clips, rate)
@@ -73,12 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         f"threads {args.threads}; {embedder.info['model']} {embedder.info['version']}; "
         f"clips of {seconds:.1f} s on average"
     )
-    padded = embedder.model.config.transcript.min_decode_seconds
+    transcript = embedder.model.config.transcript
+    padded = transcript.min_decode_seconds
     short = sum(len(c) < padded * SAMPLE_RATE for c in clips)
     head = "| batch | speech path alone, clips/s | with the transcript, clips/s | ratio |"
+    variants = []
     if padded:
         print(f"{short} of the {len(clips)} clips are shorter than {padded:g} s")
         head += " short clips from their own frames, clips/s | ratio to it |"
+        variants.append({"min_decode_seconds": 0.0})
+    if transcript.prefix_weight:
+        head += " without the transcript prefix, clips/s | ratio to it |"
+        variants.append({"prefix_weight": 0.0, "prefix_dims": 0})
     print(head)
     print("|" + " ---: |" * (head.count("|") - 1))
     for size in (1, 8, 32):
@@ -86,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         runs = [
             lambda b=batch: speech_path_alone(embedder, b, SAMPLE_RATE),
             lambda b=batch: embedder.embed_audio(b, SAMPLE_RATE),
+            *[
+                lambda b=batch, c=changes: mixed_otherwise(embedder, b, SAMPLE_RATE, **c)
+                for changes in variants
+            ],
         ]
-        if padded:
-            runs.append(lambda b=batch: own_frames_only(embedder, b, SAMPLE_RATE))
-        alone, release, *own = (size / s for s in median_seconds(runs, args.repeats))
+        alone, release, *others = (size / s for s in median_seconds(runs, args.repeats))
         row = f"| {size} | {alone:.1f} | {release:.1f} | {release / alone:.2f} |"
-        if own:
-            row += f" {own[0]:.1f} | {release / own[0]:.2f} |"
+        for other in others:
+            row += f" {other:.1f} | {release / other:.2f} |"
         print(row)
     return 0
 
