@@ -35,7 +35,7 @@ from model.efficientnet import VARIANTS as PACKAGED_ENCODERS
 from model.errors import MissingWeights
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-DEFAULT_RELEASE = "image-audio-text-v7"
+DEFAULT_RELEASE = "image-audio-text-v8"
 
 # The hub IDs of the design's encoders: the base preset's sources.
 HUB_IDS: dict[str, str] = {

@@ -41,7 +41,7 @@ UNTRAINED_SEED = 0
 DEMO_WARNING = (
     "DEMO MODEL: the 'tiny' preset runs small randomly initialised encoders and heads, so its "
     "embeddings carry no meaning. For real use: `mmembed serve` with no --preset serves the "
-    "shipped release (image-audio-text-v7); --checkpoint DIR serves one trained with `mmembed train`."
+    "shipped release (image-audio-text-v8); --checkpoint DIR serves one trained with `mmembed train`."
 )
 UNTRAINED_WARNING = (
     "UNTRAINED MODEL: real encoders but random adapters, resampler and heads (no checkpoint), so "

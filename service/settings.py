@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     checkpoint: Path | None = Field(
         None,
         description="Trained checkpoint folder, or the name of a shipped release "
-        "(image-audio-text-v7); default: the shipped release unless a preset is asked for.",
+        "(image-audio-text-v8); default: the shipped release unless a preset is asked for.",
     )
     device: str = Field("cpu", description="torch device: cpu, cuda, cuda:1, ...")
     dtype: Literal["float32", "float16", "bfloat16"] = Field(

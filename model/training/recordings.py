@@ -22,7 +22,7 @@ written there, so a few compounds read as one word.
 
 To measure a release on both (the served vectors, beside Whisper + MiniLM)::
 
-    python -m model.training.recordings --release image-audio-text-v7 \
+    python -m model.training.recordings --release image-audio-text-v8 \
         --audio-encoder ../shared/models/whisper-base-encoder \
         --text-encoder ../shared/models/all-MiniLM-L6-v2
 """

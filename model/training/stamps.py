@@ -15,7 +15,7 @@ Captions are the description as written. Every caption is also spoken by the
 held-out voices (``spoken-test_stamps.jsonl``); the human recordings of the kept
 stamps (the package's OGG files) are listed in ``spoken-test_stamps-voice.jsonl``.
 
-    python -m model.training.stamps --release model/weights/image-audio-text-v7 \\
+    python -m model.training.stamps --release model/weights/image-audio-text-v8 \\
         --audio-encoder ../shared/models/whisper-base-encoder \\
         --text-encoder ../shared/models/all-MiniLM-L6-v2
 

@@ -61,10 +61,46 @@ def chosen_line(choice: Mapping[str, Any]) -> str:
             f"does (audio->text R@1 at 512 dims: {people['r1']:.3f} chosen, the cascade "
             f"{people['cascade_r1']:.3f})."
         )
+    kept = f"These are {choice['kept_from']}'s. " if choice.get("kept_from") else ""
     return (
-        f"These were chosen on {where} ({how}: {choice.get('val_mean_r1', float('nan')):.3f}), "
-        f"not on any test figure.{bound}"
+        f"{kept}These were chosen on {where} ({how}: "
+        f"{choice.get('val_mean_r1', float('nan')):.3f}), not on any test figure.{bound}"
     )
+
+
+def prefix_step(transcript: Mapping[str, Any], choice: Mapping[str, Any]) -> list[str]:
+    """The last step of embedding a clip, where the release has a transcript prefix, and
+    how its weight was chosen (``choice`` is the recipe's record of it)."""
+    weight, dims = transcript.get("prefix_weight", 0.0), transcript.get("prefix_dims", 0)
+    if not weight:
+        return []
+    trials = choice.get("trials", {})
+    val = {w: t["val"] for w, t in trials.items()}
+    people = {w: t["people"] for w, t in trials.items() if "people" in t}
+    sets = "the 300 validation clips (both ways"
+    if choice.get("pool"):
+        sets += f"; each clip searched among {choice['pool']:,} training sentences too"
+    sets += ")"
+    if people:
+        sets += " and people's selection recordings (audio->text)"
+    first, chosen = next(iter(trials), "0"), f"{weight:g}"
+    tried = ", ".join(trials)
+    lines = [
+        f"6. Then the first {dims} dims of a heard clip's vector turn {weight:g} further "
+        f"towards the same dims of its transcript's text vector, keeping their length "
+        f"(`normalize((1 - {weight:g}) * clip + {weight:g} * text)` there). That is the "
+        f"prefix a {dims}-dim search reads, where the speech path, trained on synthetic "
+        "voices only, finds a person's recordings worst. The weight was chosen from "
+        f"{tried} on the mean R@1 at 512 and {dims} dims of {sets}: {choice['score']:.3f}."
+    ]
+    if people:
+        lines[0] += (
+            f" The validation clips alone score {val[first]:.3f} at {first} and "
+            f"{val[chosen]:.3f} at {chosen}, people's {people[first]:.3f} and "
+            f"{people[chosen]:.3f}: espeak's voices are heard about as well by the speech "
+            "path as by the transcript, a person's are not."
+        )
+    return lines
 
 
 PEOPLE_SETS = (
@@ -211,12 +247,14 @@ def rotation_lines(meta: Mapping[str, Any]) -> dict[str, list[str]]:
         "two-sided branch's alone."
     )
     if kept:
+        same = [e["name"] for e in meta.get("same_vectors_as") or []] or [kept]
+        whose = " and ".join(f"{name}'s" for name in same)
         moves = [
-            f"- **Re-embed audio only:** image and text vectors are {kept}'s, bit for bit, "
-            "and a store it filled with no audio item is taken over as it is. Audio vectors "
-            "changed (the mixing), so a store with audio items, or one filled by another "
-            "release, refuses to open until `mmembed index reembed` moves it. "
-            + _turned(meta.get("rotated_from") or []),
+            f"- **Re-embed audio only:** image and text vectors are {whose}, bit for bit, "
+            f"and a store {'it' if len(same) == 1 else 'one of them'} filled with no audio "
+            "item is taken over as it is. Audio vectors changed (the mixing), so a store "
+            "with audio items, or one filled by another release, refuses to open until "
+            "`mmembed index reembed` moves it. " + _turned(meta.get("rotated_from") or []),
         ]
         trained = f"Nothing was trained for this release. The rotation is {kept}'s: "
     else:
@@ -343,6 +381,7 @@ def render_transcript_card(document: Mapping[str, Any], size_bytes: tuple[int, i
             f"{transcript['locked_weight']:g} on the locked part (MiniLM's space). "
             + chosen_line(choice),
             *words["step"],
+            *prefix_step(transcript, choice.get("prefix", {})),
             "",
             *words["trained"],
             "",

@@ -22,18 +22,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-README = (REPO_ROOT / "README.md").read_text()
-DOCS = "\n".join(
-    path.read_text() for path in [REPO_ROOT / "README.md", *sorted(REPO_ROOT.glob("docs/*.md"))]
-)
-
-
-def _code_blocks(text: str) -> list[tuple[str, str]]:
-    """(marker comment before the block or "", block body) for every ```bash block."""
-    pattern = re.compile(r"(?:<!-- readme-test: (\w+) -->\n)?```bash\n(.*?)```", re.S)
-    return [(m.group(1) or "", m.group(2)) for m in pattern.finditer(text)]
+from tests.docs_blocks import DOCS, README, REPO_ROOT, code_blocks, marked_block
 
 
 def _free_port() -> int:
@@ -43,7 +32,7 @@ def _free_port() -> int:
 
 
 def test_first_lines_give_the_run_and_test_commands():
-    _, first = _code_blocks(README)[0]
+    _, first = code_blocks(README)[0]
     run_command, test_command = first.strip().splitlines()
     assert run_command.endswith("mmembed serve")
     assert "pytest" in test_command
@@ -69,7 +58,7 @@ def test_every_setting_named_in_the_docs_exists():
 
 
 def test_every_subcommand_in_the_docs_exists():
-    code = "\n".join(body for _, body in _code_blocks(DOCS))
+    code = "\n".join(body for _, body in code_blocks(DOCS))
     named = set(re.findall(r"^\s*mmembed ([a-z]+)", code, re.M))
     named |= set(re.findall(r"`mmembed ([a-z]+)", DOCS))
     out = subprocess.run(
@@ -83,7 +72,7 @@ def _mmembed_commands(text: str) -> list[list[str]]:
     """Every ``mmembed ...`` command line of the bash blocks, continuations joined,
     shell variables expanded from the block's own assignments (``ENC="..."``)."""
     commands = []
-    for _, body in _code_blocks(text):
+    for _, body in code_blocks(text):
         body = body.replace("\\\n", " ")
         variables = dict(re.findall(r'^([A-Z_]+)="([^"]*)"$', body, re.M))
         for line in body.splitlines():
@@ -110,12 +99,6 @@ def test_every_mmembed_command_in_the_docs_parses():
             pytest.fail(f"documented command does not parse: mmembed {shlex.join(argv)} ({exc})")
 
 
-def _marked(marker: str) -> str:
-    """The one bash block under `<!-- readme-test: MARKER -->`, in the README or docs/."""
-    (block,) = [body for found, body in _code_blocks(DOCS) if found == marker]
-    return block
-
-
 def _run_lines(block: str, port: int, cwd: Path, env: dict[str, str]) -> dict[str, str]:
     """Each command line of a block, run by bash against the server on `port`: its stdout."""
     outputs = {}
@@ -136,7 +119,7 @@ def test_the_quick_start_on_the_front_page_is_in_the_readme():
 @pytest.mark.slow
 def test_quick_start_runs_against_a_real_server(tmp_path):
     """The curl tour (docs/api.md), then the README's own quick start, on one server."""
-    block = _marked("quickstart")
+    block = marked_block("quickstart")
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     server = subprocess.Popen(
@@ -165,8 +148,8 @@ def test_quick_start_runs_against_a_real_server(tmp_path):
                 assert time.monotonic() < deadline, "server did not become ready"
                 time.sleep(0.5)
         outputs = _run_lines(block, port, tmp_path, env)
-        front = _run_lines(_marked("front"), port, tmp_path, env)
-        images = _run_lines(_marked("images"), port, tmp_path, env)
+        front = _run_lines(marked_block("front"), port, tmp_path, env)
+        images = _run_lines(marked_block("images"), port, tmp_path, env)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

@@ -78,12 +78,17 @@ def test_the_release_sees_images_with_the_packaged_encoder() -> None:
     document = json.loads((release_path(DEFAULT_RELEASE) / "config.json").read_text())
     image = document["config"]["encoders"]["image"]
     assert image["family"] == "efficientnet" and image["source"] == "efficientnet-lite0"
-    # 7.0.0 keeps 6.0.0's prefix rotation (5.0.0's) and weights, so it keeps their image
-    # and text vectors; its audio vectors decode short clips from 2 s and mix otherwise
+    # 8.0.0 keeps 6.0.0's prefix rotation (5.0.0's) and weights, as 7.0.0 does, so it keeps
+    # their image and text vectors; its audio vectors turn their 64-dim prefix further
+    # towards the transcript than 7.0.0's
     assert document["config"]["prefix_rotation"] is True
     assert document["weights_from"] == "image-audio-text-v2"  # its own file: the rotation
-    [kept] = document["metadata"]["same_vectors_as"]
-    assert kept["name"] == "image-audio-text-v6 6.0.0" and kept["modalities"] == ["image", "text"]
+    kept = document["metadata"]["same_vectors_as"]
+    assert [(k["name"], k["modalities"]) for k in kept] == [
+        ("image-audio-text-v5 5.0.0", ["image", "text"]),  # every release under its rotation
+        ("image-audio-text-v6 6.0.0", ["image", "text"]),
+        ("image-audio-text-v7 7.0.0", ["image", "text"]),
+    ]
     v3 = json.loads((release_path("image-audio-text-v3") / "config.json").read_text())
     same = v3["metadata"]["same_vectors_as"]
     assert same[0]["name"] == "image-audio-text-v2 2.0.0"
@@ -133,17 +138,56 @@ def test_a_red_circle_is_found_by_its_words_typed_and_spoken(released: Embedder)
 
 
 @pytest.mark.real_weights
+def test_the_readmes_shapes_are_found_by_its_typed_and_spoken_words(
+    released: Embedder, tmp_path: Path
+) -> None:
+    """The README's images block on the release, as written: its drawings (`mmembed data
+    shapes`) and its spoken query (its espeak-ng line), each finding `red-circle` first
+    among the nine, at 512 dims and at 64."""
+    import os
+    import sys
+
+    import soundfile as sf
+
+    from tests.docs_blocks import marked_block
+
+    lines = [line.strip() for line in marked_block("images").splitlines()]
+    commands = [line for line in lines if line.startswith(("mmembed data shapes", "espeak-ng"))]
+    assert len(commands) == 2
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    for command in commands:
+        subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, check=True)
+    names = sorted(p.stem for p in (tmp_path / "shapes").glob("*.png"))
+    assert len(names) == 9
+    pictures = released.embed_images(
+        [Image.open(tmp_path / "shapes" / f"{n}.png").convert("RGB") for n in names]
+    )
+    clip, rate = sf.read(tmp_path / "red.wav", dtype="float32")
+    queries = {
+        "typed": released.embed_texts(["a red circle"])[0],
+        "spoken": released.embed_audio([clip], rate)[0],
+    }
+    for dims in (512, 64):
+        for how, query in queries.items():
+            scores = truncate(pictures, dims) @ truncate(query[None], dims)[0]
+            top = names[int(np.argmax(scores))]
+            assert top == "red-circle", f"{how} at {dims} dims found {top}"
+
+
+@pytest.mark.real_weights
 def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     released: Embedder, shared_encoders: dict[str, str]
 ) -> None:
-    """7.0.0 is 5.0.0 with short clips decoded from 2 s and the transcript mixed in by
-    other weights (as 6.0.0 is, with its own): its text and image vectors are 5.0.0's and
-    6.0.0's bit for bit (a 6.0.0 store of them is taken over as it is), and 3.0.0's and
-    4.0.0's turned by their rotations; its audio vectors are new, so `index reembed`
-    embeds those clips again. 3.0.0's text and image vectors are 2.0.0's bit for
-    bit, its audio ones hold the transcript too."""
+    """8.0.0 is 7.0.0 with a transcript prefix, and 7.0.0 is 5.0.0 with short clips
+    decoded from 2 s and the transcript mixed in by other weights (as 6.0.0 is, with its
+    own): 8.0.0's text and image vectors are 5.0.0's, 6.0.0's and 7.0.0's bit for bit (a
+    6.0.0 or 7.0.0 store of them is taken over as it is), and 3.0.0's and 4.0.0's turned
+    by their rotations; its audio vectors are new, so `index reembed` embeds those clips
+    again. 3.0.0's text and image vectors are 2.0.0's bit for bit, its audio ones hold the
+    transcript too."""
     from service.reembed import rotation_for
 
+    v7 = Embedder.from_pretrained("image-audio-text-v7", encoders=shared_encoders)
     v6 = Embedder.from_pretrained("image-audio-text-v6", encoders=shared_encoders)
     v5 = Embedder.from_pretrained("image-audio-text-v5", encoders=shared_encoders)
     v4 = Embedder.from_pretrained("image-audio-text-v4", encoders=shared_encoders)
@@ -156,10 +200,16 @@ def test_every_vector_is_the_earlier_releases_turned_by_the_rotation(
     np.testing.assert_array_equal(released.embed_texts(texts), v5.embed_texts(texts))
     np.testing.assert_array_equal(released.embed_images([drawing]), v5.embed_images([drawing]))
     np.testing.assert_array_equal(released.embed_texts(texts), v6.embed_texts(texts))
+    np.testing.assert_array_equal(released.embed_texts(texts), v7.embed_texts(texts))
+    np.testing.assert_array_equal(released.embed_images([drawing]), v7.embed_images([drawing]))
     audio = released.embed_audio([clip], SAMPLE_RATE)
-    for before in (v5, v6):
+    for before in (v5, v6, v7):
         assert float(audio[0] @ before.embed_audio([clip], SAMPLE_RATE)[0]) < 0.999
-    for earlier in (v3, v4, v5, v6):
+    # 7.0.0's audio vector differs in its first 64 dims only: the transcript prefix
+    np.testing.assert_allclose(
+        audio[0, 64:], v7.embed_audio([clip], SAMPLE_RATE)[0, 64:], atol=1e-5
+    )
+    for earlier in (v3, v4, v5, v6, v7):
         moved = rotation_for(released, earlier.info["weights_digest"])
         assert moved is not None and moved.modalities == {"image", "text"}
         for stored, ours in zip(

@@ -203,6 +203,11 @@ def test_checking_a_release_takes_a_release_recipe_and_nothing_of_plain_eval(
             "model.training.transcript_release",
             "check_transcript_release",
         ),
+        (
+            "image-audio-text-v8.toml",
+            "model.training.transcript_release",
+            "check_transcript_release",
+        ),
     ],
 )
 def test_a_release_that_extends_another_is_checked_by_its_own_check(

