@@ -215,6 +215,10 @@ def test_pooled_r1_counts_the_distractors_both_ways() -> None:
     assert np.isclose(pooled_r1(pool_clips[:3], pool_texts[:3], three, 512), 1.0)
 
 
+def _unit_noise(n: int) -> torch.Tensor:
+    return F.normalize(torch.randn(n, 512), dim=-1)
+
+
 def test_a_pool_tells_apart_weights_that_validation_alone_ties() -> None:
     """Among its own 40 sentences every weight finds each clip (a tie, kept at the
     smallest weight); with near-duplicate training sentences as distractors, only the
@@ -222,14 +226,11 @@ def test_a_pool_tells_apart_weights_that_validation_alone_ties() -> None:
     model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
     torch.manual_seed(0)
 
-    def unit_noise(n: int) -> torch.Tensor:
-        return F.normalize(torch.randn(n, 512), dim=-1)
-
     def clips_of(texts: torch.Tensor, heard_as: torch.Tensor, name: str) -> dict[str, object]:
         """Clips of ``texts`` whose speech path hears ``heard_as``; Whisper is right."""
         n = texts.shape[0]
         return {
-            "speech": F.normalize(heard_as + 0.1 * unit_noise(n), dim=-1),
+            "speech": F.normalize(heard_as + 0.1 * _unit_noise(n), dim=-1),
             "text": texts.clone(),
             "heard": ["words"] * n,
             "no_speech": torch.zeros(n),
@@ -237,7 +238,7 @@ def test_a_pool_tells_apart_weights_that_validation_alone_ties() -> None:
         }
 
     texts = F.normalize(torch.randn(40, 512), dim=-1)
-    near = F.normalize(texts + 0.3 * unit_noise(40), dim=-1)  # near-duplicate sentences
+    near = F.normalize(texts + 0.3 * _unit_noise(40), dim=-1)  # near-duplicate sentences
     val = clips_of(texts, heard_as=near, name="validation")
     pool = clips_of(near, heard_as=near, name="training")
     recipe = dataclasses.replace(_recipe("r"), weights=(0.0, 0.5, 1.0), no_speech=(1.0,))
@@ -404,33 +405,41 @@ def test_the_rotation_fits_on_clips_as_served_decoding_each_chunk_once(
         drawn_clips(manifest, RotationSpec(clips=5, held_out=2, more_clips=3))
 
 
+def _espeak_and_a_person(
+    model: MultimodalModel, noise: float
+) -> tuple[torch.Tensor, dict, torch.Tensor, dict]:
+    """Seeded clip vectors of two voices (as :func:`clip_vectors` caches them, in the
+    branches' layout) and their sentences' vectors as served: (texts, 40 espeak clips
+    whose speech path is right up to ``noise`` and whose transcripts are wrong, the
+    person's texts, 30 clips of a person whose speech path hears nothing and whose
+    transcripts are right)."""
+    torch.manual_seed(0)
+    texts = _unit_noise(40)
+    val = {
+        "speech": model.unrotated(F.normalize(texts + noise * _unit_noise(40), dim=-1)),
+        "text": _unit_noise(40),  # Whisper is wrong on every espeak clip
+        "heard": ["words"] * 40,
+        "no_speech": torch.zeros(40),
+        "sentences": [f"s{i}" for i in range(40)],
+    }
+    said = _unit_noise(30)
+    person = {
+        "speech": _unit_noise(30),  # the speech path hears nothing of a person
+        "text": model.unrotated(said),
+        "heard": ["words"] * 30,
+        "no_speech": torch.zeros(30),
+        "sentences": [f"p{i}" for i in range(30)],
+    }
+    return texts, val, said, person
+
+
 def test_people_recordings_bound_the_choice_before_the_pool_counts() -> None:
     """Espeak clips whose speech path is right and transcripts noisy favour no transcript;
     people's clips, whose speech path hears nothing and transcripts are right, need some
     of it to reach the cascade. The choice meets the cascade there first, then takes the
     best validation score among the mixings that do."""
     model = MultimodalModel(tiny_with_transcripts(("audio", "text")))
-    torch.manual_seed(0)
-
-    def unit_noise(n: int) -> torch.Tensor:
-        return F.normalize(torch.randn(n, 512), dim=-1)
-
-    texts = unit_noise(40)
-    val = {
-        "speech": F.normalize(texts + 0.2 * unit_noise(40), dim=-1),
-        "text": unit_noise(40),  # Whisper is wrong on every espeak clip
-        "heard": ["words"] * 40,
-        "no_speech": torch.zeros(40),
-        "sentences": [f"s{i}" for i in range(40)],
-    }
-    said = unit_noise(30)
-    people_clips = {
-        "speech": unit_noise(30),  # the speech path hears nothing of a person
-        "text": said.clone(),
-        "heard": ["words"] * 30,
-        "no_speech": torch.zeros(30),
-        "sentences": [f"p{i}" for i in range(30)],
-    }
+    texts, val, said, people_clips = _espeak_and_a_person(model, noise=0.2)
     recipe = dataclasses.replace(_recipe("r"), weights=(0.0, 0.3, 0.5, 1.0), no_speech=(1.0,))
     alone, _ = choose(model, recipe, val, texts.numpy())
     assert alone.main_weight == 0.0
@@ -457,27 +466,7 @@ def test_people_recordings_choose_a_transcript_prefix_that_espeak_alone_would_no
     install_rotation(
         model, rotation_of(torch.randn(512, 512, generator=torch.Generator().manual_seed(2)))
     )
-    torch.manual_seed(0)
-
-    def unit_noise(n: int) -> torch.Tensor:
-        return F.normalize(torch.randn(n, 512), dim=-1)
-
-    texts = unit_noise(40)  # as served: rotated
-    val = {
-        "speech": model.unrotated(F.normalize(texts + 0.3 * unit_noise(40), dim=-1)),
-        "text": unit_noise(40),  # Whisper is wrong on every espeak clip
-        "heard": ["words"] * 40,
-        "no_speech": torch.zeros(40),
-        "sentences": [f"s{i}" for i in range(40)],
-    }
-    said = unit_noise(30)
-    people_clips = {
-        "speech": unit_noise(30),  # the speech path hears nothing of a person
-        "text": model.unrotated(said),
-        "heard": ["words"] * 30,
-        "no_speech": torch.zeros(30),
-        "sentences": [f"p{i}" for i in range(30)],
-    }
+    texts, val, said, people_clips = _espeak_and_a_person(model, noise=0.3)
     config = model.config.transcript
     assert config is not None and config.main_weight == 0.2
     recipe = dataclasses.replace(_recipe("r"), prefix_dims=64, prefix_weights=(0.0, 0.5, 1.0))
@@ -486,7 +475,7 @@ def test_people_recordings_choose_a_transcript_prefix_that_espeak_alone_would_no
     assert record["trials"]["0"]["val"] > record["trials"]["1"]["val"]
     assert record["people"] is False and record["pool"] == 0
     people = {"found": people_clips, "texts": said.numpy(), "cascade": 1.0}
-    pool = unit_noise(200).numpy()
+    pool = _unit_noise(200).numpy()
     chosen, record = choose_prefix(model, recipe, config, val, texts.numpy(), pool, people)
     assert chosen.prefix_weight > 0.0
     assert dataclasses.replace(chosen, prefix_weight=0.0, prefix_dims=0) == config
