@@ -826,20 +826,7 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
     images_root = picture_features(recipe, model)
     log.info("stage 2/5: speech vectors and transcripts of every clip")
     found = {split: cached_vectors(model, recipe, split, m) for split, m in manifests.items()}
-    val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
-    people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
-    if recipe.mixing_from:
-        log.info("stage 3/5: the mixing of %s, kept", recipe.mixing_from)
-        config, choice = kept_mixing(recipe)
-    else:
-        log.info("stage 3/5: the mixing, chosen on validation")
-        pool, pool_texts = None, None
-        if recipe.choose_pool:
-            root = Path(base_release_recipe(recipe, sources).release.root)
-            draw = RotationSpec(clips=recipe.choose_pool, held_out=1)  # the rotation's draw
-            pool = training_clips(model, recipe, root / "spoken" / f"{TRAIN}.jsonl", draw)
-            pool_texts = sentence_vectors(model, pool["sentences"])
-        config, choice = choose(model, recipe, found[VAL], val_texts, pool, pool_texts, people)
+    config, choice = mixing_stage(model, recipe, sources, found)
     config = dataclasses.replace(config, source=recipe.decoder)
     model.config = dataclasses.replace(model.config, transcript=config)
     rotation = None
@@ -851,15 +838,7 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
         rotation = kept_rotation(model, Path(recipe.rotation_from))
     if recipe.prefix_dims:
         log.info("stage 3/5: the transcript prefix's weight, chosen on validation and people")
-        # every text vector as served now, under the rotation the prefix comes after
-        served_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
-        served_people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
-        prefix_texts = None
-        if recipe.prefix_pool:
-            prefix_texts = sentence_vectors(model, prefix_pool_sentences(recipe, sources))
-        config, choice["prefix"] = choose_prefix(
-            model, recipe, config, found[VAL], served_texts, prefix_texts, served_people
-        )
+        config, choice["prefix"] = prefix_stage(model, recipe, sources, found, config)
         model.config = dataclasses.replace(model.config, transcript=config)
     unrotated_digest = digest_without_rotation(model)  # what stores of the vectors hold
     log.info("stage 4/5: evaluation")
@@ -878,6 +857,45 @@ def run_transcript_release(path: str | Path, sources: dict[str, str]) -> dict[st
         )
     log.info("the exported release embeds clips as chosen (largest difference %.1e)", largest)
     return results
+
+
+def mixing_stage(
+    model: Any, recipe: TranscriptRecipe, sources: dict[str, str], found: dict[str, Any]
+) -> tuple[TranscriptConfig, dict[str, Any]]:
+    """The mixing and its record: ``recipe.mixing_from``'s, or chosen on the validation
+    clips (in a pool of training clips, bound by people's selection half, where the
+    recipe says so)."""
+    if recipe.mixing_from:
+        log.info("stage 3/5: the mixing of %s, kept", recipe.mixing_from)
+        return kept_mixing(recipe)
+    log.info("stage 3/5: the mixing, chosen on validation")
+    val_texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
+    people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
+    pool, pool_texts = None, None
+    if recipe.choose_pool:
+        root = Path(base_release_recipe(recipe, sources).release.root)
+        draw = RotationSpec(clips=recipe.choose_pool, held_out=1)  # the rotation's draw
+        pool = training_clips(model, recipe, root / "spoken" / f"{TRAIN}.jsonl", draw)
+        pool_texts = sentence_vectors(model, pool["sentences"])
+    return choose(model, recipe, found[VAL], val_texts, pool, pool_texts, people)
+
+
+def prefix_stage(
+    model: Any,
+    recipe: TranscriptRecipe,
+    sources: dict[str, str],
+    found: dict[str, Any],
+    config: TranscriptConfig,
+) -> tuple[TranscriptConfig, dict[str, Any]]:
+    """``config`` with its transcript prefix weight chosen (:func:`choose_prefix`), and the
+    record of the choice; ``model`` has its prefix rotation already, and every text is
+    embedded under it, as served."""
+    texts = sentence_vectors(model, groups_of(found[VAL]["sentences"])[1])
+    people = people_bar(model, found[PEOPLE_SELECTION]) if recipe.people_root else None
+    pool = None
+    if recipe.prefix_pool:
+        pool = sentence_vectors(model, prefix_pool_sentences(recipe, sources))
+    return choose_prefix(model, recipe, config, found[VAL], texts, pool, people)
 
 
 def digest_without_rotation(model: Any) -> str:
