@@ -105,7 +105,7 @@ def prefix_step(transcript: Mapping[str, Any], choice: Mapping[str, Any]) -> lis
 
 PEOPLE_SETS = (
     ("people-test", "people's test recordings"),
-    ("people-selection", "people's selection recordings (chose the mixing)"),
+    ("people-selection", "people's selection recordings (chose the weights)"),
 )
 
 

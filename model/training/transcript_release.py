@@ -474,9 +474,9 @@ def choose_prefix(
     best mean wins (ties: the smaller weight): the validation clips (audio->text among
     their sentences and ``pool_texts``, text->audio among the clips; R@1 of both averaged)
     and, with ``people`` (:func:`people_bar`), people's selection recordings
-    (audio->text R@1). The espeak voices alone would keep the prefix as it is: a
-    synthetic voice is heard as well by the speech path as by its transcript, and a
-    person's much worse.
+    (audio->text R@1). The espeak voices alone would keep the prefix as it is: the
+    speech path hears a synthetic voice about as well as its transcript does, and a
+    person's voice much worse.
     """
     groups = torch.from_numpy(groups_of(val["sentences"])[0])
     text_rows = torch.from_numpy(texts).float()
