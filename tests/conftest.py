@@ -30,6 +30,15 @@ def tiny_with_transcripts(
     return dataclasses.replace(config, transcript=decoder)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread in each pytest-xdist worker: two workers on two cores that each
+    ask torch for both run several times slower than with one thread apiece."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
 def _shared_models_dir() -> Path:
     env = os.environ.get("MMEMBED_SHARED_MODELS")
     return Path(env) if env else REPO_ROOT.parent / "shared" / "models"
